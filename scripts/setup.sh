@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs for the local target and the tests: uv, the locked Python
+# environment, and PostgreSQL + PgBouncer (installed with apt-get when run as root on Debian/Ubuntu,
+# otherwise the exact install command is printed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v uv >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check uv
+fi
+uv sync --frozen --quiet
+uv run --frozen slotguard doctor --install

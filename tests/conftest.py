@@ -1,0 +1,71 @@
+"""Shared fixtures: real PostgreSQL servers (never mocks), started as an unprivileged user."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from slotguard.local.ports import free_port
+from slotguard.local.postgres import LocalPostgres, PostgresServerSettings
+from slotguard.local.system import ensure_programs, service_user
+
+PostgresFactory = Callable[..., LocalPostgres]
+
+# Each area keeps its fixtures in its own module.
+pytest_plugins = ["tests.fixtures_pgbouncer", "tests.fixtures_functions", "tests.fixtures_local"]
+
+
+def _scratch_dir(prefix: str) -> Path:
+    # Under /tmp with mode 0755: pytest's own tmp dirs are 0700 and the unprivileged server
+    # account could not reach them.
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_factory() -> Iterator[PostgresFactory]:
+    """Start fresh PostgreSQL clusters with chosen settings; all are stopped at session end."""
+    ensure_programs()
+    started: list[LocalPostgres] = []
+    roots: list[Path] = []
+
+    def make(max_connections: int = 50, **settings: object) -> LocalPostgres:
+        root = _scratch_dir("slotguard-pg-")
+        roots.append(root)
+        server = LocalPostgres(
+            root,
+            PostgresServerSettings(
+                port=free_port(), max_connections=max_connections, **settings  # type: ignore[arg-type]
+            ),
+            service_user(),
+        )
+        server.init()
+        server.start()
+        server.wait_ready()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop("immediate")
+    for root in roots:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(postgres_factory: PostgresFactory) -> LocalPostgres:
+    """One shared server (max_connections 50) for tests that do not care about its size."""
+    return postgres_factory(max_connections=50)
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    """A temporary directory the unprivileged server account can read."""
+    path = _scratch_dir("slotguard-test-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

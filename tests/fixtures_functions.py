@@ -1,0 +1,1 @@
+"""Fixtures for fixtures_functions (registered from conftest)."""

@@ -1,0 +1,1 @@
+"""Fixtures for fixtures_local (registered from conftest)."""

@@ -1,0 +1,1 @@
+"""Fixtures for fixtures_pgbouncer (registered from conftest)."""
