@@ -1,8 +1,74 @@
-"""`slotguard budget`: placeholder until the budget module lands."""
+"""`slotguard budget`: every derived number of a stack, where it came from, and its headroom."""
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
 
-def budget(stack: str = "dev") -> None:
-    """Show the connection budget of a stack."""
-    raise NotImplementedError(stack)
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.budget import Budget, BudgetError, compute_budget
+from infra.settings import SettingsError, load_stack
+
+EXIT_INVALID = 2
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def render_table(budget: Budget) -> Table:
+    """The budget as a Rich table, one row per derived figure."""
+    table = Table(title=f"connection budget of stack '{budget.stack}' ({budget.pooler_kind})")
+    table.add_column("figure", style="bold")
+    table.add_column("value", justify="right")
+    table.add_column("unit")
+    table.add_column("from")
+    table.add_column("limit", justify="right")
+    table.add_column("headroom", justify="right")
+    for fig in budget.figures:
+        headroom = fig.headroom
+        style = "red" if headroom is not None and headroom < 0 else None
+        table.add_row(
+            fig.key,
+            _number(fig.value),
+            fig.unit,
+            fig.source,
+            f"{_number(fig.limit)} ({fig.limit_source})" if fig.limit is not None else "",
+            _number(round(headroom, 3)) if headroom is not None else "",
+            style=style,
+        )
+    return table
+
+
+def budget(
+    stack: Annotated[str, typer.Option(help="Stack name: reads Pulumi.<stack>.yaml.")] = "dev",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Show the connection budget of a stack; exit 2 with the errors when it does not hold."""
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        result = compute_budget(load_stack(stack))
+    except (SettingsError, BudgetError) as error:
+        problems = error.problems if isinstance(error, SettingsError) else [
+            str(v) for v in error.violations
+        ]
+        if as_json:
+            print(json.dumps({"ok": False, "stack": stack, "errors": problems}, indent=2))
+        else:
+            kind = "settings" if isinstance(error, SettingsError) else "budget"
+            err.print(f"[red bold]stack '{stack}': the {kind} does not hold[/red bold]")
+            for problem in problems:
+                err.print(f"  [red]-[/red] {problem}", highlight=False)
+        raise typer.Exit(EXIT_INVALID) from None
+    if as_json:
+        print(json.dumps({"ok": True, **result.to_json()}, indent=2))
+        return
+    console.print(render_table(result))
+    console.print(
+        f"[green]budget holds[/green]: at most {result.pooler_server_connections} pooler "
+        f"connections of {result.max_connections} (ceiling {result.pooler_ceiling})"
+    )

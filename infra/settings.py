@@ -1,0 +1,559 @@
+"""Typed stack settings: the one input every number of the stack is derived from.
+
+Pure code (no Pulumi engine, no I/O besides reading a stack file on request), so the Pulumi
+program, the `slotguard` tool, the policy pack and the tests all load settings the same way.
+Every field is documented next to its default with the reason for that default; the README's
+settings reference is generated from these descriptions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROJECT = "slotguard"
+# Lambda's Python runtimes the kit's packaging builder and handlers support.
+LAMBDA_RUNTIMES = ("python3.11", "python3.12", "python3.13")
+
+
+class _Section(BaseModel):
+    """Base of every settings section: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class NetworkSettings(_Section):
+    """Where the stack runs: a new VPC (default) or an existing one."""
+
+    mode: Literal["new-vpc", "existing"] = Field(
+        "new-vpc",
+        description="`new-vpc` builds a VPC with private subnets only; `existing` uses "
+        "`vpc_id` and `subnet_ids` you own. New is the default so a fork deploys with "
+        "nothing to prepare.",
+    )
+    cidr: IPv4Network = Field(
+        IPv4Network("10.40.0.0/16"),
+        description="CIDR of a new VPC. A /16 leaves room for one /20 private subnet per AZ.",
+    )
+    availability_zones: int = Field(
+        2,
+        ge=2,
+        le=6,
+        description="AZs of a new VPC. RDS subnet groups and a spread pooler need at least two.",
+    )
+    vpc_id: str | None = Field(
+        None,
+        pattern=r"^vpc-[0-9a-f]{8,17}$",
+        description="Existing VPC (mode `existing` only).",
+    )
+    subnet_ids: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]] = Field(
+        default_factory=list,
+        description="Existing private subnets in at least two AZs (mode `existing` only).",
+    )
+    vpc_endpoints: bool = Field(
+        True,
+        description="Interface endpoints (Secrets Manager, Logs, CloudWatch, ECR) and an S3 "
+        "gateway endpoint instead of a NAT gateway: private subnets stay private and there is "
+        "no per-GB NAT charge.",
+    )
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> NetworkSettings:
+        if self.mode == "existing":
+            if self.vpc_id is None:
+                raise ValueError("mode `existing` needs `vpc_id`")
+            if len(self.subnet_ids) < 2:
+                raise ValueError(
+                    "mode `existing` needs at least two `subnet_ids` in different AZs"
+                )
+        elif self.vpc_id is not None or self.subnet_ids:
+            raise ValueError("`vpc_id` and `subnet_ids` apply only to mode `existing`")
+        return self
+
+
+class DatabaseSettings(_Section):
+    """The RDS PostgreSQL instance."""
+
+    engine_version: str = Field(
+        "16.4",
+        pattern=r"^(1[3-9])\.\d+$",
+        description="PostgreSQL `major.minor`. The parameter group family (`postgres16`) "
+        "follows the major version; 13 and later support SCRAM and the role settings used.",
+    )
+    instance_class: str = Field(
+        "db.t4g.micro",
+        pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$",
+        description="RDS instance class. Its memory sets `max_connections` when that is "
+        "not given.",
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=10,
+        le=5000,
+        description="Explicit `max_connections`. Empty: RDS's formula "
+        "`LEAST(DBInstanceClassMemory/9531392, 5000)` on the class's memory. The value is "
+        "always written to the parameter group so it never changes under you.",
+    )
+    reserved_connections: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="`superuser_reserved_connections`: slots only the master user and RDS's "
+        "own agents may take. RDS's default is 3.",
+    )
+    admin_margin: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Slots kept free for migrations, monitoring and a human with psql; the "
+        "pooler never gets them.",
+    )
+    name: str = Field(
+        "app",
+        pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="The application database's name.",
+    )
+    port: int = Field(5432, ge=1150, le=65535, description="The database port.")
+    allocated_storage_gb: int = Field(
+        20, ge=20, le=65536, description="gp3 storage; 20 GiB is RDS's minimum."
+    )
+    multi_az: bool | None = Field(
+        None,
+        description="Standby in a second AZ. Empty: on for `prod`, off for `dev`.",
+    )
+    backup_retention_days: int | None = Field(
+        None,
+        ge=0,
+        le=35,
+        description="Automated backups. Empty: 7 days for `prod`, 1 for `dev`.",
+    )
+
+    @property
+    def engine_major(self) -> int:
+        return int(self.engine_version.split(".")[0])
+
+    @property
+    def parameter_group_family(self) -> str:
+        return f"postgres{self.engine_major}"
+
+
+class PgBouncerSettings(_Section):
+    """PgBouncer on ECS Fargate behind an internal NLB. Per-process numbers unless stated."""
+
+    version: str = Field(
+        "1.24.1",
+        pattern=r"^1\.\d+\.\d+$",
+        description="The PgBouncer version the image pins; the configuration is rendered for it.",
+    )
+    tasks: int = Field(
+        2,
+        ge=1,
+        le=20,
+        description="Fargate tasks, spread over AZs. Two, so one AZ or task can fail.",
+    )
+    processes_per_task: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="PgBouncer processes per task sharing the port with `so_reuseport`. "
+        "PgBouncer is single-threaded: add processes only for more than one vCPU.",
+    )
+    pool_size: int | None = Field(
+        None,
+        ge=1,
+        description="`default_pool_size` per process. Empty: the largest that fits the "
+        "pooler ceiling after the reserve pool.",
+    )
+    reserve_pool: int = Field(
+        1,
+        ge=0,
+        le=50,
+        description="`reserve_pool_size` per process: extra server connections for a pool "
+        "whose clients have waited `reserve_pool_timeout_s`. Counted in the ceiling.",
+    )
+    reserve_pool_timeout_s: float = Field(
+        1.0, ge=0, le=60, description="How long a client waits before the reserve pool opens."
+    )
+    max_client_conn: int = Field(
+        5000,
+        ge=10,
+        le=100_000,
+        description="Client connections per process. Clients are cheap (a few kB each); the "
+        "budget checks reserved concurrency against all processes' sum.",
+    )
+    client_headroom_percent: int = Field(
+        20,
+        ge=0,
+        le=90,
+        description="Client capacity kept free above the functions' reserved concurrency for "
+        "frozen instances' connections not yet reaped.",
+    )
+    query_wait_timeout_s: int = Field(
+        5,
+        ge=1,
+        le=600,
+        description="A client waiting this long for a server connection gets an error, well "
+        "before its function times out (PgBouncer's default of 120 s would outlive any function).",
+    )
+    client_idle_timeout_s: int = Field(
+        60,
+        ge=5,
+        le=340,
+        description="Idle client connections are closed after this: it reaps connections of "
+        "frozen function instances. Below the NLB's 350 s idle timeout.",
+    )
+    server_idle_timeout_s: int = Field(
+        60, ge=5, le=3600, description="Idle server connections above the minimum are closed."
+    )
+    server_lifetime_s: int = Field(
+        3600, ge=60, le=86400, description="Server connections are recycled after this."
+    )
+    server_connect_timeout_s: int = Field(
+        5, ge=1, le=60, description="Connecting to the database gives up after this."
+    )
+    tcp_keepalive_idle_s: int = Field(
+        60, ge=10, le=300, description="TCP keepalive idle time, below the NLB's 350 s."
+    )
+    cpu: int = Field(
+        256, description="Fargate task CPU units (256 = 0.25 vCPU). Must pair with `memory_mb`."
+    )
+    memory_mb: int = Field(512, description="Fargate task memory, in MiB.")
+
+
+class RdsProxySettings(_Section):
+    """RDS Proxy in front of the instance."""
+
+    max_connections_percent: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="`MaxConnectionsPercent`. Empty: the largest percentage of "
+        "`max_connections` that stays within the pooler ceiling.",
+    )
+    max_idle_connections_percent: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="`MaxIdleConnectionsPercent`. Empty: half the connections percentage.",
+    )
+    connection_borrow_timeout_s: int = Field(
+        5,
+        ge=1,
+        le=300,
+        description="`ConnectionBorrowTimeout`: a client waiting this long for a database "
+        "connection gets an error before its function times out (RDS's default is 120 s).",
+    )
+    idle_client_timeout_s: int = Field(
+        60,
+        ge=1,
+        le=28800,
+        description="`IdleClientTimeout`: reaps frozen instances' connections "
+        "(RDS's default of 30 minutes keeps them far too long).",
+    )
+    iam_auth: bool = Field(
+        False, description="Require IAM authentication (functions sign a token) for `app_user`."
+    )
+
+
+class PoolerSettings(_Section):
+    """The pooler in front of the database: one switch."""
+
+    kind: Literal["pgbouncer", "rds-proxy"] = Field(
+        "pgbouncer",
+        description="`pgbouncer` (self-hosted on Fargate: transaction pooling, full control) or "
+        "`rds-proxy` (managed; pins sessions on some statements).",
+    )
+    pgbouncer: PgBouncerSettings = Field(default_factory=PgBouncerSettings)  # type: ignore[arg-type]
+    rds_proxy: RdsProxySettings = Field(default_factory=RdsProxySettings)  # type: ignore[arg-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_shorthand(cls, value: Any) -> Any:
+        # `slotguard:pooler: rds-proxy` (what `pulumi new` prompts write) means only the kind.
+        return {"kind": value} if isinstance(value, str) else value
+
+
+class AppUserSettings(_Section):
+    """The application's role; its timeouts are set on the role so they survive the pooler."""
+
+    name: str = Field(
+        "app_user", pattern=r"^[a-z][a-z0-9_]{0,62}$", description="The login role of functions."
+    )
+    migration_role: str = Field(
+        "app_migrator",
+        pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="The role that owns the schema and runs migrations.",
+    )
+    schema_name: str = Field(
+        "app", pattern=r"^[a-z][a-z0-9_]{0,62}$", description="The application's schema."
+    )
+    statement_timeout_ms: int = Field(
+        5000,
+        ge=100,
+        le=900_000,
+        description="A statement running longer is cancelled, so a slow query cannot hold a "
+        "pooled connection.",
+    )
+    idle_in_transaction_session_timeout_ms: int = Field(
+        10_000,
+        ge=100,
+        le=3_600_000,
+        description="A session idle inside a transaction is ended, releasing its locks and its "
+        "pooled connection.",
+    )
+    lock_timeout_ms: int = Field(
+        2000,
+        ge=10,
+        le=900_000,
+        description="Waiting for a lock longer than this fails fast instead of queueing.",
+    )
+
+
+class FunctionSettings(_Section):
+    """One Lambda function of the application."""
+
+    handler: str = Field(
+        ...,
+        pattern=r"^functions\.[a-z_][a-z0-9_]*\.handler$",
+        description="`functions.<module>.handler` in the functions package.",
+    )
+    runtime: Literal["python3.11", "python3.12", "python3.13"] = Field(
+        "python3.12", description="Lambda Python runtime."
+    )
+    architecture: Literal["arm64", "x86_64"] = Field(
+        "arm64", description="arm64 (Graviton) is cheaper per GB-second."
+    )
+    memory_mb: int = Field(256, ge=128, le=10240, description="Lambda memory, in MB.")
+    timeout_s: int = Field(
+        15,
+        ge=1,
+        le=900,
+        description="Lambda timeout. Every database wait of the function fits inside it.",
+    )
+    reserved_concurrency: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="Reserved concurrency: at most this many instances, so at most this many "
+        "client connections. Required: an unbounded function is an unbounded connection count.",
+    )
+    connect_timeout_s: int = Field(
+        3, ge=1, le=30, description="libpq `connect_timeout` for each attempt."
+    )
+    retry_budget_s: float = Field(
+        4.0,
+        ge=0,
+        le=300,
+        description="Time a function may spend retrying connects within one invocation.",
+    )
+    url: bool = Field(False, description="Expose the function through a Function URL.")
+
+
+def _default_functions() -> dict[str, FunctionSettings]:
+    return {
+        "api": FunctionSettings(handler="functions.api.handler", url=True),
+        "health": FunctionSettings(handler="functions.health.handler", reserved_concurrency=5),
+    }
+
+
+class AlarmSettings(_Section):
+    """CloudWatch alarms on connection use."""
+
+    email: str | None = Field(
+        None,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        description="Subscribe this address to the alarm topic (confirm the e-mail AWS sends).",
+    )
+    warn_percent: int = Field(
+        70, ge=10, le=95, description="Database connections warning, % of `max_connections`."
+    )
+    critical_percent: int = Field(
+        80, ge=10, le=99, description="Database connections critical, % of `max_connections`."
+    )
+    period_s: Literal[10, 30, 60, 300] = Field(
+        60, description="Alarm period; 60 s matches RDS's metric resolution."
+    )
+    evaluation_periods: int = Field(
+        2, ge=1, le=10, description="Periods in breach before an alarm fires."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AlarmSettings:
+        if self.warn_percent >= self.critical_percent:
+            raise ValueError(
+                f"warn_percent {self.warn_percent} must be below critical_percent "
+                f"{self.critical_percent}"
+            )
+        return self
+
+
+class StackSettings(_Section):
+    """A whole stack: what `Pulumi.<stack>.yaml` holds under the `slotguard:` namespace."""
+
+    stack: str = Field("dev", description="The stack's name (set by the loader).")
+    region: str | None = Field(None, description="`aws:region` of the stack.")
+    environment: Literal["dev", "prod"] = Field(
+        "dev",
+        description="`prod` turns on deletion protection, final snapshots, longer backups and "
+        "Multi-AZ.",
+    )
+    lambda_concurrency_quota: int = Field(
+        1000,
+        ge=100,
+        le=1_000_000,
+        description="The account's Lambda concurrent executions quota in this region (1,000 "
+        "unless raised in Service Quotas). Reserved concurrency must leave 100 unreserved.",
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Tags added to every taggable resource."
+    )
+    network: NetworkSettings = Field(default_factory=NetworkSettings)  # type: ignore[arg-type]
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
+    pooler: PoolerSettings = Field(default_factory=PoolerSettings)  # type: ignore[arg-type]
+    app_user: AppUserSettings = Field(default_factory=AppUserSettings)  # type: ignore[arg-type]
+    functions: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,39}$")], FunctionSettings] = (
+        Field(default_factory=_default_functions, min_length=1)
+    )
+    alarms: AlarmSettings = Field(default_factory=AlarmSettings)  # type: ignore[arg-type]
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+    @property
+    def multi_az(self) -> bool:
+        return self.database.multi_az if self.database.multi_az is not None else self.is_prod
+
+    @property
+    def backup_retention_days(self) -> int:
+        if self.database.backup_retention_days is not None:
+            return self.database.backup_retention_days
+        return 7 if self.is_prod else 1
+
+    @property
+    def deletion_protection(self) -> bool:
+        return self.is_prod
+
+    @property
+    def all_tags(self) -> dict[str, str]:
+        return {"slotguard:stack": self.stack, "slotguard:environment": self.environment,
+                **self.tags}
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be loaded; each problem names the setting's full path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid stack settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The settings model that owns the field at `loc` (for suggesting known keys)."""
+    model: type[BaseModel] = StackSettings
+    index = 0
+    while index < len(loc):
+        name = loc[index]
+        field = model.model_fields.get(str(name))
+        if field is None:
+            return model if index == len(loc) - 1 else None
+        annotation = field.annotation
+        if name == "functions":
+            if index + 2 < len(loc):
+                model, index = FunctionSettings, index + 2
+                continue
+            return None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            index += 1
+            continue
+        return None
+    return model
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    path = ".".join(str(part) for part in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        owner = _model_at(loc)
+        known = list(owner.model_fields) if owner is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
+        hint = f"; did you mean `{'.'.join(str(p) for p in loc[:-1] + (close[0],))}`?" if close \
+            else (f"; known keys here: {', '.join(known)}" if known else "")
+        return f"{path}: unknown setting{hint}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] != "missing" and "input" in error and not isinstance(
+        error["input"], dict | list
+    ):
+        message += f" (got {error['input']!r})"
+    return f"{path}: {message}"
+
+
+def settings_from_mapping(
+    raw: Mapping[str, Any], *, stack: str, region: str | None = None
+) -> StackSettings:
+    """Validate a mapping of `slotguard:` settings (namespace already removed)."""
+    data: dict[str, Any] = {}
+    for key, value in raw.items():
+        parsed = value
+        if isinstance(value, str) and value[:1] in "{[":
+            try:
+                parsed = json.loads(value)  # Pulumi passes structured config as JSON text
+            except json.JSONDecodeError:
+                parsed = value
+        data[key] = parsed
+    for reserved in ("stack", "region"):
+        if reserved in data:
+            raise SettingsError([f"{reserved}: set by the stack itself, remove this key"])
+    data["stack"] = stack
+    data["region"] = region
+    try:
+        return StackSettings.model_validate(data)
+    except ValidationError as error:
+        raise SettingsError([_describe(e) for e in error.errors()]) from None
+
+
+def settings_from_pulumi_config(config: Mapping[str, Any], *, stack: str) -> StackSettings:
+    """Select the `slotguard:` keys (and `aws:region`) of a flat Pulumi config map."""
+    prefix = f"{PROJECT}:"
+    ours = {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
+    region = config.get("aws:region")
+    return settings_from_mapping(ours, stack=stack, region=str(region) if region else None)
+
+
+def stack_file(stack: str, root: Path | None = None) -> Path:
+    """`Pulumi.<stack>.yaml` in the project root."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", stack):
+        raise SettingsError([f"stack: {stack!r} is not a valid stack name"])
+    return (root or Path(__file__).resolve().parent.parent) / f"Pulumi.{stack}.yaml"
+
+
+def load_stack(stack: str, root: Path | None = None) -> StackSettings:
+    """Load `Pulumi.<stack>.yaml` directly, without the Pulumi engine."""
+    path = stack_file(stack, root)
+    if not path.exists():
+        available = sorted(p.name for p in path.parent.glob("Pulumi.*.yaml"))
+        raise SettingsError(
+            [f"stack: no file {path.name} in {path.parent} (found: {', '.join(available) or '-'})"]
+        )
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SettingsError([f"{path.name}: not valid YAML: {error}"]) from None
+    if not isinstance(document, dict):
+        raise SettingsError([f"{path.name}: expected a mapping with a `config:` key"])
+    config = document.get("config") or {}
+    if not isinstance(config, dict):
+        raise SettingsError([f"{path.name}: `config:` must be a mapping"])
+    return settings_from_pulumi_config(config, stack=stack)
