@@ -36,21 +36,60 @@ SOMAXCONN = 4096
 # default from DBInstanceClassMemory, which is somewhat below the nominal figure; the kit always
 # writes its number into the parameter group, so what the budget says is what the server uses.
 RDS_CLASS_MEMORY_GIB: dict[str, float] = {
-    "db.t3.micro": 1, "db.t3.small": 2, "db.t3.medium": 4, "db.t3.large": 8,
-    "db.t3.xlarge": 16, "db.t3.2xlarge": 32,
-    "db.t4g.micro": 1, "db.t4g.small": 2, "db.t4g.medium": 4, "db.t4g.large": 8,
-    "db.t4g.xlarge": 16, "db.t4g.2xlarge": 32,
-    "db.m5.large": 8, "db.m5.xlarge": 16, "db.m5.2xlarge": 32, "db.m5.4xlarge": 64,
-    "db.m5.8xlarge": 128, "db.m5.12xlarge": 192, "db.m5.16xlarge": 256, "db.m5.24xlarge": 384,
-    "db.m6g.large": 8, "db.m6g.xlarge": 16, "db.m6g.2xlarge": 32, "db.m6g.4xlarge": 64,
-    "db.m6g.8xlarge": 128, "db.m6g.12xlarge": 192, "db.m6g.16xlarge": 256,
-    "db.m6i.large": 8, "db.m6i.xlarge": 16, "db.m6i.2xlarge": 32, "db.m6i.4xlarge": 64,
-    "db.m7g.large": 8, "db.m7g.xlarge": 16, "db.m7g.2xlarge": 32, "db.m7g.4xlarge": 64,
-    "db.m7g.8xlarge": 128, "db.m7g.12xlarge": 192, "db.m7g.16xlarge": 256,
-    "db.r5.large": 16, "db.r5.xlarge": 32, "db.r5.2xlarge": 64, "db.r5.4xlarge": 128,
-    "db.r6g.large": 16, "db.r6g.xlarge": 32, "db.r6g.2xlarge": 64, "db.r6g.4xlarge": 128,
-    "db.r6i.large": 16, "db.r6i.xlarge": 32, "db.r6i.2xlarge": 64, "db.r6i.4xlarge": 128,
-    "db.r7g.large": 16, "db.r7g.xlarge": 32, "db.r7g.2xlarge": 64, "db.r7g.4xlarge": 128,
+    "db.t3.micro": 1,
+    "db.t3.small": 2,
+    "db.t3.medium": 4,
+    "db.t3.large": 8,
+    "db.t3.xlarge": 16,
+    "db.t3.2xlarge": 32,
+    "db.t4g.micro": 1,
+    "db.t4g.small": 2,
+    "db.t4g.medium": 4,
+    "db.t4g.large": 8,
+    "db.t4g.xlarge": 16,
+    "db.t4g.2xlarge": 32,
+    "db.m5.large": 8,
+    "db.m5.xlarge": 16,
+    "db.m5.2xlarge": 32,
+    "db.m5.4xlarge": 64,
+    "db.m5.8xlarge": 128,
+    "db.m5.12xlarge": 192,
+    "db.m5.16xlarge": 256,
+    "db.m5.24xlarge": 384,
+    "db.m6g.large": 8,
+    "db.m6g.xlarge": 16,
+    "db.m6g.2xlarge": 32,
+    "db.m6g.4xlarge": 64,
+    "db.m6g.8xlarge": 128,
+    "db.m6g.12xlarge": 192,
+    "db.m6g.16xlarge": 256,
+    "db.m6i.large": 8,
+    "db.m6i.xlarge": 16,
+    "db.m6i.2xlarge": 32,
+    "db.m6i.4xlarge": 64,
+    "db.m7g.large": 8,
+    "db.m7g.xlarge": 16,
+    "db.m7g.2xlarge": 32,
+    "db.m7g.4xlarge": 64,
+    "db.m7g.8xlarge": 128,
+    "db.m7g.12xlarge": 192,
+    "db.m7g.16xlarge": 256,
+    "db.r5.large": 16,
+    "db.r5.xlarge": 32,
+    "db.r5.2xlarge": 64,
+    "db.r5.4xlarge": 128,
+    "db.r6g.large": 16,
+    "db.r6g.xlarge": 32,
+    "db.r6g.2xlarge": 64,
+    "db.r6g.4xlarge": 128,
+    "db.r6i.large": 16,
+    "db.r6i.xlarge": 32,
+    "db.r6i.2xlarge": 64,
+    "db.r6i.4xlarge": 128,
+    "db.r7g.large": 16,
+    "db.r7g.xlarge": 32,
+    "db.r7g.2xlarge": 64,
+    "db.r7g.4xlarge": 128,
 }
 
 
@@ -216,9 +255,7 @@ class Budget:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["figures"] = [
-            {**asdict(f), "headroom": f.headroom} for f in self.figures
-        ]
+        data["figures"] = [{**asdict(f), "headroom": f.headroom} for f in self.figures]
         return data
 
 
@@ -272,8 +309,11 @@ def _pgbouncer(
     per_process = pool_size + pb.reserve_pool
     total = processes * per_process
     if total > ceiling:
-        setting = "pooler.pgbouncer.pool_size" if pb.pool_size is not None \
+        setting = (
+            "pooler.pgbouncer.pool_size"
+            if pb.pool_size is not None
             else "pooler.pgbouncer.reserve_pool"
+        )
         out.append(
             Violation(
                 setting,
@@ -404,7 +444,10 @@ def _rds_proxy(
 
 
 def _functions(
-    settings: StackSettings, queue_wait_s: int, queue_setting: str, reap_s: int,
+    settings: StackSettings,
+    queue_wait_s: int,
+    queue_setting: str,
+    reap_s: int,
     out: list[Violation],
 ) -> dict[str, FunctionBudget]:
     statement_s = settings.app_user.statement_timeout_ms / 1000
@@ -478,15 +521,19 @@ def compute_budget(settings: StackSettings) -> Budget:
     if settings.pooler.kind == "pgbouncer":
         pgbouncer = _pgbouncer(settings, ceiling, ceiling_text, out)
         server_total = pgbouncer.server_connections_total
-        queue_wait, queue_setting = pgbouncer.query_wait_timeout_s, \
-            "pooler.pgbouncer.query_wait_timeout_s"
+        queue_wait, queue_setting = (
+            pgbouncer.query_wait_timeout_s,
+            "pooler.pgbouncer.query_wait_timeout_s",
+        )
         reap = pgbouncer.client_idle_timeout_s
         port = pgbouncer.port
     else:
         rds_proxy = _rds_proxy(settings, m, ceiling, ceiling_text, out)
         server_total = rds_proxy.proxy_connections
-        queue_wait, queue_setting = rds_proxy.connection_borrow_timeout_s, \
-            "pooler.rds_proxy.connection_borrow_timeout_s"
+        queue_wait, queue_setting = (
+            rds_proxy.connection_borrow_timeout_s,
+            "pooler.rds_proxy.connection_borrow_timeout_s",
+        )
         reap = rds_proxy.idle_client_timeout_s
         port = rds_proxy.port
     functions = _functions(settings, queue_wait, queue_setting, reap, out)
@@ -515,9 +562,7 @@ def compute_budget(settings: StackSettings) -> Budget:
         lock_timeout_ms=au.lock_timeout_ms,
     )
     if au.name == au.migration_role:
-        out.append(
-            Violation("app_user.migration_role", "must differ from app_user.name")
-        )
+        out.append(Violation("app_user.migration_role", "must differ from app_user.name"))
 
     alarms_settings = settings.alarms
     warn = math.ceil(m * alarms_settings.warn_percent / 100)
@@ -583,109 +628,257 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
     db = settings.database
     figs: list[Figure] = [
         Figure("database.max_connections", m, "connections", budget.max_connections_source),
-        Figure("database.reserved_connections", db.reserved_connections, "connections",
-               "superuser_reserved_connections"),
+        Figure(
+            "database.reserved_connections",
+            db.reserved_connections,
+            "connections",
+            "superuser_reserved_connections",
+        ),
         Figure("database.admin_margin", db.admin_margin, "connections", "admin margin setting"),
-        Figure("pooler.ceiling", ceiling, "connections",
-               f"{m} - {db.reserved_connections} reserved - {db.admin_margin} admin"),
+        Figure(
+            "pooler.ceiling",
+            ceiling,
+            "connections",
+            f"{m} - {db.reserved_connections} reserved - {db.admin_margin} admin",
+        ),
     ]
     pb, rp = budget.pgbouncer, budget.rds_proxy
     if pb is not None:
         shape = f"{pb.tasks} tasks x {pb.processes_per_task} processes"
         figs += [
-            Figure("pgbouncer.pool_size", pb.pool_size, "connections/process",
-                   "setting" if settings.pooler.pgbouncer.pool_size is not None
-                   else f"{ceiling} // {pb.processes} processes - {pb.reserve_pool} reserve"),
-            Figure("pgbouncer.max_db_connections", pb.max_db_connections, "connections/process",
-                   f"{pb.pool_size} pool + {pb.reserve_pool} reserve"),
-            Figure("pgbouncer.server_connections", pb.server_connections_total, "connections",
-                   f"{shape} x {pb.max_db_connections}", ceiling, "pooler ceiling"),
-            Figure("pgbouncer.client_capacity", pb.usable_client_capacity, "clients",
-                   f"{shape} x {pb.max_client_conn} less "
-                   f"{settings.pooler.pgbouncer.client_headroom_percent}% headroom"),
-            Figure("pgbouncer.listen_backlog", pb.listen_backlog, "connections",
-                   f"min(max_client_conn, {SOMAXCONN})"),
-            Figure("pgbouncer.file_descriptors", pb.file_descriptors, "fds/process",
-                   f"{pb.max_client_conn} clients + {pb.max_db_connections} servers + "
-                   f"{PGBOUNCER_FD_MARGIN}"),
-            Figure("pgbouncer.query_wait_timeout", pb.query_wait_timeout_s, "s", "setting",
-                   min(f.timeout_s for f in budget.functions.values()),
-                   "shortest function timeout"),
-            Figure("pgbouncer.client_idle_timeout", pb.client_idle_timeout_s, "s", "setting",
-                   NLB_IDLE_TIMEOUT_S, "NLB idle timeout"),
-            Figure("pgbouncer.idle_transaction_timeout", pb.idle_transaction_timeout_s, "s",
-                   "role's idle-in-transaction timeout + 5 s"),
+            Figure(
+                "pgbouncer.pool_size",
+                pb.pool_size,
+                "connections/process",
+                "setting"
+                if settings.pooler.pgbouncer.pool_size is not None
+                else f"{ceiling} // {pb.processes} processes - {pb.reserve_pool} reserve",
+            ),
+            Figure(
+                "pgbouncer.max_db_connections",
+                pb.max_db_connections,
+                "connections/process",
+                f"{pb.pool_size} pool + {pb.reserve_pool} reserve",
+            ),
+            Figure(
+                "pgbouncer.server_connections",
+                pb.server_connections_total,
+                "connections",
+                f"{shape} x {pb.max_db_connections}",
+                ceiling,
+                "pooler ceiling",
+            ),
+            Figure(
+                "pgbouncer.client_capacity",
+                pb.usable_client_capacity,
+                "clients",
+                f"{shape} x {pb.max_client_conn} less "
+                f"{settings.pooler.pgbouncer.client_headroom_percent}% headroom",
+            ),
+            Figure(
+                "pgbouncer.listen_backlog",
+                pb.listen_backlog,
+                "connections",
+                f"min(max_client_conn, {SOMAXCONN})",
+            ),
+            Figure(
+                "pgbouncer.file_descriptors",
+                pb.file_descriptors,
+                "fds/process",
+                f"{pb.max_client_conn} clients + {pb.max_db_connections} servers + "
+                f"{PGBOUNCER_FD_MARGIN}",
+            ),
+            Figure(
+                "pgbouncer.query_wait_timeout",
+                pb.query_wait_timeout_s,
+                "s",
+                "setting",
+                min(f.timeout_s for f in budget.functions.values()),
+                "shortest function timeout",
+            ),
+            Figure(
+                "pgbouncer.client_idle_timeout",
+                pb.client_idle_timeout_s,
+                "s",
+                "setting",
+                NLB_IDLE_TIMEOUT_S,
+                "NLB idle timeout",
+            ),
+            Figure(
+                "pgbouncer.idle_transaction_timeout",
+                pb.idle_transaction_timeout_s,
+                "s",
+                "role's idle-in-transaction timeout + 5 s",
+            ),
         ]
     if rp is not None:
         figs += [
-            Figure("rds_proxy.max_connections_percent", rp.max_connections_percent, "%",
-                   "setting" if settings.pooler.rds_proxy.max_connections_percent is not None
-                   else f"{ceiling} x 100 // {m}"),
-            Figure("rds_proxy.connections", rp.proxy_connections, "connections",
-                   f"{m} x {rp.max_connections_percent}%", ceiling, "pooler ceiling"),
-            Figure("rds_proxy.max_idle_connections_percent", rp.max_idle_connections_percent,
-                   "%", "setting or half the connections percentage",
-                   rp.max_connections_percent, "MaxConnectionsPercent"),
-            Figure("rds_proxy.connection_borrow_timeout", rp.connection_borrow_timeout_s, "s",
-                   "setting", min(f.timeout_s for f in budget.functions.values()),
-                   "shortest function timeout"),
-            Figure("rds_proxy.idle_client_timeout", rp.idle_client_timeout_s, "s", "setting",
-                   NLB_IDLE_TIMEOUT_S, "frozen-instance reaping limit"),
+            Figure(
+                "rds_proxy.max_connections_percent",
+                rp.max_connections_percent,
+                "%",
+                "setting"
+                if settings.pooler.rds_proxy.max_connections_percent is not None
+                else f"{ceiling} x 100 // {m}",
+            ),
+            Figure(
+                "rds_proxy.connections",
+                rp.proxy_connections,
+                "connections",
+                f"{m} x {rp.max_connections_percent}%",
+                ceiling,
+                "pooler ceiling",
+            ),
+            Figure(
+                "rds_proxy.max_idle_connections_percent",
+                rp.max_idle_connections_percent,
+                "%",
+                "setting or half the connections percentage",
+                rp.max_connections_percent,
+                "MaxConnectionsPercent",
+            ),
+            Figure(
+                "rds_proxy.connection_borrow_timeout",
+                rp.connection_borrow_timeout_s,
+                "s",
+                "setting",
+                min(f.timeout_s for f in budget.functions.values()),
+                "shortest function timeout",
+            ),
+            Figure(
+                "rds_proxy.idle_client_timeout",
+                rp.idle_client_timeout_s,
+                "s",
+                "setting",
+                NLB_IDLE_TIMEOUT_S,
+                "frozen-instance reaping limit",
+            ),
         ]
     au = budget.app_user
     figs += [
-        Figure("app_user.connection_limit", au.connection_limit, "connections",
-               "pooler ceiling", m - db.reserved_connections, "non-reserved slots"),
+        Figure(
+            "app_user.connection_limit",
+            au.connection_limit,
+            "connections",
+            "pooler ceiling",
+            m - db.reserved_connections,
+            "non-reserved slots",
+        ),
         Figure("app_user.statement_timeout", au.statement_timeout_ms, "ms", "setting"),
-        Figure("app_user.idle_in_transaction_session_timeout",
-               au.idle_in_transaction_session_timeout_ms, "ms", "setting"),
+        Figure(
+            "app_user.idle_in_transaction_session_timeout",
+            au.idle_in_transaction_session_timeout_ms,
+            "ms",
+            "setting",
+        ),
         Figure("app_user.lock_timeout", au.lock_timeout_ms, "ms", "setting"),
-        Figure("database.idle_in_transaction_session_timeout",
-               budget.database_idle_in_transaction_ms, "ms", "max(role's, 60 s)"),
+        Figure(
+            "database.idle_in_transaction_session_timeout",
+            budget.database_idle_in_transaction_ms,
+            "ms",
+            "max(role's, 60 s)",
+        ),
     ]
     demand = sum(f.reserved_concurrency for f in budget.functions.values())
     figs.append(
-        Figure("functions.reserved_concurrency", demand, "instances",
-               " + ".join(f"{f.name} {f.reserved_concurrency}"
-                          for f in budget.functions.values()),
-               pb.usable_client_capacity if pb is not None else None,
-               "pooler client capacity" if pb is not None else "")
+        Figure(
+            "functions.reserved_concurrency",
+            demand,
+            "instances",
+            " + ".join(f"{f.name} {f.reserved_concurrency}" for f in budget.functions.values()),
+            pb.usable_client_capacity if pb is not None else None,
+            "pooler client capacity" if pb is not None else "",
+        )
     )
     for fn in budget.functions.values():
         figs += [
-            Figure(f"functions.{fn.name}.worst_connect", fn.worst_connect_s, "s",
-                   f"connect {fn.connect_timeout_s} + retries {fn.retry_budget_s:g} + answer "
-                   f"{ANSWER_RESERVE_S:g}", fn.timeout_s, "function timeout"),
-            Figure(f"functions.{fn.name}.worst_query", fn.worst_query_s, "s",
-                   f"queue {fn.queue_wait_s} + statement {au.statement_timeout_ms / 1000:g} + "
-                   f"answer {ANSWER_RESERVE_S:g}", fn.timeout_s, "function timeout"),
-            Figure(f"functions.{fn.name}.idle_discard", fn.idle_discard_s, "s",
-                   "4/5 of the pooler's client idle reaping"),
+            Figure(
+                f"functions.{fn.name}.worst_connect",
+                fn.worst_connect_s,
+                "s",
+                f"connect {fn.connect_timeout_s} + retries {fn.retry_budget_s:g} + answer "
+                f"{ANSWER_RESERVE_S:g}",
+                fn.timeout_s,
+                "function timeout",
+            ),
+            Figure(
+                f"functions.{fn.name}.worst_query",
+                fn.worst_query_s,
+                "s",
+                f"queue {fn.queue_wait_s} + statement {au.statement_timeout_ms / 1000:g} + "
+                f"answer {ANSWER_RESERVE_S:g}",
+                fn.timeout_s,
+                "function timeout",
+            ),
+            Figure(
+                f"functions.{fn.name}.idle_discard",
+                fn.idle_discard_s,
+                "s",
+                "4/5 of the pooler's client idle reaping",
+            ),
         ]
     al = budget.alarms
     figs += [
-        Figure("alarms.db_connections_warn", al.db_connections_warn, "connections",
-               f"{settings.alarms.warn_percent}% of {m}", m, "max_connections"),
-        Figure("alarms.db_connections_critical", al.db_connections_critical, "connections",
-               f"{settings.alarms.critical_percent}% of {m}", m - db.reserved_connections,
-               "non-reserved slots"),
-        Figure("alarms.db_connections_bypass", al.db_connections_bypass, "connections",
-               f"pooler {budget.pooler_server_connections} + admin {db.admin_margin}"),
+        Figure(
+            "alarms.db_connections_warn",
+            al.db_connections_warn,
+            "connections",
+            f"{settings.alarms.warn_percent}% of {m}",
+            m,
+            "max_connections",
+        ),
+        Figure(
+            "alarms.db_connections_critical",
+            al.db_connections_critical,
+            "connections",
+            f"{settings.alarms.critical_percent}% of {m}",
+            m - db.reserved_connections,
+            "non-reserved slots",
+        ),
+        Figure(
+            "alarms.db_connections_bypass",
+            al.db_connections_bypass,
+            "connections",
+            f"pooler {budget.pooler_server_connections} + admin {db.admin_margin}",
+        ),
     ]
     if al.pooler_waiting_clients is not None and al.pooler_oldest_wait_s is not None:
         figs += [
-            Figure("alarms.pooler_waiting_clients", al.pooler_waiting_clients, "clients",
-                   "pooler server connections"),
-            Figure("alarms.pooler_oldest_wait", al.pooler_oldest_wait_s, "s",
-                   "half the queue wait"),
+            Figure(
+                "alarms.pooler_waiting_clients",
+                al.pooler_waiting_clients,
+                "clients",
+                "pooler server connections",
+            ),
+            Figure(
+                "alarms.pooler_oldest_wait", al.pooler_oldest_wait_s, "s", "half the queue wait"
+            ),
         ]
     if al.pooler_client_connections is not None:
-        figs.append(Figure("alarms.pooler_client_connections", al.pooler_client_connections,
-                           "clients", "80% of client capacity"))
+        figs.append(
+            Figure(
+                "alarms.pooler_client_connections",
+                al.pooler_client_connections,
+                "clients",
+                "80% of client capacity",
+            )
+        )
     if al.proxy_pinned_connections is not None:
-        figs.append(Figure("alarms.proxy_pinned_connections", al.proxy_pinned_connections,
-                           "connections", "20% of proxy connections"))
+        figs.append(
+            Figure(
+                "alarms.proxy_pinned_connections",
+                al.proxy_pinned_connections,
+                "connections",
+                "20% of proxy connections",
+            )
+        )
     if al.proxy_borrow_latency_us is not None:
-        figs.append(Figure("alarms.proxy_borrow_latency", al.proxy_borrow_latency_us, "us",
-                           "half the borrow timeout"))
+        figs.append(
+            Figure(
+                "alarms.proxy_borrow_latency",
+                al.proxy_borrow_latency_us,
+                "us",
+                "half the borrow timeout",
+            )
+        )
     return replace(budget, figures=tuple(figs))

@@ -71,9 +71,7 @@ class NetworkSettings(_Section):
             if self.vpc_id is None:
                 raise ValueError("mode `existing` needs `vpc_id`")
             if len(self.subnet_ids) < 2:
-                raise ValueError(
-                    "mode `existing` needs at least two `subnet_ids` in different AZs"
-                )
+                raise ValueError("mode `existing` needs at least two `subnet_ids` in different AZs")
         elif self.vpc_id is not None or self.subnet_ids:
             raise ValueError("`vpc_id` and `subnet_ids` apply only to mode `existing`")
         return self
@@ -91,8 +89,7 @@ class DatabaseSettings(_Section):
     instance_class: str = Field(
         "db.t4g.micro",
         pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$",
-        description="RDS instance class. Its memory sets `max_connections` when that is "
-        "not given.",
+        description="RDS instance class. Its memory sets `max_connections` when that is not given.",
     )
     max_connections: int | None = Field(
         None,
@@ -253,10 +250,11 @@ class RdsProxySettings(_Section):
     )
     idle_client_timeout_s: int = Field(
         60,
-        ge=1,
+        ge=5,
         le=28800,
         description="`IdleClientTimeout`: reaps frozen instances' connections "
-        "(RDS's default of 30 minutes keeps them far too long).",
+        "(RDS's default of 30 minutes keeps them far too long). At least 5 s so a warm "
+        "instance keeps its connection between invocations.",
     )
     iam_auth: bool = Field(
         False, description="Require IAM authentication (functions sign a token) for `app_user`."
@@ -271,8 +269,8 @@ class PoolerSettings(_Section):
         description="`pgbouncer` (self-hosted on Fargate: transaction pooling, full control) or "
         "`rds-proxy` (managed; pins sessions on some statements).",
     )
-    pgbouncer: PgBouncerSettings = Field(default_factory=PgBouncerSettings)  # type: ignore[arg-type]
-    rds_proxy: RdsProxySettings = Field(default_factory=RdsProxySettings)  # type: ignore[arg-type]
+    pgbouncer: PgBouncerSettings = Field(default_factory=PgBouncerSettings)
+    rds_proxy: RdsProxySettings = Field(default_factory=RdsProxySettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -415,14 +413,14 @@ class StackSettings(_Section):
     tags: dict[str, str] = Field(
         default_factory=dict, description="Tags added to every taggable resource."
     )
-    network: NetworkSettings = Field(default_factory=NetworkSettings)  # type: ignore[arg-type]
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
-    pooler: PoolerSettings = Field(default_factory=PoolerSettings)  # type: ignore[arg-type]
-    app_user: AppUserSettings = Field(default_factory=AppUserSettings)  # type: ignore[arg-type]
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    pooler: PoolerSettings = Field(default_factory=PoolerSettings)
+    app_user: AppUserSettings = Field(default_factory=AppUserSettings)
     functions: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,39}$")], FunctionSettings] = (
         Field(default_factory=_default_functions, min_length=1)
     )
-    alarms: AlarmSettings = Field(default_factory=AlarmSettings)  # type: ignore[arg-type]
+    alarms: AlarmSettings = Field(default_factory=AlarmSettings)
 
     @property
     def is_prod(self) -> bool:
@@ -444,8 +442,11 @@ class StackSettings(_Section):
 
     @property
     def all_tags(self) -> dict[str, str]:
-        return {"slotguard:stack": self.stack, "slotguard:environment": self.environment,
-                **self.tags}
+        return {
+            "slotguard:stack": self.stack,
+            "slotguard:environment": self.environment,
+            **self.tags,
+        }
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -489,12 +490,16 @@ def _describe(error: Mapping[str, Any]) -> str:
         owner = _model_at(loc)
         known = list(owner.model_fields) if owner is not None else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
-        hint = f"; did you mean `{'.'.join(str(p) for p in loc[:-1] + (close[0],))}`?" if close \
-            else (f"; known keys here: {', '.join(known)}" if known else "")
+        if close:
+            hint = f"; did you mean `{'.'.join(str(p) for p in (*loc[:-1], close[0]))}`?"
+        else:
+            hint = f"; known keys here: {', '.join(known)}" if known else ""
         return f"{path}: unknown setting{hint}"
     message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] != "missing" and "input" in error and not isinstance(
-        error["input"], dict | list
+    if (
+        error["type"] != "missing"
+        and "input" in error
+        and not isinstance(error["input"], dict | list)
     ):
         message += f" (got {error['input']!r})"
     return f"{path}: {message}"

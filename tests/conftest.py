@@ -40,7 +40,9 @@ def postgres_factory() -> Iterator[PostgresFactory]:
         server = LocalPostgres(
             root,
             PostgresServerSettings(
-                port=free_port(), max_connections=max_connections, **settings  # type: ignore[arg-type]
+                port=free_port(),
+                max_connections=max_connections,
+                **settings,  # type: ignore[arg-type]
             ),
             service_user(),
         )

@@ -18,7 +18,7 @@ def test_server_carries_the_requested_max_connections(postgres_factory):
 
 def test_tcp_without_tls_is_refused(postgres):
     conninfo = postgres.conninfo().replace("sslmode=verify-full", "sslmode=disable")
-    with pytest.raises(psycopg.OperationalError, match="no encryption|pg_hba"):
+    with pytest.raises(psycopg.OperationalError, match=r"no encryption|pg_hba"):
         psycopg.connect(conninfo)
 
 

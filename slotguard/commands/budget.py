@@ -11,6 +11,7 @@ from rich.table import Table
 
 from infra.budget import Budget, BudgetError, compute_budget
 from infra.settings import SettingsError, load_stack
+from slotguard.commands.common import ProjectDirOption, project_root
 
 EXIT_INVALID = 2
 
@@ -46,16 +47,19 @@ def render_table(budget: Budget) -> Table:
 def budget(
     stack: Annotated[str, typer.Option(help="Stack name: reads Pulumi.<stack>.yaml.")] = "dev",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    project_dir: ProjectDirOption = None,
 ) -> None:
     """Show the connection budget of a stack; exit 2 with the errors when it does not hold."""
-    console = Console()
-    err = Console(stderr=True)
+    console = Console(width=max(Console().width, 150))
+    err = Console(stderr=True, width=max(Console().width, 150))
     try:
-        result = compute_budget(load_stack(stack))
+        result = compute_budget(load_stack(stack, project_root(project_dir)))
     except (SettingsError, BudgetError) as error:
-        problems = error.problems if isinstance(error, SettingsError) else [
-            str(v) for v in error.violations
-        ]
+        problems = (
+            error.problems
+            if isinstance(error, SettingsError)
+            else [str(v) for v in error.violations]
+        )
         if as_json:
             print(json.dumps({"ok": False, "stack": stack, "errors": problems}, indent=2))
         else:

@@ -86,12 +86,18 @@ class LocalPostgres:
             hand_over(self.root, self.user)
             self._run(
                 "initdb",
-                "-D", str(self.data_dir),
-                "-U", MASTER_USER,
-                "--pwfile", str(self.password_file),
-                "--auth", "scram-sha-256",
-                "--encoding", "UTF8",
-                "--locale", "C.UTF-8",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                MASTER_USER,
+                "--pwfile",
+                str(self.password_file),
+                "--auth",
+                "scram-sha-256",
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C.UTF-8",
             )
         self.write_config()
         hand_over(self.root, self.user)
@@ -135,8 +141,15 @@ class LocalPostgres:
         if self.running():
             return
         self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file),
-            "-w", "-t", str(timeout_s), "start",
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            str(timeout_s),
+            "start",
         )
 
     def stop(self, mode: str = "fast") -> None:
@@ -178,7 +191,9 @@ class LocalPostgres:
             connect_timeout=5,
         )
 
-    def connect_admin(self, dbname: str = "postgres", autocommit: bool = True) -> psycopg.Connection:
+    def connect_admin(
+        self, dbname: str = "postgres", autocommit: bool = True
+    ) -> psycopg.Connection:
         return psycopg.connect(self.conninfo(dbname=dbname), autocommit=autocommit)
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
