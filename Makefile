@@ -2,7 +2,7 @@
 STACK ?= dev
 RUN := uv run --frozen
 
-.PHONY: setup up down status storm test lint bench drills budget policy
+.PHONY: setup up down status storm test lint bench drills budget policy docs
 
 setup:
 	@bash scripts/setup.sh
@@ -28,3 +28,6 @@ lint:
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+
+docs:
+	$(RUN) python -m slotguard.settings_reference
