@@ -1,0 +1,1 @@
+"""Small functions the runtime and storm tests load like the real `functions` package."""
