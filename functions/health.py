@@ -1,0 +1,72 @@
+"""Health: can this function reach the database through the pooler, and how full is the database?
+
+Answers 200 below `HEALTH_ALARM_PERCENT` of `max_connections` and 503 at or above it (or when
+the database cannot be reached), so a load balancer or an alarm can act before the last slots go.
+The counts come from `connection_utilisation()`, a function the migrations create that runs with
+its owner's right to read pg_stat_activity, so the application role itself never gets that right.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from .db import database, transaction
+from .errors import DatabaseUnavailableError
+from .observability import flush, logger, metrics, note_invocation
+
+
+def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    # The Function URL / HTTP API v2 response shape, also readable when invoked directly.
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json", "cache-control": "no-store"},
+        "body": json.dumps(body, sort_keys=True),
+    }
+
+
+def check(context: LambdaContext | None) -> tuple[int, dict[str, Any]]:
+    """The status code and body of a health check."""
+    alarm = database(context).settings.health_alarm_percent
+    try:
+        with transaction(context) as conn:
+            row = conn.execute(
+                "SELECT total, active, idle, idle_in_transaction, max_connections"
+                " FROM connection_utilisation()"
+            ).fetchone()
+    except DatabaseUnavailableError as exc:
+        return 503, {"status": "unavailable", "reason": exc.reason, "failure": exc.failure.value}
+    assert row is not None  # the function always returns one row
+    percent = round(100.0 * row["total"] / row["max_connections"], 1)
+    metrics.add_metric(name="DbConnectionUtilisation", unit=MetricUnit.Percent, value=percent)
+    saturated = percent >= alarm
+    body = {
+        "status": "saturated" if saturated else "ok",
+        "connections": {
+            "total": row["total"],
+            "active": row["active"],
+            "idle": row["idle"],
+            "idle_in_transaction": row["idle_in_transaction"],
+            "max": row["max_connections"],
+            "percent": percent,
+        },
+        "alarm_percent": alarm,
+    }
+    if saturated:
+        body["reason"] = f"{percent}% of max_connections in use (alarm at {alarm}%)"
+    return (503 if saturated else 200), body
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    note_invocation()
+    try:
+        status, body = check(context)
+        if status != 200:
+            logger.warning("health check failed", extra=body)
+        return _response(status, body)
+    finally:
+        flush()

@@ -1,0 +1,242 @@
+"""The packaging builder: the deployable zip for the function set, deterministic and cached.
+
+The zip holds the `functions` package, the `functions` dependency group installed for Lambda's
+platform (manylinux for the runtime's architecture, glibc and Python version, binary wheels only,
+exact versions from uv.lock) and the RDS CA bundle the functions verify the database with.
+
+Deterministic: entries sorted, fixed timestamps and permissions, no bytecode, so the same inputs
+give the same bytes and the same sha256, and a deploy without changes changes nothing. Cached:
+the artifact is named by a hash of its inputs under `build/lambda/`, so an unchanged deploy does
+not reinstall anything. Written by hand because no packaging library produces byte-identical
+archives; the installing itself is uv's job.
+
+This module is called by the Pulumi program at deploy time and must not import `slotguard`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+BUILD_DIR = REPO_ROOT / "build" / "lambda"
+# The RDS CA bundle (https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem), kept in
+# the repository; it lands at /var/task/certs/rds-global-bundle.pem (DB_SSLROOTCERT on AWS).
+RDS_CA_BUNDLE = REPO_ROOT / "certs" / "rds-global-bundle.pem"
+CA_BUNDLE_ARCNAME = "certs/rds-global-bundle.pem"
+ARCHITECTURES = {"x86_64": "x86_64", "arm64": "aarch64"}
+# The glibc of each runtime's OS bounds which manylinux wheels load there: python3.11 runs on
+# Amazon Linux 2 (glibc 2.26, so manylinux2014 = 2_17), python3.12+ on Amazon Linux 2023 (2.34).
+RUNTIME_GLIBC = {"python3.11": "2_17", "python3.12": "2_34", "python3.13": "2_34"}
+RUNTIMES = tuple(RUNTIME_GLIBC)
+# Bump when the archive layout changes, so cached artifacts are not reused across layouts.
+BUILDER_VERSION = "2"
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+FILE_MODE = 0o100644
+
+
+class PackagingError(RuntimeError):
+    """The artifact could not be built; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class BuiltPackage:
+    path: Path
+    sha256: str  # hex digest of the zip
+    input_hash: str
+    cached: bool
+
+    @property
+    def sha256_b64(self) -> str:
+        """The digest as Lambda's `source_code_hash` expects it."""
+        return base64.b64encode(bytes.fromhex(self.sha256)).decode()
+
+
+def python_platform(runtime: str, architecture: str) -> str:
+    """uv's `--python-platform` for a Lambda runtime and architecture."""
+    return f"{ARCHITECTURES[architecture]}-manylinux_{RUNTIME_GLIBC[runtime]}"
+
+
+def _uv() -> str:
+    found = shutil.which("uv")
+    if found is None:
+        raise PackagingError("the packaging builder needs uv on PATH (https://docs.astral.sh/uv/)")
+    return found
+
+
+def locked_requirements(project_dir: Path = REPO_ROOT) -> str:
+    """The functions group's exact versions from uv.lock (no network, no resolution)."""
+    result = subprocess.run(
+        [
+            _uv(),
+            "export",
+            "--frozen",
+            "--only-group",
+            "functions",
+            "--no-emit-project",
+            "--no-hashes",
+            "--no-header",
+            "--format",
+            "requirements.txt",
+        ],
+        cwd=project_dir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise PackagingError(
+            f"uv export failed (is uv.lock current? run `uv lock`): {result.stderr}"
+        )
+    lines = [
+        line for line in result.stdout.splitlines() if line and not line.lstrip().startswith("#")
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _source_files(source_dir: Path) -> Iterator[tuple[str, Path]]:
+    for path in sorted(source_dir.rglob("*")):
+        relative = path.relative_to(source_dir)
+        if path.is_dir() or path.suffix == ".pyc" or "__pycache__" in relative.parts:
+            continue
+        yield f"{source_dir.name}/{relative.as_posix()}", path
+
+
+def _input_hash(
+    runtime: str, architecture: str, requirements: str, sources: list[tuple[str, Path]]
+) -> str:
+    digest = hashlib.sha256()
+    for part in (BUILDER_VERSION, runtime, architecture, requirements):
+        digest.update(part.encode() + b"\0")
+    for arcname, path in sources:
+        digest.update(arcname.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _install(requirements: str, runtime: str, architecture: str, target: Path) -> None:
+    requirements_file = target.parent / "requirements.txt"
+    requirements_file.write_text(requirements)
+    result = subprocess.run(
+        [
+            _uv(),
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--target",
+            str(target),
+            "--python-platform",
+            python_platform(runtime, architecture),
+            "--python-version",
+            runtime.removeprefix("python"),
+            "--link-mode",
+            "copy",
+            "-r",
+            str(requirements_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "UV_NO_PROGRESS": "1"},
+    )
+    if result.returncode != 0:
+        raise PackagingError(
+            f"installing the functions group for {runtime}/{architecture} failed: every "
+            f"dependency needs a binary wheel for {python_platform(runtime, architecture)}; "
+            "choose a newer runtime (python3.12+ allows manylinux_2_34 wheels) or pin a "
+            f"dependency version that ships one:\n{result.stderr}"
+        )
+
+
+def _site_files(site: Path) -> Iterator[tuple[str, Path]]:
+    for path in sorted(site.rglob("*")):
+        parts = path.relative_to(site).parts
+        # Console scripts (bin/) carry this machine's interpreter path and are never run there.
+        if path.is_dir() or path.suffix == ".pyc" or "__pycache__" in parts or parts[0] == "bin":
+            continue
+        yield "/".join(parts), path
+
+
+def write_zip(entries: list[tuple[str, Path]], destination: Path) -> None:
+    """A reproducible zip: sorted names, fixed time and mode, no extra fields."""
+    with zipfile.ZipFile(destination, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for arcname, path in sorted(entries):
+            info = zipfile.ZipInfo(arcname, date_time=ZIP_EPOCH)
+            info.external_attr = FILE_MODE << 16
+            info.create_system = 3  # unix, so the mode above is honoured
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_package(
+    runtime: str = "python3.12",
+    architecture: str = "x86_64",
+    *,
+    source_dir: Path = FUNCTIONS_DIR,
+    build_dir: Path = BUILD_DIR,
+    ca_bundle: Path = RDS_CA_BUNDLE,
+    project_dir: Path = REPO_ROOT,
+    force: bool = False,
+) -> BuiltPackage:
+    """Build (or reuse) the function set's zip for a Lambda runtime and architecture."""
+    if runtime not in RUNTIMES:
+        raise PackagingError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+    if architecture not in ARCHITECTURES:
+        raise PackagingError(
+            f"architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}"
+        )
+    if not ca_bundle.is_file():
+        raise PackagingError(
+            f"missing {ca_bundle}: save the RDS CA bundle there "
+            "(https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem); the functions "
+            "verify the database's certificate with it"
+        )
+    requirements = locked_requirements(project_dir)
+    sources = [*_source_files(source_dir), (CA_BUNDLE_ARCNAME, ca_bundle)]
+    input_hash = _input_hash(runtime, architecture, requirements, sources)
+    artifact = build_dir / f"functions-{runtime}-{architecture}-{input_hash[:20]}.zip"
+    if artifact.exists() and not force:
+        return BuiltPackage(artifact, _sha256(artifact), input_hash, cached=True)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="slotguard-package-") as scratch:
+        site = Path(scratch) / "site"
+        _install(requirements, runtime, architecture, site)
+        entries = list(_site_files(site)) + sources
+        names = [name for name, _ in entries]
+        if len(names) != len(set(names)):
+            raise PackagingError("a dependency ships files that collide with the functions package")
+        partial = artifact.with_suffix(".zip.partial")
+        write_zip(entries, partial)
+        partial.replace(artifact)
+    return BuiltPackage(artifact, _sha256(artifact), input_hash, cached=False)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runtime", default="python3.12", choices=RUNTIMES)
+    parser.add_argument("--architecture", default="x86_64", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args()
+    built = build_package(args.runtime, args.architecture, force=args.force)
+    print(f"{built.path} sha256={built.sha256} cached={built.cached}")

@@ -1,0 +1,152 @@
+"""The packaging builder: a real install for this machine's Lambda platform, reproducible bytes."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from infra import packaging
+from slotguard.local.tls import ensure_tls
+
+RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
+ARCHITECTURE = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine()]
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    path = Path(tempfile.mkdtemp(prefix="slotguard-packaging-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ca_bundle(workdir):
+    return ensure_tls(workdir / "tls").ca_cert  # stands in for the RDS CA bundle
+
+
+@pytest.fixture(scope="module")
+def built(workdir, ca_bundle):
+    first = packaging.build_package(
+        RUNTIME, ARCHITECTURE, build_dir=workdir / "a", ca_bundle=ca_bundle
+    )
+    second = packaging.build_package(
+        RUNTIME, ARCHITECTURE, build_dir=workdir / "b", ca_bundle=ca_bundle
+    )
+    return first, second
+
+
+def test_two_independent_builds_give_the_same_hash(built):
+    first, second = built
+    assert not first.cached
+    assert not second.cached
+    assert first.path != second.path
+    assert first.sha256 == second.sha256
+    assert first.path.read_bytes() == second.path.read_bytes()
+
+
+def test_an_unchanged_build_is_served_from_the_cache(built, workdir, ca_bundle):
+    again = packaging.build_package(
+        RUNTIME, ARCHITECTURE, build_dir=workdir / "a", ca_bundle=ca_bundle
+    )
+    assert again.cached
+    assert (again.path, again.sha256) == (built[0].path, built[0].sha256)
+
+
+def test_the_handlers_import_from_the_artifact_in_a_clean_interpreter(built, workdir):
+    unpacked = workdir / "unpacked"
+    with zipfile.ZipFile(built[0].path) as archive:
+        archive.extractall(unpacked)
+    probe = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(unpacked)!r})\n"
+        "assert not any('site-packages' in p for p in sys.path), sys.path\n"
+        "import functions.api, functions.health, functions.bootstrap, psycopg\n"
+        "assert functions.api.__file__.startswith(sys.path[0]), functions.api.__file__\n"
+        "assert psycopg.pq.__impl__ == 'binary', psycopg.pq.__impl__\n"
+        "print(functions.api.handler.__name__, functions.bootstrap.MIGRATIONS_DIR.is_dir())\n"
+    )
+    # -I: no environment, no user site; -S: no site-packages at all. Only the artifact is there.
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["handler", "True"]
+
+
+def test_entries_are_normalised(built):
+    with zipfile.ZipFile(built[0].path) as archive:
+        infos = archive.infolist()
+    names = [info.filename for info in infos]
+    assert names == sorted(names)
+    assert {info.date_time for info in infos} == {packaging.ZIP_EPOCH}
+    assert {info.external_attr >> 16 for info in infos} == {packaging.FILE_MODE}
+    assert not [
+        n for n in names if n.endswith(".pyc") or "__pycache__" in n or n.startswith("bin/")
+    ]
+    assert {
+        "functions/api.py",
+        "functions/migrations/0001.items.sql",
+        "functions/openapi.json",
+        packaging.CA_BUNDLE_ARCNAME,
+    } <= set(names)
+    assert any(n.startswith("psycopg_binary/") for n in names)
+    assert any(n.startswith("aws_lambda_powertools/") for n in names)
+
+
+def test_the_other_architecture_gets_its_own_binary_wheels(workdir, ca_bundle):
+    # python3.12 (Amazon Linux 2023): psycopg-binary ships no manylinux_2_17 aarch64 wheel.
+    other = "arm64" if ARCHITECTURE == "x86_64" else "x86_64"
+    built = packaging.build_package(
+        "python3.12", other, build_dir=workdir / "other", ca_bundle=ca_bundle
+    )
+    with zipfile.ZipFile(built.path) as archive:
+        library = next(
+            name
+            for name in archive.namelist()
+            if name.startswith("psycopg_binary/") and ".so" in name
+        )
+        header = archive.read(library)[:20]
+    machine = int.from_bytes(header[18:20], "little")  # ELF e_machine
+    assert header[:4] == b"\x7fELF"
+    assert machine == {"arm64": 183, "x86_64": 62}[other]  # EM_AARCH64, EM_X86_64
+
+
+def test_the_input_hash_follows_every_input(tmp_path, ca_bundle):
+    source = tmp_path / "functions"
+    source.mkdir()
+    (source / "a.py").write_text("x = 1\n")
+    sources = [*packaging._source_files(source), ("certs/ca.pem", ca_bundle)]
+    base = packaging._input_hash(RUNTIME, "x86_64", "psycopg==3.3.9\n", sources)
+    assert base == packaging._input_hash(RUNTIME, "x86_64", "psycopg==3.3.9\n", sources)
+    assert base != packaging._input_hash(RUNTIME, "arm64", "psycopg==3.3.9\n", sources)
+    assert base != packaging._input_hash("python3.13", "x86_64", "psycopg==3.3.9\n", sources)
+    assert base != packaging._input_hash(RUNTIME, "x86_64", "psycopg==3.3.8\n", sources)
+    (source / "a.py").write_text("x = 2\n")
+    assert base != packaging._input_hash(RUNTIME, "x86_64", "psycopg==3.3.9\n", sources)
+
+
+def test_platforms_follow_the_runtime_glibc():
+    assert packaging.python_platform("python3.11", "x86_64") == "x86_64-manylinux_2_17"
+    assert packaging.python_platform("python3.12", "arm64") == "aarch64-manylinux_2_34"
+
+
+def test_bad_inputs_name_what_to_change(tmp_path, ca_bundle):
+    with pytest.raises(packaging.PackagingError, match=r"python2\.7"):
+        packaging.build_package("python2.7", "x86_64", build_dir=tmp_path, ca_bundle=ca_bundle)
+    with pytest.raises(packaging.PackagingError, match="sparc"):
+        packaging.build_package(RUNTIME, "sparc", build_dir=tmp_path, ca_bundle=ca_bundle)
+    with pytest.raises(packaging.PackagingError, match=r"global-bundle\.pem"):
+        packaging.build_package(
+            RUNTIME, "x86_64", build_dir=tmp_path, ca_bundle=tmp_path / "none.pem"
+        )
