@@ -20,6 +20,10 @@ status:
 budget: setup
 	$(RUN) slotguard budget --stack $(STACK)
 
+## The policy pack, offline: the stack's program under Pulumi mocks, every rule applied.
+policy: setup
+	$(RUN) slotguard policy --stack $(STACK)
+
 ## Lint, type-check and run the test suite (installs everything it needs first).
 test: setup lint
 	$(RUN) pytest -m "not bench"
