@@ -1,0 +1,74 @@
+"""The pooler's CloudWatch metric names, namespace and dimension names: defined here, once.
+
+The exporter publishes these; the AWS stack's alarms and dashboard import them, so a renamed metric
+cannot leave an alarm watching nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+NAMESPACE: Final = "Slotguard/PgBouncer"
+
+# Dimensions every datapoint carries. Values come from the task's settings; the task id is not a
+# dimension, so alarms see the service as a whole (CloudWatch aggregates the tasks' datapoints).
+DIMENSION_STACK: Final = "Stack"
+DIMENSION_SERVICE: Final = "Service"
+DIMENSION_DATABASE: Final = "Database"
+DIMENSION_NAMES: Final = (DIMENSION_STACK, DIMENSION_SERVICE, DIMENSION_DATABASE)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One published metric: its name, CloudWatch unit and what it tells."""
+
+    name: str
+    unit: str
+    description: str
+
+
+CLIENT_ACTIVE = Metric(
+    "ClientActive", "Count", "clients linked to a server connection or idle between transactions"
+)
+CLIENT_WAITING = Metric(
+    "ClientWaiting", "Count", "clients that sent a query and wait for a server connection"
+)
+SERVER_ACTIVE = Metric("ServerActive", "Count", "server connections linked to a client")
+SERVER_IDLE = Metric("ServerIdle", "Count", "server connections ready for a client")
+SERVER_CONNECTIONS = Metric(
+    "ServerConnections", "Count", "all server connections (active, idle, used, tested, login)"
+)
+MAX_WAIT = Metric(
+    "MaxWaitSeconds", "Seconds", "how long the oldest waiting client has waited (maxwait)"
+)
+CLIENT_CONNECTIONS = Metric("ClientConnections", "Count", "client connections held by the pooler")
+CLIENT_CAPACITY = Metric(
+    "ClientCapacity", "Count", "client connections the pooler accepts (max_client_conn x processes)"
+)
+CLIENT_CAPACITY_PERCENT = Metric(
+    "ClientCapacityPercent", "Percent", "ClientConnections as a percentage of ClientCapacity"
+)
+AVG_WAIT = Metric(
+    "AvgWaitMilliseconds",
+    "Milliseconds",
+    "client wait for a server per transaction, averaged over the poll interval",
+)
+TRANSACTIONS_PER_SECOND = Metric(
+    "TransactionsPerSecond", "Count/Second", "transactions pooled per second over the poll interval"
+)
+
+ALL: Final = (
+    CLIENT_ACTIVE,
+    CLIENT_WAITING,
+    SERVER_ACTIVE,
+    SERVER_IDLE,
+    SERVER_CONNECTIONS,
+    MAX_WAIT,
+    CLIENT_CONNECTIONS,
+    CLIENT_CAPACITY,
+    CLIENT_CAPACITY_PERCENT,
+    AVG_WAIT,
+    TRANSACTIONS_PER_SECOND,
+)
+NAMES: Final = tuple(m.name for m in ALL)
