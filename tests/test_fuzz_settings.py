@@ -79,7 +79,7 @@ yaml_texts = st.one_of(
         lambda d: yaml.safe_dump({"config": {f"slotguard:{k}": v for k, v in d.items()}})
     ),
     documents.map(lambda d: yaml.safe_dump({"config": d})),
-    documents.map(lambda d: yaml.safe_dump(d)),
+    documents.map(yaml.safe_dump),
 )
 
 
