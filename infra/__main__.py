@@ -1,0 +1,26 @@
+"""The Pulumi program: settings -> budget -> artifacts -> resources -> outputs.
+
+A bad setting or a budget that does not add up raises here, and Pulumi stops the preview with
+that error's message (the setting's path and the arithmetic).
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from infra.budget import compute_budget
+from infra.program import Artifacts, build_stack, export, image_source, packaged_code
+from infra.settings import settings_from_pulumi_config
+
+# Both sources: the engine's environment and what the program set itself, so unknown keys are
+# found whichever way the configuration arrived.
+config = {**pulumi.runtime.config.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+settings = settings_from_pulumi_config(config, stack=pulumi.get_stack())
+budget = compute_budget(settings)
+# The pooler image is an artifact, not a setting of the stack: its own config namespace.
+image = pulumi.Config("pgbouncer")
+artifacts = Artifacts(
+    code=packaged_code,
+    image=image_source(settings, sha256=image.get("sha256"), image=image.get("image")),
+)
+export(build_stack(settings, budget, artifacts))

@@ -1,0 +1,300 @@
+"""Alarms on connection use, to an SNS topic, and a dashboard of connections over time.
+
+Every threshold is one of `budget.alarms`; the PgBouncer metric names and dimensions are imported
+from the exporter's own definitions, so an alarm cannot watch a metric nobody publishes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.alarm_rules import alarm_rules
+from infra.budget import Budget
+from infra.settings import StackSettings
+from pgbouncer import metrics as pgb
+
+RDS_NAMESPACE = "AWS/RDS"
+LAMBDA_NAMESPACE = "AWS/Lambda"
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One alarm, before it becomes a resource: what it watches and when it fires."""
+
+    key: str
+    description: str
+    namespace: str
+    metric: str
+    statistic: str
+    comparison: str
+    threshold: float
+    dimensions: Mapping[str, pulumi.Input[str]]
+    # > 0: the metric is published per pooler task under shared dimensions and the threshold is
+    # a total over all tasks, so the alarm compares `Average x tasks` (metric math) with it.
+    tasks: int = 0
+
+
+@dataclass
+class AlarmsArgs:
+    settings: StackSettings
+    budget: Budget
+    database_identifier: pulumi.Input[str]
+    pooler_kind: str
+    pooler_dimensions: Mapping[str, str]
+    function_names: Mapping[str, pulumi.Input[str]]
+    tags: dict[str, str]
+
+
+# Where each logical metric of the alarm rules lives in CloudWatch: namespace, metric name and
+# statistic; the dimensions depend on what it measures (the instance, the pooler, a function).
+# Pooler metrics whose thresholds count over all tasks (each task publishes its own figure).
+TOTAL_OVER_TASKS = frozenset({"pooler_waiting_clients", "pooler_client_connections"})
+CLOUDWATCH_METRICS: dict[str, tuple[str, str, str]] = {
+    "db_connections": (RDS_NAMESPACE, "DatabaseConnections", "Maximum"),
+    "pooler_waiting_clients": (pgb.NAMESPACE, pgb.CLIENT_WAITING.name, "Average"),
+    "pooler_oldest_wait_s": (pgb.NAMESPACE, pgb.MAX_WAIT.name, "Maximum"),
+    "pooler_client_connections": (pgb.NAMESPACE, pgb.CLIENT_CONNECTIONS.name, "Average"),
+    "proxy_pinned_connections": (
+        RDS_NAMESPACE,
+        "DatabaseConnectionsCurrentlySessionPinned",
+        "Maximum",
+    ),
+    "proxy_borrow_latency_us": (RDS_NAMESPACE, "DatabaseConnectionsBorrowLatency", "Maximum"),
+    "function_throttles": (LAMBDA_NAMESPACE, "Throttles", "Sum"),
+    "function_errors": (LAMBDA_NAMESPACE, "Errors", "Sum"),
+}
+
+
+def alarm_specs(args: AlarmsArgs) -> list[AlarmSpec]:
+    """The budget's alarm rules (shared with the local target) mapped onto CloudWatch."""
+    specs: list[AlarmSpec] = []
+    tasks = args.budget.pgbouncer.tasks if args.budget.pgbouncer is not None else 0
+    for rule in alarm_rules(args.budget):
+        namespace, metric, statistic = CLOUDWATCH_METRICS[rule.metric]
+        if rule.metric.startswith("function_"):
+            suffix = rule.key.removeprefix("function-")
+            for key, name in sorted(args.function_names.items()):
+                specs.append(
+                    AlarmSpec(
+                        f"{key}-{suffix}",
+                        f"{key}: {rule.description}",
+                        namespace,
+                        metric,
+                        statistic,
+                        rule.comparison,
+                        rule.threshold,
+                        {"FunctionName": name},
+                    )
+                )
+            continue
+        dimensions: Mapping[str, pulumi.Input[str]] = (
+            {"DBInstanceIdentifier": args.database_identifier}
+            if rule.metric == "db_connections"
+            else dict(args.pooler_dimensions)
+        )
+        specs.append(
+            AlarmSpec(
+                rule.key,
+                rule.description,
+                namespace,
+                metric,
+                statistic,
+                rule.comparison,
+                rule.threshold,
+                dimensions,
+                tasks=tasks if rule.metric in TOTAL_OVER_TASKS else 0,
+            )
+        )
+    return specs
+
+
+def _dashboard_body(
+    args: AlarmsArgs, region: str, database_identifier: str, function_names: dict[str, str]
+) -> str:
+    al, budget = args.budget.alarms, args.budget
+
+    def line(label: str, value: float) -> dict[str, Any]:
+        return {"label": label, "value": value}
+
+    db_widget = {
+        "type": "metric",
+        "x": 0,
+        "y": 0,
+        "width": 12,
+        "height": 6,
+        "properties": {
+            "title": "Database connections",
+            "region": region,
+            "stat": "Maximum",
+            "period": al.period_s,
+            "metrics": [
+                [RDS_NAMESPACE, "DatabaseConnections", "DBInstanceIdentifier", database_identifier],
+            ],
+            "annotations": {
+                "horizontal": [
+                    line("max_connections", budget.max_connections),
+                    line("critical", al.db_connections_critical),
+                    line("warn", al.db_connections_warn),
+                    line("pooler + admin (bypass)", al.db_connections_bypass),
+                ]
+            },
+        },
+    }
+    dims = [part for key, value in sorted(args.pooler_dimensions.items()) for part in (key, value)]
+    if args.pooler_kind == "pgbouncer":
+        pooler_metrics = [
+            [pgb.NAMESPACE, metric.name, *dims]
+            for metric in (pgb.CLIENT_CONNECTIONS, pgb.CLIENT_WAITING, pgb.SERVER_CONNECTIONS)
+        ]
+        pooler_title = "PgBouncer, busiest task: clients, waiting clients, server connections"
+    else:
+        pooler_metrics = [
+            [RDS_NAMESPACE, metric, *dims]
+            for metric in (
+                "ClientConnections",
+                "DatabaseConnections",
+                "DatabaseConnectionsCurrentlySessionPinned",
+            )
+        ]
+        pooler_title = "RDS Proxy connections"
+    pooler_widget = {
+        "type": "metric",
+        "x": 12,
+        "y": 0,
+        "width": 12,
+        "height": 6,
+        "properties": {
+            "title": pooler_title,
+            "region": region,
+            "stat": "Maximum",
+            "period": al.period_s,
+            "metrics": pooler_metrics,
+        },
+    }
+    lambda_widget = {
+        "type": "metric",
+        "x": 0,
+        "y": 6,
+        "width": 24,
+        "height": 6,
+        "properties": {
+            "title": "Function concurrency and throttles",
+            "region": region,
+            "stat": "Maximum",
+            "period": al.period_s,
+            "metrics": [
+                [LAMBDA_NAMESPACE, metric, "FunctionName", name]
+                for name in sorted(function_names.values())
+                for metric in ("ConcurrentExecutions", "Throttles")
+            ],
+        },
+    }
+    return json.dumps({"widgets": [db_widget, pooler_widget, lambda_widget]}, sort_keys=True)
+
+
+def _total_over_tasks(spec: AlarmSpec, period_s: int) -> dict[str, Any]:
+    """Metric math: the tasks' average figure times the number of tasks, i.e. their total."""
+    return {
+        "metric_queries": [
+            aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                id="per_task",
+                return_data=False,
+                metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                    namespace=spec.namespace,
+                    metric_name=spec.metric,
+                    stat=spec.statistic,
+                    period=period_s,
+                    dimensions=dict(spec.dimensions),
+                ),
+            ),
+            aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                id="total",
+                expression=f"per_task * {spec.tasks}",
+                label=f"{spec.metric}, all {spec.tasks} tasks",
+                return_data=True,
+            ),
+        ]
+    }
+
+
+class Alarms(pulumi.ComponentResource):
+    """The alarm topic, every alarm of the budget and the dashboard."""
+
+    topic_arn: pulumi.Output[str]
+    dashboard_url: pulumi.Output[str]
+    alarms: dict[str, aws.cloudwatch.MetricAlarm]
+
+    def __init__(
+        self, name: str, args: AlarmsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("slotguard:alarms:Alarms", name, None, opts)
+        s, al = args.settings, args.budget.alarms
+        child = pulumi.ResourceOptions(parent=self)
+        topic = aws.sns.Topic(
+            f"{name}-topic",
+            name=f"slotguard-{s.stack}-alarms",
+            kms_master_key_id="alias/aws/sns",
+            tags=args.tags,
+            opts=child,
+        )
+        if s.alarms.email:
+            aws.sns.TopicSubscription(
+                f"{name}-email",
+                topic=topic.arn,
+                protocol="email",
+                endpoint=s.alarms.email,
+                opts=child,
+            )
+        self.alarms = {}
+        for spec in alarm_specs(args):
+            what: dict[str, Any] = (
+                _total_over_tasks(spec, al.period_s)
+                if spec.tasks
+                else {
+                    "namespace": spec.namespace,
+                    "metric_name": spec.metric,
+                    "statistic": spec.statistic,
+                    "period": al.period_s,
+                    "dimensions": dict(spec.dimensions),
+                }
+            )
+            self.alarms[spec.key] = aws.cloudwatch.MetricAlarm(
+                f"{name}-{spec.key}",
+                name=f"slotguard-{s.stack}-{spec.key}",
+                alarm_description=spec.description,
+                comparison_operator=spec.comparison,
+                threshold=spec.threshold,
+                evaluation_periods=al.evaluation_periods,
+                datapoints_to_alarm=al.evaluation_periods,
+                # No datapoint means no traffic (or no task yet), not a breach.
+                treat_missing_data="notBreaching",
+                alarm_actions=[topic.arn],
+                ok_actions=[topic.arn],
+                tags=args.tags,
+                opts=child,
+                **what,
+            )
+        region = aws.get_region_output(opts=pulumi.InvokeOptions(parent=self)).region
+        dashboard_name = f"slotguard-{s.stack}"
+        aws.cloudwatch.Dashboard(
+            f"{name}-dashboard",
+            dashboard_name=dashboard_name,
+            dashboard_body=pulumi.Output.all(
+                region, args.database_identifier, pulumi.Output.all(**args.function_names)
+            ).apply(lambda parts: _dashboard_body(args, parts[0], parts[1], parts[2])),
+            opts=child,
+        )
+        self.topic_arn = topic.arn
+        self.dashboard_url = region.apply(
+            lambda r: (
+                f"https://{r}.console.aws.amazon.com/cloudwatch/home?region={r}"
+                f"#dashboards:name={dashboard_name}"
+            )
+        )
+        self.register_outputs({"topic_arn": topic.arn, "dashboard_url": self.dashboard_url})

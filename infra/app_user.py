@@ -1,0 +1,246 @@
+"""The `app_user` and migration roles: their secrets and the bootstrap run at deploy time.
+
+The role's timeouts and `CONNECTION LIMIT` live on the role (startup parameters do not survive a
+pooler), so they are set by the bootstrap function, which runs inside the VPC as a Lambda
+invocation resource. Its `triggers` carry the role settings and a hash of the migrations, so it
+runs again exactly when one of them changes, and the application functions wait for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from infra.budget import Budget
+from infra.functions import (
+    LOG_RETENTION_DAYS,
+    RDS_CA_BUNDLE_PATH,
+    CodeSource,
+    LambdaFunction,
+    LambdaFunctionArgs,
+    function_name,
+)
+from infra.settings import StackSettings
+from pgbouncer import scram
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "functions" / "migrations"
+BOOTSTRAP_HANDLER = "functions.bootstrap.handler"
+# The bootstrap creates roles and runs migrations once per deploy: a generous timeout, and one
+# instance at a time so two deploys never race on the same DDL.
+BOOTSTRAP_TIMEOUT_S = 300
+BOOTSTRAP_MEMORY_MB = 256
+BOOTSTRAP_CONCURRENCY = 1
+# Generated passwords: long and alphanumeric, so they survive any connection-string quoting.
+PASSWORD_LENGTH = 40
+
+
+@dataclass
+class AppUserArgs:
+    settings: StackSettings
+    budget: Budget
+    code: CodeSource
+    database_address: pulumi.Input[str]
+    database_port: pulumi.Input[int]
+    master_secret_arn: pulumi.Input[str]
+    subnet_ids: pulumi.Input[list[str]]
+    bootstrap_sg_id: pulumi.Input[str]
+    tags: dict[str, str]
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
+
+
+def migrations_hash(directory: Path = MIGRATIONS_DIR) -> str:
+    """sha256 over the migration files' names and contents, in name order."""
+    digest = hashlib.sha256()
+    if directory.is_dir():
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            if "__pycache__" in path.parts:
+                continue
+            digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def bootstrap_event(settings: StackSettings, budget: Budget) -> dict[str, Any]:
+    """The invocation event: what the budget decided for the roles (the contract's shape)."""
+    au = budget.app_user
+    return {
+        "app_user": {
+            "name": au.name,
+            "connection_limit": au.connection_limit,
+            "statement_timeout_ms": au.statement_timeout_ms,
+            "idle_in_transaction_session_timeout_ms": au.idle_in_transaction_session_timeout_ms,
+            "lock_timeout_ms": au.lock_timeout_ms,
+            "search_path": [au.schema_name],
+        },
+        "migration_role": {"name": au.migration_role},
+        "database": settings.database.name,
+        "schema": au.schema_name,
+    }
+
+
+def _secret_json(
+    username: str,
+    *,
+    password: str,
+    host: str,
+    port: int,
+    dbname: str,
+    verifier: str | None,
+) -> str:
+    document: dict[str, Any] = {
+        "username": username,
+        "password": password,
+        "engine": "postgres",
+        "host": host,
+        "port": int(port),
+        "dbname": dbname,
+    }
+    if verifier is not None:
+        document["scram_verifier"] = verifier
+    return json.dumps(document, sort_keys=True)
+
+
+def _verifier(password: str, salt_b64: str) -> str:
+    return scram.make_verifier(password, base64.b64decode(salt_b64), scram.DEFAULT_ITERATIONS)
+
+
+class AppUser(pulumi.ComponentResource):
+    """Secrets of `app_user` and the migration role, and the bootstrap that creates them."""
+
+    secret_arn: pulumi.Output[str]
+    migrator_secret_arn: pulumi.Output[str]
+    bootstrap: LambdaFunction
+    invocation: aws.lambda_.Invocation
+
+    def __init__(
+        self, name: str, args: AppUserArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("slotguard:app_user:AppUser", name, None, opts)
+        s, budget = args.settings, args.budget
+        child = pulumi.ResourceOptions(parent=self)
+        dbname = s.database.name
+
+        def role_secret(role: str, username: str, with_verifier: bool) -> aws.secretsmanager.Secret:
+            password = random.RandomPassword(
+                f"{name}-{role}-password", length=PASSWORD_LENGTH, special=False, opts=child
+            )
+            verifier: pulumi.Output[str | None] = pulumi.Output.from_input(None)
+            if with_verifier:
+                # Stored salt: the verifier is the same string on every run, so a redeploy
+                # changes neither the secret nor the role.
+                salt = random.RandomBytes(
+                    f"{name}-{role}-salt", length=scram.SALT_BYTES, opts=child
+                )
+                verifier = pulumi.Output.all(password.result, salt.base64).apply(
+                    lambda parts: _verifier(parts[0], parts[1])
+                )
+            secret = aws.secretsmanager.Secret(
+                f"{name}-{role}-secret",
+                name_prefix=f"slotguard/{s.stack}/{username}-",
+                description=f"{username} on the slotguard {s.stack} database (RDS Proxy shape)",
+                recovery_window_in_days=30 if s.is_prod else 0,
+                tags=args.tags,
+                opts=child,
+            )
+            document = pulumi.Output.all(
+                password.result, args.database_address, args.database_port, verifier
+            ).apply(
+                lambda parts: _secret_json(
+                    username,
+                    password=parts[0],
+                    host=parts[1],
+                    port=parts[2],
+                    dbname=dbname,
+                    verifier=parts[3],
+                )
+            )
+            version = aws.secretsmanager.SecretVersion(
+                f"{name}-{role}-secret-version",
+                secret_id=secret.id,
+                secret_string=document.apply(pulumi.Output.secret),
+                opts=child,
+            )
+            self._versions.append(version)
+            return secret
+
+        self._versions: list[pulumi.Resource] = []
+        app_secret = role_secret("app", budget.app_user.name, with_verifier=True)
+        migrator_secret = role_secret("migrator", budget.app_user.migration_role, False)
+        self.secret_arn = app_secret.arn
+        self.migrator_secret_arn = migrator_secret.arn
+
+        first = sorted(s.functions.items())[0][1]
+        self.bootstrap = LambdaFunction(
+            f"{name}-bootstrap",
+            LambdaFunctionArgs(
+                function_name=function_name(s.stack, "bootstrap"),
+                handler=BOOTSTRAP_HANDLER,
+                runtime=first.runtime,
+                architecture=first.architecture,
+                memory_mb=BOOTSTRAP_MEMORY_MB,
+                timeout_s=BOOTSTRAP_TIMEOUT_S,
+                reserved_concurrency=BOOTSTRAP_CONCURRENCY,
+                code=args.code(first.runtime, first.architecture),
+                environment={
+                    # The bootstrap alone connects to the database itself (as the master user).
+                    "DB_HOST": args.database_address,
+                    "DB_PORT": pulumi.Output.from_input(args.database_port).apply(str),
+                    "DB_NAME": dbname,
+                    "DB_SSLMODE": "verify-full",
+                    "DB_SSLROOTCERT": RDS_CA_BUNDLE_PATH,
+                    "MASTER_SECRET_ARN": args.master_secret_arn,
+                    "APP_USER_SECRET_ARN": app_secret.arn,
+                    "MIGRATOR_SECRET_ARN": migrator_secret.arn,
+                    "POWERTOOLS_SERVICE_NAME": "bootstrap",
+                    "POWERTOOLS_METRICS_NAMESPACE": "slotguard",
+                },
+                subnet_ids=args.subnet_ids,
+                security_group_ids=[args.bootstrap_sg_id],
+                statements=[
+                    {
+                        "Sid": "RoleSecrets",
+                        "Effect": "Allow",
+                        "Action": "secretsmanager:GetSecretValue",
+                        "Resource": [
+                            args.master_secret_arn,
+                            app_secret.arn,
+                            migrator_secret.arn,
+                        ],
+                    }
+                ],
+                log_retention_days=LOG_RETENTION_DAYS[s.environment],
+                tags=args.tags,
+            ),
+            opts=child,
+        )
+        event = bootstrap_event(s, budget)
+        self.invocation = aws.lambda_.Invocation(
+            f"{name}-bootstrap-run",
+            function_name=self.bootstrap.function.name,
+            input=json.dumps(event, sort_keys=True),
+            triggers={
+                "roles": json.dumps(event, sort_keys=True),
+                "migrations": migrations_hash(),
+                "function": self.bootstrap.function.source_code_hash.apply(lambda h: h or ""),
+            },
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[*args.depends_on, *self._versions, self.bootstrap],
+            ),
+        )
+        self.register_outputs(
+            {
+                "secret_arn": self.secret_arn,
+                "migrator_secret_arn": self.migrator_secret_arn,
+                "bootstrap": self.bootstrap.function.name,
+            }
+        )

@@ -1,0 +1,133 @@
+"""RDS PostgreSQL: private, encrypted, TLS forced, with the budget's connection numbers pinned.
+
+The parameter group carries `max_connections` explicitly (RDS would otherwise derive it from the
+instance memory and a class change would silently move every number of the budget), and the
+master password is managed by RDS in Secrets Manager so it never passes through the program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.budget import Budget
+from infra.settings import StackSettings
+
+MASTER_USERNAME = "postgres"
+# The CA RDS signs the server certificate with; the functions' RDS CA bundle includes it.
+CA_CERT_IDENTIFIER = "rds-ca-rsa2048-g1"
+# Parameters PostgreSQL reads only at start; RDS applies them at the next reboot.
+STATIC_PARAMETERS = frozenset({"max_connections", "superuser_reserved_connections"})
+
+
+@dataclass
+class DatabaseArgs:
+    settings: StackSettings
+    budget: Budget
+    subnet_ids: pulumi.Input[list[str]]
+    security_group_id: pulumi.Input[str]
+    tags: dict[str, str]
+
+
+def parameters(settings: StackSettings, budget: Budget) -> dict[str, str]:
+    """The parameter group's values: connection numbers from the budget, TLS and SCRAM forced."""
+    return {
+        "max_connections": str(budget.max_connections),
+        "superuser_reserved_connections": str(budget.reserved_connections),
+        "rds.force_ssl": "1",
+        "password_encryption": "scram-sha-256",
+        "idle_in_transaction_session_timeout": str(budget.database_idle_in_transaction_ms),
+    }
+
+
+class Database(pulumi.ComponentResource):
+    """The instance, its subnet group and its parameter group."""
+
+    instance: aws.rds.Instance
+    parameter_group: aws.rds.ParameterGroup
+    address: pulumi.Output[str]
+    port: pulumi.Output[int]
+    identifier: pulumi.Output[str]
+    arn: pulumi.Output[str]
+    master_secret_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("slotguard:database:Database", name, None, opts)
+        s, db = args.settings, args.settings.database
+        child = pulumi.ResourceOptions(parent=self)
+
+        subnet_group = aws.rds.SubnetGroup(
+            f"{name}-subnets",
+            subnet_ids=args.subnet_ids,
+            description="Private subnets of the slotguard database",
+            tags=args.tags,
+            opts=child,
+        )
+        self.parameter_group = aws.rds.ParameterGroup(
+            f"{name}-params",
+            family=db.parameter_group_family,
+            description=f"slotguard {s.stack}: connection budget, TLS and SCRAM",
+            parameters=[
+                aws.rds.ParameterGroupParameterArgs(
+                    name=key,
+                    value=value,
+                    apply_method="pending-reboot" if key in STATIC_PARAMETERS else "immediate",
+                )
+                for key, value in parameters(s, args.budget).items()
+            ],
+            tags=args.tags,
+            opts=child,
+        )
+        self.instance = aws.rds.Instance(
+            f"{name}-instance",
+            engine="postgres",
+            engine_version=db.engine_version,
+            instance_class=db.instance_class,
+            allocated_storage=db.allocated_storage_gb,
+            storage_type="gp3",
+            storage_encrypted=True,
+            db_name=db.name,
+            port=db.port,
+            username=MASTER_USERNAME,
+            manage_master_user_password=True,
+            iam_database_authentication_enabled=False,
+            publicly_accessible=False,
+            db_subnet_group_name=subnet_group.name,
+            vpc_security_group_ids=[args.security_group_id],
+            parameter_group_name=self.parameter_group.name,
+            ca_cert_identifier=CA_CERT_IDENTIFIER,
+            multi_az=s.multi_az,
+            backup_retention_period=s.backup_retention_days,
+            deletion_protection=s.deletion_protection,
+            skip_final_snapshot=not s.is_prod,
+            final_snapshot_identifier=f"slotguard-{s.stack}-final" if s.is_prod else None,
+            copy_tags_to_snapshot=True,
+            auto_minor_version_upgrade=True,
+            apply_immediately=not s.is_prod,
+            tags=args.tags,
+            opts=child,
+        )
+        self.address = self.instance.address
+        self.port = self.instance.port
+        self.identifier = self.instance.identifier
+        self.arn = self.instance.arn
+        self.master_secret_arn = self.instance.master_user_secrets.apply(_master_secret_arn)
+        self.register_outputs(
+            {
+                "address": self.address,
+                "identifier": self.identifier,
+                "master_secret_arn": self.master_secret_arn,
+            }
+        )
+
+
+def _master_secret_arn(secrets: Sequence[aws.rds.outputs.InstanceMasterUserSecret]) -> str:
+    if not secrets or not secrets[0].secret_arn:
+        # Only in a preview before the instance exists; a deployment always has the secret.
+        return ""
+    return secrets[0].secret_arn

@@ -1,0 +1,79 @@
+"""The pooler in front of the database: one switch, `pooler.kind`, picks the implementation.
+
+Both implementations expose the same attributes (`endpoint`, `port`, `auth_resource`,
+`client_sslrootcert`, `client_ca_layer_arn`, `dimensions`), so the functions and alarms do not
+care which one runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+
+from infra.budget import Budget
+from infra.pooler_pgbouncer import ImageSource, PgBouncerArgs, PgBouncerPooler
+from infra.pooler_rds_proxy import RdsProxyArgs, RdsProxyPooler
+from infra.settings import StackSettings
+
+Pooler = PgBouncerPooler | RdsProxyPooler
+
+
+@dataclass
+class PoolerArgs:
+    settings: StackSettings
+    budget: Budget
+    image: ImageSource
+    vpc_id: pulumi.Input[str]
+    subnet_ids: pulumi.Input[list[str]]
+    pooler_sg_id: pulumi.Input[str]
+    lb_sg_id: pulumi.Input[str] | None
+    database_address: pulumi.Input[str]
+    database_port: pulumi.Input[int]
+    database_identifier: pulumi.Input[str]
+    app_user_secret_arn: pulumi.Input[str]
+    tags: dict[str, str]
+    function_runtimes: Sequence[str] = field(default_factory=tuple)
+    function_architectures: Sequence[str] = field(default_factory=tuple)
+
+
+def create_pooler(
+    name: str, args: PoolerArgs, opts: pulumi.ResourceOptions | None = None
+) -> Pooler:
+    """The pooler of `settings.pooler.kind`."""
+    if args.settings.pooler.kind == "pgbouncer":
+        if args.lb_sg_id is None:
+            raise ValueError("a PgBouncer pooler needs the NLB's security group")
+        return PgBouncerPooler(
+            name,
+            PgBouncerArgs(
+                settings=args.settings,
+                budget=args.budget,
+                image=args.image,
+                vpc_id=args.vpc_id,
+                subnet_ids=args.subnet_ids,
+                task_sg_id=args.pooler_sg_id,
+                lb_sg_id=args.lb_sg_id,
+                database_address=args.database_address,
+                database_port=args.database_port,
+                app_user_secret_arn=args.app_user_secret_arn,
+                tags=args.tags,
+                function_runtimes=args.function_runtimes,
+                function_architectures=args.function_architectures,
+            ),
+            opts,
+        )
+    return RdsProxyPooler(
+        name,
+        RdsProxyArgs(
+            settings=args.settings,
+            budget=args.budget,
+            subnet_ids=args.subnet_ids,
+            security_group_id=args.pooler_sg_id,
+            database_identifier=args.database_identifier,
+            app_user_secret_arn=args.app_user_secret_arn,
+            tags=args.tags,
+        ),
+        opts,
+    )

@@ -1,0 +1,130 @@
+"""RDS Proxy in front of the instance: TLS required, Secrets Manager auth, the budget's pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.budget import Budget
+from infra.functions import assume_role_policy, role_name_prefix
+from infra.settings import StackSettings
+
+ENGINE_FAMILY = "POSTGRESQL"
+
+
+@dataclass
+class RdsProxyArgs:
+    settings: StackSettings
+    budget: Budget
+    subnet_ids: pulumi.Input[list[str]]
+    security_group_id: pulumi.Input[str]
+    database_identifier: pulumi.Input[str]
+    app_user_secret_arn: pulumi.Input[str]
+    tags: dict[str, str]
+
+
+def _auth_resource_prefix(proxy_arn: str) -> str:
+    """The `rds-db:connect` resource prefix of a proxy: `arn:...:rds-db:...:dbuser:prx-...`."""
+    parts = proxy_arn.split(":")
+    if len(parts) < 7:
+        return ""
+    partition, region, account, resource_id = parts[1], parts[3], parts[4], parts[6]
+    return f"arn:{partition}:rds-db:{region}:{account}:dbuser:{resource_id}"
+
+
+class RdsProxyPooler(pulumi.ComponentResource):
+    """The proxy, its role, its default target group's pool and its target."""
+
+    kind = "rds-proxy"
+    endpoint: pulumi.Output[str]
+    port: int
+    auth_resource: pulumi.Output[str] | None
+    client_ca_layer_arn: pulumi.Output[str] | None = None
+    client_sslrootcert: str = "system"
+    proxy_name: pulumi.Output[str]
+    dimensions: dict[str, str]
+
+    def __init__(
+        self, name: str, args: RdsProxyArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("slotguard:pooler:RdsProxy", name, None, opts)
+        s, budget = args.settings, args.budget
+        rp = budget.rds_proxy
+        if rp is None:
+            raise ValueError("the budget has no RDS Proxy section for an rds-proxy pooler")
+        child = pulumi.ResourceOptions(parent=self)
+        tags = args.tags
+        role = aws.iam.Role(
+            f"{name}-role",
+            name_prefix=role_name_prefix(f"slotguard-{s.stack}-proxy"),
+            assume_role_policy=assume_role_policy("rds.amazonaws.com"),
+            description="RDS Proxy: reads the app_user secret to log in to the database",
+            tags=tags,
+            opts=child,
+        )
+        policy = aws.iam.RolePolicy(
+            f"{name}-policy",
+            role=role.id,
+            policy=pulumi.Output.json_dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "AppUserSecret",
+                            "Effect": "Allow",
+                            "Action": "secretsmanager:GetSecretValue",
+                            "Resource": args.app_user_secret_arn,
+                        }
+                    ],
+                }
+            ),
+            opts=child,
+        )
+        proxy_name = f"slotguard-{s.stack}"
+        proxy = aws.rds.Proxy(
+            f"{name}-proxy",
+            name=proxy_name,
+            engine_family=ENGINE_FAMILY,
+            require_tls=True,
+            idle_client_timeout=rp.idle_client_timeout_s,
+            debug_logging=False,  # it would log SQL text, parameters included
+            role_arn=role.arn,
+            vpc_subnet_ids=args.subnet_ids,
+            vpc_security_group_ids=[args.security_group_id],
+            auths=[
+                aws.rds.ProxyAuthArgs(
+                    auth_scheme="SECRETS",
+                    secret_arn=args.app_user_secret_arn,
+                    iam_auth="REQUIRED" if rp.iam_auth else "DISABLED",
+                    client_password_auth_type="POSTGRES_SCRAM_SHA_256",  # noqa: S106 - a scheme name
+                    description=f"{budget.app_user.name}, the functions' role",
+                )
+            ],
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+        )
+        aws.rds.ProxyDefaultTargetGroup(
+            f"{name}-pool",
+            db_proxy_name=proxy.name,
+            connection_pool_config=aws.rds.ProxyDefaultTargetGroupConnectionPoolConfigArgs(
+                max_connections_percent=rp.max_connections_percent,
+                max_idle_connections_percent=rp.max_idle_connections_percent,
+                connection_borrow_timeout=rp.connection_borrow_timeout_s,
+            ),
+            opts=child,
+        )
+        aws.rds.ProxyTarget(
+            f"{name}-target",
+            db_proxy_name=proxy.name,
+            target_group_name="default",
+            db_instance_identifier=args.database_identifier,
+            opts=child,
+        )
+        self.port = rp.port
+        self.endpoint = proxy.endpoint
+        self.proxy_name = proxy.name
+        self.dimensions = {"ProxyName": proxy_name}
+        self.auth_resource = proxy.arn.apply(_auth_resource_prefix) if rp.iam_auth else None
+        self.register_outputs({"endpoint": self.endpoint, "port": rp.port})

@@ -1,0 +1,216 @@
+"""The whole stack: the components composed in dependency order, and the stack outputs.
+
+`build_stack` takes already-validated settings and budget, plus the artifacts (function code and
+the pooler image), so the same program runs under `pulumi up` and offline under mocks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pulumi
+
+from infra.alarms import Alarms, AlarmsArgs
+from infra.app_user import AppUser, AppUserArgs
+from infra.budget import Budget
+from infra.database import Database, DatabaseArgs
+from infra.functions import CodeSource, FunctionCode, Functions, FunctionsArgs
+from infra.network import Network, NetworkArgs
+from infra.pooler import Pooler, PoolerArgs, create_pooler
+from infra.pooler_pgbouncer import DockerBuild, ImageSource, PrebuiltImage
+from infra.settings import SettingsError, StackSettings
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """What the program deploys but does not build itself."""
+
+    code: CodeSource  # (runtime, architecture) -> the packaged `functions` artifact
+    image: ImageSource = field(default_factory=DockerBuild)
+
+
+@dataclass
+class Stack:
+    """The components of one stack, for tests and for exporting outputs."""
+
+    network: Network
+    database: Database
+    app_user: AppUser
+    pooler: Pooler
+    functions: Functions
+    alarms: Alarms
+    outputs: dict[str, pulumi.Input[object]]
+
+
+# The stack's name is part of AWS names (RDS Proxy, ECR, Lambda, ECS), the strictest of which
+# take lower-case letters, digits and single hyphens only.
+STACK_NAME = re.compile(r"[a-z](?:[a-z0-9]|-(?!-))*(?<!-)")
+MAX_STACK_NAME = 30
+
+
+def check_stack_name(stack: str) -> None:
+    if not STACK_NAME.fullmatch(stack) or len(stack) > MAX_STACK_NAME:
+        raise SettingsError(
+            [
+                f"stack: {stack!r} becomes part of AWS resource names; use at most "
+                f"{MAX_STACK_NAME} lower-case letters, digits and single hyphens, starting with "
+                "a letter (pulumi stack rename)"
+            ]
+        )
+
+
+def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -> Stack:
+    """Declare every resource of the stack; returns the components and the stack outputs."""
+    check_stack_name(settings.stack)
+    tags = settings.all_tags
+    name = f"slotguard-{settings.stack}"
+    network = Network(
+        name,
+        NetworkArgs(
+            settings=settings.network,
+            database_port=settings.database.port,
+            pooler_port=budget.pooler_port,
+            pooler_kind=settings.pooler.kind,
+            tags=tags,
+        ),
+    )
+    database = Database(
+        name,
+        DatabaseArgs(
+            settings=settings,
+            budget=budget,
+            subnet_ids=network.subnet_ids,
+            security_group_id=network.database_sg_id,
+            tags=tags,
+        ),
+    )
+    app_user = AppUser(
+        name,
+        AppUserArgs(
+            settings=settings,
+            budget=budget,
+            code=artifacts.code,
+            database_address=database.address,
+            database_port=database.port,
+            master_secret_arn=database.master_secret_arn,
+            subnet_ids=network.subnet_ids,
+            bootstrap_sg_id=network.bootstrap_sg_id,
+            tags=tags,
+            depends_on=[database.instance],
+        ),
+    )
+    pooler = create_pooler(
+        name,
+        PoolerArgs(
+            settings=settings,
+            budget=budget,
+            image=artifacts.image,
+            vpc_id=network.vpc_id,
+            subnet_ids=network.subnet_ids,
+            pooler_sg_id=network.pooler_sg_id,
+            lb_sg_id=network.pooler_lb_sg_id,
+            database_address=database.address,
+            database_port=database.port,
+            database_identifier=database.identifier,
+            app_user_secret_arn=app_user.secret_arn,
+            tags=tags,
+            function_runtimes=[f.runtime for f in settings.functions.values()],
+            function_architectures=[f.architecture for f in settings.functions.values()],
+        ),
+    )
+    functions = Functions(
+        name,
+        FunctionsArgs(
+            settings=settings,
+            budget=budget,
+            code=artifacts.code,
+            pooler_host=pooler.endpoint,
+            pooler_auth_resource=pooler.auth_resource,
+            app_user_secret_arn=app_user.secret_arn,
+            subnet_ids=network.subnet_ids,
+            security_group_id=network.functions_sg_id,
+            tags=tags,
+            sslrootcert=pooler.client_sslrootcert,
+            layers=[pooler.client_ca_layer_arn] if pooler.client_ca_layer_arn is not None else [],
+            depends_on=[app_user.invocation],
+        ),
+    )
+    alarms = Alarms(
+        name,
+        AlarmsArgs(
+            settings=settings,
+            budget=budget,
+            database_identifier=database.identifier,
+            pooler_kind=settings.pooler.kind,
+            pooler_dimensions=pooler.dimensions,
+            function_names={k: f.function.name for k, f in functions.functions.items()},
+            tags=tags,
+        ),
+    )
+    outputs: dict[str, pulumi.Input[object]] = {
+        "pooler_kind": settings.pooler.kind,
+        "pooler_endpoint": pooler.endpoint,
+        "pooler_port": pooler.port,
+        "api_url": next(iter(functions.urls.values()), None)
+        if "api" not in functions.urls
+        else functions.urls["api"],
+        "function_urls": functions.urls,
+        "function_names": {k: f.function.name for k, f in functions.functions.items()},
+        "dashboard_url": alarms.dashboard_url,
+        "alarm_topic_arn": alarms.topic_arn,
+        "app_user_secret_arn": app_user.secret_arn,
+        "migrator_secret_arn": app_user.migrator_secret_arn,
+        "master_secret_arn": database.master_secret_arn,
+        "max_connections": budget.max_connections,
+        "pooler_ceiling": budget.pooler_ceiling,
+    }
+    return Stack(network, database, app_user, pooler, functions, alarms, outputs)
+
+
+def export(stack: Stack) -> None:
+    for key, value in stack.outputs.items():
+        pulumi.export(key, value)
+
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def image_source(
+    settings: StackSettings, *, sha256: str | None = None, image: str | None = None
+) -> ImageSource:
+    """The pooler image: one already built (`pgbouncer:image`), or built here from sources.
+
+    The Dockerfile verifies the PgBouncer tarball against a checksum it has no default for, so a
+    build needs `pgbouncer:sha256`; asking for it here stops a preview before anything is built.
+    """
+    if image:
+        return PrebuiltImage(image)
+    if settings.pooler.kind != "pgbouncer":
+        return DockerBuild()
+    version = settings.pooler.pgbouncer.version
+    if not sha256 or not SHA256.fullmatch(sha256.lower()):
+        raise SettingsError(
+            [
+                f"pgbouncer:sha256: the image builds PgBouncer {version} from its release "
+                f"tarball and verifies it; set the sha256 of pgbouncer-{version}.tar.gz from "
+                "https://www.pgbouncer.org/downloads/ (`pulumi config set pgbouncer:sha256 "
+                "<64 hex digits>`), or name a built image (`pulumi config set pgbouncer:image "
+                f"<uri>`){f' (got {sha256!r})' if sha256 else ''}"
+            ]
+        )
+    return DockerBuild(sha256=sha256.lower())
+
+
+def packaged_code(runtime: str, architecture: str) -> FunctionCode:
+    """The packaging builder's zip for a (runtime, architecture) pair, built at deploy time.
+
+    Imported here rather than at the top: an offline run injects stand-in code and never
+    packages anything.
+    """
+    from infra.packaging import build_package  # noqa: PLC0415
+
+    artifact = build_package(runtime=runtime, architecture=architecture)
+    return FunctionCode(
+        archive=pulumi.FileArchive(str(artifact.path)), sha256_b64=artifact.sha256_b64
+    )
