@@ -21,6 +21,6 @@ budget = compute_budget(settings)
 image = pulumi.Config("pgbouncer")
 artifacts = Artifacts(
     code=packaged_code,
-    image=image_source(settings, sha256=image.get("sha256"), image=image.get("image")),
+    image=image_source(settings, image=image.get("image")),
 )
 export(build_stack(settings, budget, artifacts))

@@ -21,17 +21,24 @@ import os
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS_DIR = REPO_ROOT / "functions"
 BUILD_DIR = REPO_ROOT / "build" / "lambda"
-# The RDS CA bundle (https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem), kept in
-# the repository; it lands at /var/task/certs/rds-global-bundle.pem (DB_SSLROOTCERT on AWS).
+# The RDS CA bundle lands at /var/task/certs/rds-global-bundle.pem (DB_SSLROOTCERT on AWS). A
+# team may keep a reviewed copy at certs/rds-global-bundle.pem; otherwise the first build fetches
+# AWS's published bundle (the deploying machine reaches AWS anyway) into build/, checks that it is
+# a PEM bundle of CA certificates, and reuses it from there.
 RDS_CA_BUNDLE = REPO_ROOT / "certs" / "rds-global-bundle.pem"
+RDS_CA_BUNDLE_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+FETCHED_CA_BUNDLE = REPO_ROOT / "build" / "certs" / "rds-global-bundle.pem"
 CA_BUNDLE_ARCNAME = "certs/rds-global-bundle.pem"
 ARCHITECTURES = {"x86_64": "x86_64", "arm64": "aarch64"}
 # The glibc of each runtime's OS bounds which manylinux wheels load there: python3.11 runs on
@@ -187,6 +194,40 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def fetch_ca_bundle(
+    url: str = RDS_CA_BUNDLE_URL, target: Path = FETCHED_CA_BUNDLE, timeout_s: float = 30
+) -> Path:
+    """The RDS CA bundle, fetched once over HTTPS and checked to be CA certificates."""
+    if target.is_file():
+        return target
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - fixed https URL
+            body = response.read()
+    except OSError as error:
+        raise PackagingError(
+            f"cannot fetch the RDS CA bundle from {url} ({error}); save it as {RDS_CA_BUNDLE} "
+            "and build again"
+        ) from error
+    try:
+        certificates = x509.load_pem_x509_certificates(body)
+    except ValueError as error:
+        raise PackagingError(f"{url} did not return a PEM certificate bundle: {error}") from error
+    if not all(_is_ca(cert) for cert in certificates):
+        raise PackagingError(f"{url} returned a certificate that is not a CA certificate")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(body)
+    partial.replace(target)
+    return target
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def build_package(
     runtime: str = "python3.12",
     architecture: str = "x86_64",
@@ -205,11 +246,7 @@ def build_package(
             f"architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}"
         )
     if not ca_bundle.is_file():
-        raise PackagingError(
-            f"missing {ca_bundle}: save the RDS CA bundle there "
-            "(https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem); the functions "
-            "verify the database's certificate with it"
-        )
+        ca_bundle = fetch_ca_bundle()
     requirements = locked_requirements(project_dir)
     sources = [*_source_files(source_dir), (CA_BUNDLE_ARCNAME, ca_bundle)]
     input_hash = _input_hash(runtime, architecture, requirements, sources)

@@ -56,11 +56,9 @@ KEEP_IMAGES = 10
 class DockerBuild:
     """Build `pgbouncer/Dockerfile` and push it to the stack's ECR repository.
 
-    `sha256` is the checksum of the PgBouncer release tarball the image builds (the Dockerfile
-    refuses to build without it); the version is the stack's `pooler.pgbouncer.version`.
+    The image installs the stack's `pooler.pgbouncer.version` from Debian's signed packages.
     """
 
-    sha256: str | None = None
     context: Path = ROOT
     dockerfile: Path = ROOT / "pgbouncer" / "Dockerfile"
 
@@ -259,10 +257,7 @@ class PgBouncerPooler(pulumi.ComponentResource):
                     dockerfile=str(args.image.dockerfile),
                     platform="linux/arm64",  # the task runs on Graviton (ARM64)
                     # The image pins the version the configuration is rendered for.
-                    args={
-                        "PGBOUNCER_VERSION": pb.version,
-                        **({"PGBOUNCER_SHA256": args.image.sha256} if args.image.sha256 else {}),
-                    },
+                    args={"PGBOUNCER_UPSTREAM_VERSION": pb.version},
                 ),
                 registry=docker.RegistryArgs(
                     server=repository.repository_url,

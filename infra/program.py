@@ -173,33 +173,11 @@ def export(stack: Stack) -> None:
         pulumi.export(key, value)
 
 
-SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def image_source(
-    settings: StackSettings, *, sha256: str | None = None, image: str | None = None
-) -> ImageSource:
-    """The pooler image: one already built (`pgbouncer:image`), or built here from sources.
-
-    The Dockerfile verifies the PgBouncer tarball against a checksum it has no default for, so a
-    build needs `pgbouncer:sha256`; asking for it here stops a preview before anything is built.
-    """
+def image_source(settings: StackSettings, *, image: str | None = None) -> ImageSource:
+    """The pooler image: one already built (`pgbouncer:image`), or built from `pgbouncer/`."""
     if image:
         return PrebuiltImage(image)
-    if settings.pooler.kind != "pgbouncer":
-        return DockerBuild()
-    version = settings.pooler.pgbouncer.version
-    if not sha256 or not SHA256.fullmatch(sha256.lower()):
-        raise SettingsError(
-            [
-                f"pgbouncer:sha256: the image builds PgBouncer {version} from its release "
-                f"tarball and verifies it; set the sha256 of pgbouncer-{version}.tar.gz from "
-                "https://www.pgbouncer.org/downloads/ (`pulumi config set pgbouncer:sha256 "
-                "<64 hex digits>`), or name a built image (`pulumi config set pgbouncer:image "
-                f"<uri>`){f' (got {sha256!r})' if sha256 else ''}"
-            ]
-        )
-    return DockerBuild(sha256=sha256.lower())
+    return DockerBuild()
 
 
 def packaged_code(runtime: str, architecture: str) -> FunctionCode:

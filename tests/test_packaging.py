@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -150,3 +152,55 @@ def test_bad_inputs_name_what_to_change(tmp_path, ca_bundle):
         packaging.build_package(
             RUNTIME, "x86_64", build_dir=tmp_path, ca_bundle=tmp_path / "none.pem"
         )
+
+
+class _OneFile(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(body: bytes) -> str:
+        handler = type("Handler", (_OneFile,), {"body": body})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/global-bundle.pem"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def test_the_ca_bundle_is_fetched_once_and_checked(serve, scratch_dir):
+    tls = ensure_tls(scratch_dir / "tls")
+    url = serve(tls.ca_cert.read_bytes())
+    target = scratch_dir / "fetched" / "bundle.pem"
+    assert packaging.fetch_ca_bundle(url, target) == target
+    assert target.read_bytes() == tls.ca_cert.read_bytes()
+    # Served from the cache afterwards: a dead URL does not matter.
+    assert packaging.fetch_ca_bundle("http://127.0.0.1:9/none", target) == target
+
+
+def test_a_bundle_that_is_not_ca_certificates_is_refused(serve, scratch_dir):
+    tls = ensure_tls(scratch_dir / "tls")
+    with pytest.raises(packaging.PackagingError, match="not a CA certificate"):
+        packaging.fetch_ca_bundle(serve(tls.server_cert.read_bytes()), scratch_dir / "a.pem")
+    with pytest.raises(packaging.PackagingError, match="did not return a PEM"):
+        packaging.fetch_ca_bundle(serve(b"<html>captive portal</html>"), scratch_dir / "b.pem")
+    assert not (scratch_dir / "a.pem").exists()
+
+
+def test_an_unreachable_bundle_names_where_to_save_it(scratch_dir):
+    with pytest.raises(packaging.PackagingError, match=r"save it as .*rds-global-bundle\.pem"):
+        packaging.fetch_ca_bundle("http://127.0.0.1:9/none", scratch_dir / "c.pem", timeout_s=2)
