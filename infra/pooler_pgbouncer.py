@@ -420,7 +420,7 @@ class PgBouncerPooler(pulumi.ComponentResource):
             region=region,
             service_name=self.service_name,
         )
-        user_secret = f"{task_env.USER_SECRET_PREFIX}{budget.app_user.name.upper()}"
+        user_verifier = f"{task_env.USER_VERIFIER_PREFIX}{budget.app_user.name.upper()}"
         container = {
             "name": CONTAINER,
             "image": image_uri,
@@ -430,7 +430,13 @@ class PgBouncerPooler(pulumi.ComponentResource):
                 {"name": key, "value": value} for key, value in sorted(environment.items())
             ],
             "secrets": [
-                {"name": user_secret, "valueFrom": args.app_user_secret_arn},
+                # Only the verifier key of the role's secret: no plaintext password in the task.
+                {
+                    "name": user_verifier,
+                    "valueFrom": pulumi.Output.concat(
+                        args.app_user_secret_arn, ":scram_verifier::"
+                    ),
+                },
                 {
                     "name": f"{task_env.PREFIX}STATS_PASSWORD",
                     "valueFrom": pulumi.Output.concat(internal_secret.arn, ":stats_password::"),

@@ -30,6 +30,9 @@ from pgbouncer.config import (
 
 PREFIX = "PGBOUNCER_"
 USER_SECRET_PREFIX = "PGBOUNCER_USER_SECRET_"  # noqa: S105 - a variable name, not a secret
+# The tighter form the ECS task uses: only the verifier (`<secret-arn>:scram_verifier::`), so the
+# role's plaintext password never reaches the container. The role name is the suffix, lower-cased.
+USER_VERIFIER_PREFIX = "PGBOUNCER_USER_VERIFIER_"
 STATS_USER = "pgbouncer_stats"
 DEFAULT_RUN_DIR = "/var/run/pgbouncer"
 DEFAULT_CA_FILE = "/etc/ssl/certs/rds-global-bundle.pem"
@@ -65,14 +68,29 @@ def _number(env: Mapping[str, str], name: str, kind: str) -> int | float | None:
         ) from None
 
 
-def user_verifiers(env: Mapping[str, str]) -> dict[str, str]:
-    """Auth-file entries from the injected user secrets (`PGBOUNCER_USER_SECRET_*`).
+def _checked(name: str, verifier: str) -> str:
+    try:
+        scram.parse(verifier)
+    except scram.ScramError as exc:
+        raise TaskEnvironmentError(f"{name}: scram_verifier {exc}") from None
+    return verifier
 
-    Each is the JSON of the role's secret (`{"username", "password", ..., "scram_verifier"}`); the
-    pooler uses only `username` and `scram_verifier`, the exact verifier the bootstrap installed
-    as the role's password, so SCRAM pass-through works and no plaintext reaches the auth file.
+
+def user_verifiers(env: Mapping[str, str]) -> dict[str, str]:
+    """Auth-file entries from the injected verifiers or user secrets.
+
+    `PGBOUNCER_USER_VERIFIER_<ROLE>` holds just the role's SCRAM verifier (what the ECS task
+    injects); `PGBOUNCER_USER_SECRET_<NAME>` holds the JSON of the role's secret
+    (`{"username", ..., "scram_verifier"}`). Either way the pooler gets the exact verifier the
+    bootstrap installed as the role's password, so SCRAM pass-through works and no plaintext
+    reaches the auth file.
     """
     result: dict[str, str] = {}
+    for name in sorted(k for k in env if k.startswith(USER_VERIFIER_PREFIX)):
+        role = name[len(USER_VERIFIER_PREFIX) :].lower()
+        if not role:
+            raise TaskEnvironmentError(f"{name} names no role")
+        result[role] = _checked(name, env[name].strip())
     for name in sorted(k for k in env if k.startswith(USER_SECRET_PREFIX)):
         try:
             secret = json.loads(env[name])
@@ -86,14 +104,11 @@ def user_verifiers(env: Mapping[str, str]) -> dict[str, str]:
                 f"{name} has no scram_verifier: the pooler needs the role's exact SCRAM verifier "
                 "(the bootstrap installs it as the role's password)"
             )
-        try:
-            scram.parse(str(verifier))
-        except scram.ScramError as exc:
-            raise TaskEnvironmentError(f"{name}: scram_verifier {exc}") from None
-        result[str(secret["username"])] = str(verifier)
+        result[str(secret["username"])] = _checked(name, str(verifier))
     if not result:
         raise TaskEnvironmentError(
-            f"no {USER_SECRET_PREFIX}<NAME> variable: inject at least the app user's secret"
+            f"no {USER_VERIFIER_PREFIX}<ROLE> or {USER_SECRET_PREFIX}<NAME> variable: inject at "
+            "least the app user's verifier"
         )
     return result
 

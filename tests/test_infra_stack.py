@@ -203,16 +203,18 @@ def test_pgbouncer_task_reads_back_as_the_budget(variant: str) -> None:
     env = {e["name"]: e["value"] for e in container["environment"]}
     injected = {s["name"] for s in container["secrets"]}
     assert {
-        f"{task_env.USER_SECRET_PREFIX}APP_USER",
+        f"{task_env.USER_VERIFIER_PREFIX}APP_USER",
         "PGBOUNCER_STATS_PASSWORD",
         "PGBOUNCER_CLIENT_TLS_CERT",
         "PGBOUNCER_CLIENT_TLS_KEY",
     } == injected
     verifier = scram.make_verifier("pw", b"0123456789abcdef")
+    (verifier_source,) = [
+        s["valueFrom"] for s in container["secrets"] if s["name"].endswith("APP_USER")
+    ]
+    assert verifier_source.endswith(":scram_verifier::")  # the key, never the whole secret
     env |= {
-        f"{task_env.USER_SECRET_PREFIX}APP_USER": json.dumps(
-            {"username": "app_user", "scram_verifier": verifier}
-        ),
+        f"{task_env.USER_VERIFIER_PREFIX}APP_USER": verifier,
         "PGBOUNCER_STATS_PASSWORD": "x",
         "PGBOUNCER_CLIENT_TLS_CERT": "cert",
         "PGBOUNCER_CLIENT_TLS_KEY": "key",

@@ -88,7 +88,7 @@ def test_bad_variables_are_named(change, message):
 def test_a_user_secret_is_required():
     env = base_env()
     del env["PGBOUNCER_USER_SECRET_APP"]
-    with pytest.raises(environment.TaskEnvironmentError, match="PGBOUNCER_USER_SECRET_<NAME>"):
+    with pytest.raises(environment.TaskEnvironmentError, match="PGBOUNCER_USER_VERIFIER_<ROLE>"):
         environment.read(env, version=(1, 26), fd_limit=None)
 
 
@@ -104,3 +104,12 @@ def test_the_pooler_package_imports_nothing_from_the_rest_of_the_repository():
             else:
                 continue
             assert root not in {"slotguard", "infra", "functions", "policy", "tests"}, source
+
+
+def test_a_bare_verifier_names_its_role_by_suffix():
+    verifier = make_verifier("pw", b"0123456789abcdef")
+    assert environment.user_verifiers({"PGBOUNCER_USER_VERIFIER_APP_USER": verifier}) == {
+        "app_user": verifier
+    }
+    with pytest.raises(environment.TaskEnvironmentError, match="not a SCRAM-SHA-256 verifier"):
+        environment.user_verifiers({"PGBOUNCER_USER_VERIFIER_APP_USER": "plaintext"})
