@@ -59,12 +59,12 @@ def _dollars(text: str, label: str) -> float:
 
 
 def test_deploy_guide_cost_arithmetic_matches_the_dev_example() -> None:
-    guide = (ROOT / "docs" / "deploy.md").read_text()
+    guide = (ROOT / "README.md").read_text()
     for heading in (
-        "## Prerequisites",
+        "### Prerequisites",
         "pulumi stack init",
-        "## Outputs",
-        "## Teardown",
+        "### Outputs",
+        "### Teardown",
         "us-east-1",
     ):
         assert heading in guide
