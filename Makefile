@@ -8,14 +8,30 @@ setup:
 	@bash scripts/setup.sh
 
 ## The local target: bring the stack up, show it working with a short burst.
+BURST ?= 300
 up: setup
-	$(RUN) slotguard budget --stack $(STACK)
+	$(RUN) slotguard up --stack $(STACK)
+	$(RUN) slotguard storm --stack $(STACK) --wiring pooled --burst $(BURST) --check
 
 down:
 	$(RUN) slotguard down --stack $(STACK)
 
 status:
 	$(RUN) slotguard status --stack $(STACK)
+
+## Burst the running stack: pooled, direct and naive side by side (JSON and chart under build/).
+storm:
+	$(RUN) slotguard storm --stack $(STACK) --burst 1000 --wiring all \
+		--json build/storm/storm.json --chart build/storm/storm.png
+
+## The benchmarks of the local target (minutes): figures, build/bench/*.json, docs/benchmarks.md.
+bench: setup
+	$(RUN) python -m slotguard.bench --stack $(STACK)
+
+## Fault drills (each under a minute; frozen-wave waits for the pooler to reap): every drill in
+## turn against the stack, brought up if needed; figures in build/drills/drills.json.
+drills: setup
+	$(RUN) slotguard drill all --stack $(STACK) --up --json build/drills/drills.json
 
 budget: setup
 	$(RUN) slotguard budget --stack $(STACK)

@@ -30,10 +30,16 @@ class RuntimeAdminClient:
         result: dict[str, dict[str, Any]] = self._call("GET", STATS_PATH, None)
         return result
 
-    def freeze(self, name: str, count: int, payload: Any = None) -> dict[str, Any]:
-        """Leave `count` instances of `name` frozen after one invocation each with `payload`."""
+    def freeze(
+        self, name: str, count: int, payload: Any = None, *, fresh: bool = False
+    ) -> dict[str, Any]:
+        """Leave `count` instances of `name` frozen after one invocation each with `payload`.
+
+        `fresh`: cold-start `count` new instances instead of reusing idle ones first.
+        """
         path = f"/slotguard/runtime/functions/{name}/freeze"
-        result: dict[str, Any] = self._call("POST", path, {"count": count, "payload": payload})
+        document = {"count": count, "payload": payload, "fresh": fresh}
+        result: dict[str, Any] = self._call("POST", path, document)
         return result
 
     def _call(self, method: str, path: str, document: Any) -> Any:

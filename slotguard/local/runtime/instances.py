@@ -95,13 +95,13 @@ class InstancePool:
         instance = self._acquire(force_new=False)
         instance.jobs.put(_Job(invocation, reply))
 
-    def freeze(self, count: int, payload: bytes) -> FreezeOutcome:
+    def freeze(self, count: int, payload: bytes, *, fresh: bool = False) -> FreezeOutcome:
         """Invoke `count` distinct instances at once, then freeze them all (blocking).
 
         Reuses idle instances first and cold-starts the rest, so exactly `count` instances end up
         frozen, each holding whatever its invocation left open (the storm's `--frozen N`).
         """
-        instances = [self._acquire(force_new=False) for _ in range(count)]
+        instances = [self._acquire(force_new=fresh) for _ in range(count)]
         outcomes: list[Outcome] = []
         done = threading.Condition()
 

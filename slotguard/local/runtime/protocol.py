@@ -47,6 +47,9 @@ class Outcome:
 class FreezeRequest:
     count: int
     payload: bytes
+    # Cold-start `count` new instances rather than reusing idle ones first (a storm's warm-up
+    # grows a fleet step by step without re-invoking the instances it already has).
+    fresh: bool = False
 
 
 @dataclass(frozen=True)

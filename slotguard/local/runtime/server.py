@@ -35,6 +35,13 @@ from slotguard.local.runtime.protocol import (
 )
 from slotguard.local.runtime.spec import FunctionSpec, RuntimeSettings
 from slotguard.local.runtime.supervisor import WorkerGoneError, WorkerHandle
+from slotguard.local.runtime.urls import (
+    HttpAnswer,
+    request_event,
+    response_from_result,
+    split_url_path,
+    throttled,
+)
 
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 FREEZE_PATH = re.compile(r"^/slotguard/runtime/functions/(?P<name>[^/]+)/freeze$")
@@ -146,7 +153,9 @@ class LocalRuntime:
         finally:
             worker.release()
 
-    def freeze(self, name: str, count: int, payload: Any = None) -> FreezeOutcome:
+    def freeze(
+        self, name: str, count: int, payload: Any = None, *, fresh: bool = False
+    ) -> FreezeOutcome:
         """Invoke `count` instances at once with `payload`, then freeze them, holding their state.
 
         This is how a storm leaves instances holding idle connections on purpose.
@@ -163,7 +172,8 @@ class LocalRuntime:
             )
         try:
             body = json.dumps({} if payload is None else payload).encode()
-            outcome: FreezeOutcome = worker.request(FREEZE, FreezeRequest(count, body)).result(
+            request = FreezeRequest(count, body, fresh)
+            outcome: FreezeOutcome = worker.request(FREEZE, request).result(
                 worker.spec.timeout_s + WORKER_GRACE_S
             )
             return outcome
@@ -236,6 +246,9 @@ class _InvokeHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if split_url_path(path) is not None:
+            self._function_url("POST", body)
+            return
         try:
             if match := INVOKE_PATH.match(path):
                 self._invoke(function_name(match["name"]), body)
@@ -252,11 +265,79 @@ class _InvokeHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
-        if path == STATS_PATH:
+        if split_url_path(path) is not None:
+            self._function_url("GET", self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        elif path == STATS_PATH:
             stats = self.server.runtime.stats()
             self._json(HTTPStatus.OK, {name: s.as_dict() for name, s in stats.items()})
         else:
             self._error(HTTPStatus.NOT_FOUND, "UnknownOperationException", f"no route {path}")
+
+    def do_PUT(self) -> None:
+        self._other_method("PUT")
+
+    def do_PATCH(self) -> None:
+        self._other_method("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._other_method("DELETE")
+
+    def __getattr__(self, name: str) -> Any:
+        # A Function URL hands every method to the function (TRACE, OPTIONS, HEAD, ...), where
+        # http.server would answer 501 for any method without a do_<METHOD>.
+        method = name.removeprefix("do_")
+        if name.startswith("do_") and method.isalpha() and method.isupper():
+            return lambda: self._other_method(method)
+        raise AttributeError(name)
+
+    def _other_method(self, method: str) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if split_url_path(path) is not None:
+            self._function_url(method, body)
+        else:
+            self._error(HTTPStatus.NOT_FOUND, "UnknownOperationException", f"no route {path}")
+
+    # -- Function URLs (slotguard.local.runtime.urls) ------------------------------------------
+
+    def _function_url(self, method: str, body: bytes) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        split = split_url_path(url.path)
+        assert split is not None
+        name, path = split
+        if self.server.runtime.worker(name) is None:
+            self._error(HTTPStatus.NOT_FOUND, "ResourceNotFoundException", f"no function {name}")
+            return
+        event = request_event(
+            method=method,
+            path=path,
+            query=url.query,
+            headers=self.headers.items(),
+            body=body,
+            source_ip=self.client_address[0],
+            domain=self.headers.get("Host", "localhost"),
+        )
+        try:
+            outcome = self.server.runtime.invoke(
+                name, Invocation(payload=json.dumps(event).encode())
+            )
+        except Exception:
+            self._answer(HttpAnswer(502, [("Content-Type", "application/json")], b"{}"))
+            return
+        if outcome is None:
+            self._answer(throttled())
+            return
+        self._answer(response_from_result(outcome.body, outcome.function_error))
+
+    def _answer(self, answer: HttpAnswer) -> None:
+        self.send_response(answer.status)
+        for key, value in answer.headers:
+            if key.lower() not in {"content-length", "connection", "transfer-encoding"}:
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(answer.body)
 
     # -- Lambda Invoke -------------------------------------------------------------------------
 
@@ -348,7 +429,9 @@ class _InvokeHandler(BaseHTTPRequestHandler):
         try:
             request = json.loads(body or b"{}")
             count = int(request["count"])
-            outcome = self.server.runtime.freeze(name, count, request.get("payload"))
+            outcome = self.server.runtime.freeze(
+                name, count, request.get("payload"), fresh=bool(request.get("fresh", False))
+            )
         except FunctionNotFoundError as exc:
             self._error(
                 HTTPStatus.NOT_FOUND, "ResourceNotFoundException", f"Function not found: {exc}"

@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from typing import Any, TextIO
 
 from slotguard.local.runtime.instances import InstancePool
+from slotguard.local.runtime.isolation import isolate_known_libraries
 from slotguard.local.runtime.logs import Capture, RoutedStream
 from slotguard.local.runtime.protocol import (
     FREEZE,
@@ -43,6 +44,9 @@ def serve(conn: Connection) -> None:
     stderr: TextIO = sys.stderr
     sys.stdout = RoutedStream(stdout, capture)
     sys.stderr = RoutedStream(stderr, capture)
+    # Instances are threads here, not processes: library state kept per process must be per
+    # thread, or concurrent invocations read each other's requests.
+    isolate_known_libraries()
     pool = InstancePool(spec, settings, capture)
     send_lock = threading.Lock()
 
@@ -64,7 +68,7 @@ def serve(conn: Connection) -> None:
             request = body
             threading.Thread(
                 target=lambda n=number, r=request: send(
-                    (RESULT, n, pool.freeze(r.count, r.payload))
+                    (RESULT, n, pool.freeze(r.count, r.payload, fresh=r.fresh))
                 ),
                 daemon=True,
             ).start()

@@ -1,0 +1,1 @@
+"""The local target's benchmarks (`make bench`): storms, simulated instances, pgbench."""

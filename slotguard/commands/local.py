@@ -1,0 +1,152 @@
+"""`slotguard up`, `down` and `status`: the local target from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.budget import BudgetError
+from infra.settings import SettingsError
+from slotguard.commands.common import ProjectDirOption, project_root
+from slotguard.local.control import StackError, StatusReport, down, status, up
+from slotguard.local.stack import StackPlan, StackStartError
+from slotguard.local.system import MissingSystemPackageError
+
+StackOption = Annotated[str, typer.Option(help="Stack name: the Pulumi.<stack>.yaml to rehearse.")]
+
+console = Console(width=max(Console().width, 120))
+
+
+def load_plan(stack: str, project_dir: Any) -> StackPlan:
+    """The stack's plan, or a clear error naming the setting to change."""
+    try:
+        return StackPlan.load(stack, project_root(project_dir))
+    except (SettingsError, BudgetError, StackStartError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def up_command(stack: StackOption = "dev", project_dir: ProjectDirOption = None) -> None:
+    """Start the stack on this machine: PostgreSQL, PgBouncer, functions, alarms."""
+    plan = load_plan(stack, project_dir)
+    try:
+        with console.status(f"starting stack {stack}") as spinner:
+            result = up(plan, progress=spinner.update)
+    except (StackError, MissingSystemPackageError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    record = result.record
+    if result.already_running:
+        console.print(f"stack [bold]{stack}[/] is already running (state {plan.paths.root})")
+        return
+    pb = plan.budget.pgbouncer
+    assert pb is not None
+    table = Table(title=f"stack {stack} is up", title_justify="left", show_header=False)
+    table.add_row(
+        "database",
+        f"127.0.0.1:{record.ports.postgres} (max_connections {plan.budget.max_connections}, TLS)",
+    )
+    table.add_row(
+        "pooler",
+        f"127.0.0.1:{record.ports.pgbouncer} ({pb.processes} PgBouncer "
+        f"processes, ceiling {plan.budget.pooler_ceiling})",
+    )
+    table.add_row("functions", f"{record.runtime_url} ({', '.join(record.functions)})")
+    table.add_row("AWS APIs", f"{record.aws_url} (Secrets Manager, CloudWatch)")
+    table.add_row("state", str(plan.paths.root))
+    console.print(table)
+
+
+def down_command(stack: StackOption = "dev", project_dir: ProjectDirOption = None) -> None:
+    """Stop everything the stack started on this machine (its data is kept)."""
+    plan = load_plan(stack, project_dir)
+    result = down(plan)
+    if not result.was_running:
+        console.print(f"stack [bold]{stack}[/] was not running")
+        return
+    note = f" (killed leftovers {result.leftovers_killed})" if result.leftovers_killed else ""
+    console.print(f"stack [bold]{stack}[/] stopped{note}")
+
+
+def status_command(stack: StackOption = "dev", project_dir: ProjectDirOption = None) -> None:
+    """Health, connections against max_connections, pooler pools and alarm states."""
+    plan = load_plan(stack, project_dir)
+    try:
+        report = status(plan)
+    except StackError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    print_status(report, console)
+
+
+def print_status(report: StatusReport, out: Console) -> None:
+    health = report.health_body
+    colour = "green" if report.health_status == 200 else "red"
+    out.print(
+        f"health: [{colour}]{report.health_status or 'error'} {health.get('status', '')}[/]"
+        + (f" ({health['reason']})" if "reason" in health else "")
+    )
+    used = "-" if report.db_connections is None else str(report.db_connections)
+    out.print(
+        f"database connections: {used} / max_connections {report.max_connections} "
+        f"(pooler ceiling {report.ceiling})  "
+        + ", ".join(f"{name} {n}" for name, n in report.by_application.items())
+    )
+    pools = Table(title="pooler pools (SHOW POOLS)", title_justify="left")
+    columns = [
+        "process",
+        "database",
+        "user",
+        "cl_active",
+        "cl_waiting",
+        "sv_active",
+        "sv_idle",
+        "sv_used",
+        "maxwait",
+    ]
+    for column in columns:
+        pools.add_column(column, justify="right" if column not in {"database", "user"} else "left")
+    for pool in report.pools:
+        pools.add_row(*(str(pool.get(column, "")) for column in columns))
+    out.print(pools)
+    alarms = Table(title="alarms", title_justify="left")
+    for column in ("alarm", "state", "value", "threshold", "fired"):
+        alarms.add_column(column)
+    for alarm in report.alarms:
+        state = alarm["state"]
+        alarms.add_row(
+            alarm["key"],
+            f"[red]{state}[/]" if state == "ALARM" else f"[green]{state}[/]",
+            "-" if alarm["value"] is None else f"{alarm['value']:g}",
+            f"{alarm['threshold']:g}",
+            str(alarm["times_fired"]),
+        )
+    out.print(alarms)
+    if report.functions:
+        functions = Table(title="functions", title_justify="left")
+        for column in (
+            "function",
+            "instances",
+            "busy",
+            "frozen",
+            "invocations",
+            "cold starts",
+            "throttles",
+            "errors",
+        ):
+            functions.add_column(column, justify="right" if column != "function" else "left")
+        for name, stats in sorted(report.functions.items()):
+            functions.add_row(
+                name,
+                str(stats.get("instances", 0)),
+                str(stats.get("busy", 0)),
+                str(stats.get("frozen", 0)),
+                str(stats.get("invocations", 0)),
+                str(stats.get("cold_starts", 0)),
+                str(stats.get("throttles", 0)),
+                str(stats.get("errors", 0)),
+            )
+        out.print(functions)

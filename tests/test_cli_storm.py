@@ -1,0 +1,121 @@
+"""The storm command's targets without a running stack: Pulumi outputs, wiring choice, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from slotguard.cli import app
+from slotguard.local.state import STATE_DIR_ENV
+from slotguard.local.targets import (
+    TargetError,
+    aws_target,
+    local_function,
+    parse_outputs,
+    payloads,
+    pulumi_outputs,
+    sibling,
+)
+
+OUTPUTS = {
+    "pooler_kind": "pgbouncer",
+    "function_names": {"api": "slotguard-dev-api-1a2b3c", "health": "slotguard-dev-health-4d5e"},
+    "max_connections": 25,
+    "pooler_ceiling": 19,
+}
+
+
+def test_outputs_are_read_from_pulumi_json():
+    calls = []
+
+    def runner(command):
+        calls.append(command)
+        return json.dumps(OUTPUTS)
+
+    outputs = pulumi_outputs("dev", runner=runner)
+    assert outputs["function_names"]["api"] == "slotguard-dev-api-1a2b3c"
+    assert calls == [["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", "dev"]]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not json", "is not JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (json.dumps({"pooler_kind": "pgbouncer"}), "no `function_names` output"),
+    ],
+)
+def test_bad_outputs_are_refused_by_name(text, message):
+    with pytest.raises(TargetError, match=message):
+        parse_outputs(text, "dev")
+
+
+def test_aws_target_fires_at_the_deployed_api_with_the_budget_limits():
+    sentinel = object()
+    target = aws_target(
+        "dev", ["pooled"], burst=10, region="eu-west-1", outputs=OUTPUTS, client=sentinel
+    )
+    (wiring,) = target.wirings
+    assert wiring.function_name == "slotguard-dev-api-1a2b3c"
+    assert wiring.client is sentinel
+    assert wiring.payload(3)["requestContext"]["http"]["method"] == "POST"
+    assert target.limits is not None
+    assert (target.limits.max_connections, target.limits.ceiling) == (25, 19)
+    assert target.observer is None
+
+
+def test_aws_target_refuses_the_local_only_wirings():
+    with pytest.raises(TargetError, match="--wiring pooled"):
+        aws_target("dev", ["pooled", "direct"], burst=10, region=None, outputs=OUTPUTS)
+
+
+def test_missing_pulumi_cli_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    result = CliRunner().invoke(app, ["storm", "--target", "aws", "--wiring", "pooled"])
+    assert result.exit_code == 1
+    assert "Pulumi CLI is not installed" in result.output
+
+
+def test_storm_on_a_stack_that_is_not_running_says_how_to_start_it(monkeypatch):
+    base = Path(tempfile.mkdtemp(prefix="slotguard-none-"))
+    monkeypatch.setenv(STATE_DIR_ENV, str(base))
+    try:
+        result = CliRunner().invoke(app, ["storm", "--burst", "5"], env={"COLUMNS": "200"})
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert result.exit_code == 1
+    assert "slotguard up --stack dev" in result.output
+
+
+@pytest.mark.parametrize(
+    ("wiring", "retries", "query_ms", "expected"),
+    [
+        ("pooled", True, 0, "api"),
+        ("pooled", False, 0, "api-noretry"),
+        ("direct", True, 0, "api-direct"),
+        ("direct", False, 0, "api-naive"),
+        ("naive", True, 0, "api-naive"),
+        ("pooled", True, 50, "probe"),
+        ("direct", True, 50, "probe-direct"),
+        ("naive", True, 50, "probe-naive"),
+    ],
+)
+def test_each_wiring_maps_to_its_local_function(wiring, retries, query_ms, expected):
+    assert local_function(wiring, retries=retries, query_ms=query_ms) == expected
+
+
+def test_frozen_instances_live_in_the_sibling_function():
+    assert sibling("api") == "probe"
+    assert sibling("probe-direct") == "api-direct"
+    assert sibling("api-naive") == "probe-naive"
+
+
+def test_payloads_follow_the_query_duration():
+    assert payloads(80)(1) == {"query_ms": 80}
+    event = payloads(0)(4)
+    assert json.loads(event["body"])["name"] == "storm-4"
