@@ -69,24 +69,6 @@ def migrations_hash(directory: Path = MIGRATIONS_DIR) -> str:
     return digest.hexdigest()
 
 
-def bootstrap_event(settings: StackSettings, budget: Budget) -> dict[str, Any]:
-    """The invocation event: what the budget decided for the roles (the contract's shape)."""
-    au = budget.app_user
-    return {
-        "app_user": {
-            "name": au.name,
-            "connection_limit": au.connection_limit,
-            "statement_timeout_ms": au.statement_timeout_ms,
-            "idle_in_transaction_session_timeout_ms": au.idle_in_transaction_session_timeout_ms,
-            "lock_timeout_ms": au.lock_timeout_ms,
-            "search_path": [au.schema_name],
-        },
-        "migration_role": {"name": au.migration_role},
-        "database": settings.database.name,
-        "schema": au.schema_name,
-    }
-
-
 def _secret_json(
     username: str,
     *,
@@ -222,7 +204,7 @@ class AppUser(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        event = bootstrap_event(s, budget)
+        event = budget.bootstrap_event(s.database.name)
         self.invocation = aws.lambda_.Invocation(
             f"{name}-bootstrap-run",
             function_name=self.bootstrap.function.name,

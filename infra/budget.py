@@ -253,6 +253,26 @@ class Budget:
             "DB_RETRIES": "on",
         }
 
+    def bootstrap_event(self, database: str) -> dict[str, Any]:
+        """What the bootstrap function is invoked with: the roles as the budget decided them.
+
+        The same event on AWS (a Lambda invocation resource) and on the local target.
+        """
+        au = self.app_user
+        return {
+            "app_user": {
+                "name": au.name,
+                "connection_limit": au.connection_limit,
+                "statement_timeout_ms": au.statement_timeout_ms,
+                "idle_in_transaction_session_timeout_ms": au.idle_in_transaction_session_timeout_ms,
+                "lock_timeout_ms": au.lock_timeout_ms,
+                "search_path": [au.schema_name],
+            },
+            "migration_role": {"name": au.migration_role},
+            "database": database,
+            "schema": au.schema_name,
+        }
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["figures"] = [{**asdict(f), "headroom": f.headroom} for f in self.figures]

@@ -147,23 +147,6 @@ def pgbouncer_settings(plan: StackPlan, ports: Ports, tls: TlsFiles) -> PgBounce
     )
 
 
-def bootstrap_event(plan: StackPlan) -> dict[str, Any]:
-    """What the deployment sends the bootstrap function (see docs/functions.md)."""
-    au = plan.budget.app_user
-    return {
-        "app_user": {
-            "name": au.name,
-            "connection_limit": au.connection_limit,
-            "statement_timeout_ms": au.statement_timeout_ms,
-            "idle_in_transaction_session_timeout_ms": au.idle_in_transaction_session_timeout_ms,
-            "lock_timeout_ms": au.lock_timeout_ms,
-            "search_path": [au.schema_name],
-        },
-        "migration_role": {"name": au.migration_role},
-        "database": plan.settings.database.name,
-    }
-
-
 def function_specs(
     plan: StackPlan, ports: Ports, arns: dict[str, str], ca_file: Path
 ) -> list[FunctionSpec]:
@@ -447,7 +430,10 @@ class LocalStack:
     def _bootstrap(self) -> None:
         client = lambda_client(endpoint_url=self.runtime_url, region_name=self.plan.region)
         response = client.invoke(
-            FunctionName=BOOTSTRAP, Payload=json.dumps(bootstrap_event(self.plan)).encode()
+            FunctionName=BOOTSTRAP,
+            Payload=json.dumps(
+                self.plan.budget.bootstrap_event(self.plan.settings.database.name)
+            ).encode(),
         )
         body = response["Payload"].read().decode(errors="replace")
         if response.get("FunctionError"):
