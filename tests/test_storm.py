@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 from collections.abc import Callable
 
@@ -68,7 +69,12 @@ def test_an_unpooled_burst_runs_out_of_connection_slots(small_server, runtime_fa
     assert result.time_at_limit_s > 0.3
     assert result.alarms_fired == ["db-connections-80"]
     failed = [r for r in result.records if r.cause == "too many connections"]
-    assert "remaining connection slots are reserved" in failed[0].detail
+    # PostgreSQL words a refusal one of two ways, depending on whether a free process slot was
+    # left when the backend started; both are the outage the pooler prevents.
+    assert re.search(
+        r"remaining connection slots are reserved|sorry, too many clients already",
+        failed[0].detail,
+    )
     p50, p99 = result.percentile_ms(50), result.percentile_ms(99)
     assert p50 is not None
     assert p99 is not None
