@@ -112,8 +112,26 @@ def _body_bytes(event: dict[str, Any]) -> int:
     return len(str(body).encode("utf-8", "surrogatepass"))
 
 
+def _undecodable_body(event: dict[str, Any]) -> bool:
+    """True for a base64 body that is not base64 or not UTF-8 (JSON text must be UTF-8).
+
+    A Function URL base64-encodes a body it cannot pass as text; the resolver decodes it as
+    UTF-8 without catching the error, which would end the invocation with an unhandled error
+    (a 502 at the URL) instead of a 4xx.
+    """
+    body = event.get("body")
+    if not event.get("isBase64Encoded") or not body:
+        return False
+    try:
+        base64.b64decode(str(body), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return True
+    return False
+
+
 def precheck(event: dict[str, Any]) -> dict[str, Any] | None:
-    """413 for oversize bodies and 415 for non-JSON ones, before anything parses them."""
+    """413 for oversize bodies, 415 for non-JSON ones, 422 for bodies that are not UTF-8 text,
+    before anything parses them."""
     if _body_bytes(event) > MAX_BODY_BYTES:
         reason = f"request body exceeds {MAX_BODY_BYTES} bytes"
         return _raw_problem(413, "body_too_large", reason)
@@ -122,6 +140,10 @@ def precheck(event: dict[str, Any]) -> dict[str, Any] | None:
     content_type = headers.get("content-type", "application/json").lower()
     if method in {"POST", "PUT", "PATCH"} and not content_type.startswith("application/json"):
         return _raw_problem(415, "unsupported_media_type", "send the body as application/json")
+    if method in {"POST", "PUT", "PATCH"} and _undecodable_body(event):
+        return _raw_problem(
+            422, "invalid_request", "the body must be UTF-8 encoded JSON (base64 allowed)"
+        )
     return None
 
 

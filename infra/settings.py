@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PROJECT = "slotguard"
 # Lambda's Python runtimes the kit's packaging builder and handlers support.
@@ -28,6 +35,10 @@ class _Section(BaseModel):
     """Base of every settings section: unknown keys are errors, values are validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+MIN_VPC_PREFIX = 16
+MAX_VPC_PREFIX = 25
 
 
 class NetworkSettings(_Section):
@@ -64,6 +75,26 @@ class NetworkSettings(_Section):
         "gateway endpoint instead of a NAT gateway: private subnets stay private and there is "
         "no per-GB NAT charge.",
     )
+
+    @field_validator("cidr", mode="before")
+    @classmethod
+    def _cidr_text(cls, value: object) -> object:
+        # pydantic would read a number (or `true`) as an address: 5 -> 0.0.0.5/32.
+        if not isinstance(value, str | IPv4Network):
+            raise ValueError("must be a CIDR block written as text, e.g. 10.40.0.0/16")
+        return value
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr_size(cls, value: IPv4Network) -> IPv4Network:
+        # AWS takes VPC blocks from /16 to /28; the private subnets (one per AZ, at most /20 and
+        # 3 bits below the VPC's prefix) must still be /28 or larger, hence /25 at most.
+        if not MIN_VPC_PREFIX <= value.prefixlen <= MAX_VPC_PREFIX:
+            raise ValueError(
+                f"prefix /{value.prefixlen} is outside /{MIN_VPC_PREFIX}../{MAX_VPC_PREFIX}: "
+                "a VPC block is /16 to /28 on AWS and must hold one /28-or-larger subnet per AZ"
+            )
+        return value
 
     @model_validator(mode="after")
     def _mode_fields(self) -> NetworkSettings:

@@ -6,6 +6,10 @@ import typer
 
 from slotguard.commands import budget as budget_command
 from slotguard.commands import doctor as doctor_command
+from slotguard.commands import drill as drill_command
+from slotguard.commands import local as local_command
+from slotguard.commands import policy as policy_command
+from slotguard.commands import storm as storm_command
 
 app = typer.Typer(
     name="slotguard",
@@ -16,6 +20,12 @@ app = typer.Typer(
 
 app.command("doctor")(doctor_command.doctor)
 app.command("budget")(budget_command.budget)
+app.command("policy")(policy_command.policy)
+app.command("up")(local_command.up_command)
+app.command("down")(local_command.down_command)
+app.command("status")(local_command.status_command)
+app.command("storm")(storm_command.storm)
+app.command("drill")(drill_command.drill)
 
 
 if __name__ == "__main__":
