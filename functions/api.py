@@ -129,9 +129,32 @@ def _undecodable_body(event: dict[str, Any]) -> bool:
     return False
 
 
+def _malformed(event: Any) -> str | None:
+    """What is missing from an event that is not an HTTP API / Function URL payload 2.0."""
+    if not isinstance(event, dict):
+        return "the event is not an object"
+    context = event.get("requestContext")
+    http = context.get("http") if isinstance(context, dict) else None
+    if not isinstance(http, dict) or not isinstance(http.get("method"), str):
+        return "requestContext.http.method is missing"
+    if not isinstance(context.get("stage"), str):  # type: ignore[union-attr]
+        return "requestContext.stage is missing"
+    if not isinstance(event.get("rawPath"), str):
+        return "rawPath is missing"
+    headers = event.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        return "headers is not an object"
+    return None
+
+
 def precheck(event: dict[str, Any]) -> dict[str, Any] | None:
-    """413 for oversize bodies, 415 for non-JSON ones, 422 for bodies that are not UTF-8 text,
-    before anything parses them."""
+    """400 for an event that is not payload 2.0, 413 for oversize bodies, 415 for non-JSON ones,
+    422 for bodies that are not UTF-8 text, before anything parses them."""
+    malformed = _malformed(event)
+    if malformed is not None:
+        return _raw_problem(
+            400, "bad_event", f"not an HTTP API / Function URL event (payload 2.0): {malformed}"
+        )
     if _body_bytes(event) > MAX_BODY_BYTES:
         reason = f"request body exceeds {MAX_BODY_BYTES} bytes"
         return _raw_problem(413, "body_too_large", reason)

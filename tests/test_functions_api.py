@@ -317,3 +317,25 @@ def test_health_is_503_when_the_database_is_unreachable(function_env):
     status, body = _health(function_env, DB_PORT=str(free_port()), DB_RETRY_BUDGET_S="0.3")
     assert status == 503
     assert body["status"] == "unavailable"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "missing"),
+    [
+        (lambda e: e["requestContext"].pop("stage"), "requestContext.stage"),
+        (lambda e: e["requestContext"].pop("http"), "requestContext.http.method"),
+        (lambda e: e.pop("rawPath"), "rawPath"),
+        (lambda e: e.update(headers=["x"]), "headers"),
+    ],
+)
+def test_an_event_that_is_not_payload_2_is_a_400_and_writes_nothing(
+    api, functions_stack, mutate, missing
+):
+    before = count_items(functions_stack)
+    event = http_event("POST", "/items", {"name": "never"})
+    mutate(event)
+    status, body, _ = call(api, event)
+    assert status == 400
+    assert body["error"] == "bad_event"
+    assert missing in body["reason"]
+    assert count_items(functions_stack) == before
