@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -35,16 +34,8 @@ def moto_endpoint():
 
 
 def task_env(postgres, run_dir: Path, port: int, endpoint: str, verifier: str) -> dict[str, str]:
-    """The variables the ECS task definition sets, secrets included (ECS injects them as env)."""
-    secret = {
-        "username": "ecs_app",
-        "password": APP_PASSWORD,
-        "engine": "postgres",
-        "host": "127.0.0.1",
-        "port": postgres.settings.port,
-        "dbname": "postgres",
-        "scram_verifier": verifier,
-    }
+    """The variables the ECS task definition sets, secrets included (ECS injects them as env):
+    of the role's secret only its `scram_verifier` key, so no password reaches the task."""
     user = service_user()
     env = {
         "PATH": os.environ["PATH"],
@@ -62,7 +53,7 @@ def task_env(postgres, run_dir: Path, port: int, endpoint: str, verifier: str) -
         "PGBOUNCER_LISTEN_BACKLOG": "256",
         "PGBOUNCER_QUERY_WAIT_TIMEOUT_S": "5",
         "PGBOUNCER_CLIENT_IDLE_TIMEOUT_S": "60",
-        "PGBOUNCER_USER_SECRET_APP": json.dumps(secret),
+        "PGBOUNCER_USER_VERIFIER_ECS_APP": verifier,
         "PGBOUNCER_STATS_PASSWORD": "stats-password",
         "PGBOUNCER_CLIENT_TLS_CERT": postgres.tls.server_cert.read_text(),
         "PGBOUNCER_CLIENT_TLS_KEY": postgres.tls.server_key.read_text(),
