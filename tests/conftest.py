@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,19 +11,12 @@ import pytest
 from slotguard.local.ports import free_port
 from slotguard.local.postgres import LocalPostgres, PostgresServerSettings
 from slotguard.local.system import ensure_programs, service_user
+from tests.scratch import reachable_temp_dir
 
 PostgresFactory = Callable[..., LocalPostgres]
 
 # Each area keeps its fixtures in its own module.
 pytest_plugins = ["tests.fixtures_pgbouncer", "tests.fixtures_functions", "tests.fixtures_local"]
-
-
-def _scratch_dir(prefix: str) -> Path:
-    # Under /tmp with mode 0755: pytest's own tmp dirs are 0700 and the unprivileged server
-    # account could not reach them.
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o755)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +27,7 @@ def postgres_factory() -> Iterator[PostgresFactory]:
     roots: list[Path] = []
 
     def make(max_connections: int = 50, **settings: object) -> LocalPostgres:
-        root = _scratch_dir("slotguard-pg-")
+        root = reachable_temp_dir("slotguard-pg-")
         roots.append(root)
         server = LocalPostgres(
             root,
@@ -68,6 +60,6 @@ def postgres(postgres_factory: PostgresFactory) -> LocalPostgres:
 @pytest.fixture
 def scratch_dir() -> Iterator[Path]:
     """A temporary directory the unprivileged server account can read."""
-    path = _scratch_dir("slotguard-test-")
+    path = reachable_temp_dir("slotguard-test-")
     yield path
     shutil.rmtree(path, ignore_errors=True)

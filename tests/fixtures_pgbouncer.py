@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 from slotguard.local.pgbouncer import LocalPgBouncer, create_local_pgbouncer
 from slotguard.local.postgres import LocalPostgres
 from slotguard.local.system import ensure_programs
+from tests.scratch import reachable_temp_dir
 
 PgBouncerFactory = Callable[..., LocalPgBouncer]
 
@@ -64,9 +64,7 @@ def pgbouncer_factory() -> Iterator[PgBouncerFactory]:
         scram_iterations: int = 4096,
         **more: Any,
     ) -> LocalPgBouncer:
-        # Under /tmp with mode 0755: the unprivileged server account must reach it.
-        root = Path(tempfile.mkdtemp(prefix="slotguard-pgb-"))
-        root.chmod(0o755)
+        root = reachable_temp_dir("slotguard-pgb-")
         roots.append(root)
         bouncer = create_local_pgbouncer(
             root,

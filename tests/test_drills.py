@@ -8,10 +8,8 @@ fault in the middle, then every acknowledged write is looked up in the table.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,14 +19,14 @@ from slotguard.drills.faults import rotate_app_password
 from slotguard.local.control import down, up
 from slotguard.local.stack import StackPlan
 from slotguard.local.state import STATE_DIR_ENV
+from tests.scratch import reachable_temp_dir
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def drill_stack() -> Iterator[StackHandle]:
-    base = Path(tempfile.mkdtemp(prefix="slotguard-drills-"))
-    base.chmod(0o755)
+    base = reachable_temp_dir("slotguard-drills-")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(STATE_DIR_ENV, str(base))
         plan = StackPlan.load("dev", base=base)

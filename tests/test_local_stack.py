@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import boto3
 import psutil
@@ -25,6 +23,7 @@ from slotguard.local.control import down, running_record, up
 from slotguard.local.stack import StackPlan
 from slotguard.local.state import STATE_DIR_ENV, marked_processes, read_pid
 from slotguard.local.targets import api_event, local_target
+from tests.scratch import reachable_temp_dir
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +32,7 @@ BURST = 200
 
 @pytest.fixture(scope="module")
 def state_base():
-    path = Path(tempfile.mkdtemp(prefix="slotguard-stack-"))
-    path.chmod(0o755)
+    path = reachable_temp_dir("slotguard-stack-")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(STATE_DIR_ENV, str(path))
         yield path
