@@ -54,7 +54,8 @@ def _int(row: Mapping[str, Any], key: str) -> int:
     return int(value) if value is not None else 0
 
 
-def _rows(cur: psycopg.Cursor[Any], command: str) -> list[dict[str, Any]]:
+def show_rows(cur: psycopg.Cursor[Any], command: str) -> list[dict[str, Any]]:
+    """An admin-console `SHOW` command's rows as dicts (the cursor must be a ClientCursor)."""
     cur.execute(command)
     names = [column.name for column in cur.description or ()]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -68,16 +69,16 @@ def poll_process(conninfo: str, *, database: str | None = None, at: float | None
     ):
         pools = [
             p
-            for p in _rows(cur, "SHOW POOLS")
+            for p in show_rows(cur, "SHOW POOLS")
             if p["database"] != ADMIN_DATABASE and (database is None or p["database"] == database)
         ]
         stats = [
             s
-            for s in _rows(cur, "SHOW STATS")
+            for s in show_rows(cur, "SHOW STATS")
             if s["database"] != ADMIN_DATABASE and (database is None or s["database"] == database)
         ]
-        lists = {str(r["list"]): _int(r, "items") for r in _rows(cur, "SHOW LISTS")}
-        config = {str(r["key"]): r["value"] for r in _rows(cur, "SHOW CONFIG")}
+        lists = {str(r["list"]): _int(r, "items") for r in show_rows(cur, "SHOW LISTS")}
+        config = {str(r["key"]): r["value"] for r in show_rows(cur, "SHOW CONFIG")}
     waits = [_int(p, "maxwait") + _int(p, "maxwait_us") / 1e6 for p in pools]
     return Sample(
         at=time.monotonic() if at is None else at,

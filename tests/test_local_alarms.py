@@ -10,7 +10,8 @@ import pytest
 from infra.alarm_rules import AlarmRule, alarm_rules
 from infra.budget import compute_budget
 from infra.settings import settings_from_mapping
-from slotguard.local.alarms import AlarmEvaluator, PostgresSampler
+from slotguard.local.alarms import AlarmEvaluator
+from slotguard.local.monitor import DatabaseObserver
 
 
 def budget_for(max_connections: int):
@@ -55,9 +56,11 @@ def test_evaluation_periods_delay_firing():
 def test_bypass_alarm_fires_on_real_connections(postgres_factory, scratch_dir):
     server = postgres_factory(max_connections=20, superuser_reserved_connections=2)
     budget = budget_for(20)
-    sampler = PostgresSampler(server.conninfo())
+    observer = DatabaseObserver(server.conninfo())
     log = scratch_dir / "alarms.jsonl"
-    evaluator = AlarmEvaluator(alarm_rules(budget), sampler, log_file=log)
+    evaluator = AlarmEvaluator(
+        alarm_rules(budget), lambda: {"db_connections": observer.connections()}, log_file=log
+    )
     evaluator.evaluate_once()
     assert evaluator.fired() == []
     # Ten direct connections: more than pooler 4 + admin 2, the signature of a bypass.
@@ -67,7 +70,7 @@ def test_bypass_alarm_fires_on_real_connections(postgres_factory, scratch_dir):
     finally:
         for conn in held:
             conn.close()
-        sampler.close()
+        observer.close()
     assert "db-connections-bypass" in evaluator.fired()
     assert "db-connections-warn" not in evaluator.fired()
     logged = [json.loads(line) for line in log.read_text().splitlines()]

@@ -20,7 +20,7 @@ from slotguard.drills.faults import StackHandle
 from slotguard.drills.reconcile import reconcile
 from slotguard.drills.report import Check, DrillResult, recovery, summarise
 from slotguard.drills.storm import StormPlan, WriteStorm
-from slotguard.local.stack import connections_query
+from slotguard.local.monitor import CONNECTIONS_QUERY
 
 
 class DrillError(RuntimeError):
@@ -56,7 +56,7 @@ class ConnectionSampler:
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=2)
-                row = conn.execute(connections_query()).fetchone()
+                row = conn.execute(CONNECTIONS_QUERY).fetchone()
                 self.samples.append((time.time(), int(row[0]) if row else 0))
             except psycopg.Error:
                 if conn is not None:

@@ -116,39 +116,3 @@ class AlarmEvaluator:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-
-class PostgresSampler:
-    """`db_connections` as RDS's DatabaseConnections counts them: client backends."""
-
-    QUERY = "select count(*) from pg_stat_activity where backend_type = 'client backend'"
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-        self._conn: psycopg.Connection | None = None
-
-    def __call__(self) -> dict[str, float]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.conninfo, autocommit=True)
-        try:
-            row = self._conn.execute(self.QUERY).fetchone()
-        except psycopg.OperationalError:
-            self._conn.close()
-            raise
-        return {"db_connections": float(row[0] if row else 0)}
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-
-
-def combine(*samplers: Sampler) -> Sampler:
-    """One sampler from several (metric names are distinct)."""
-
-    def sample() -> dict[str, float]:
-        merged: dict[str, float] = {}
-        for sampler in samplers:
-            merged.update(sampler())
-        return merged
-
-    return sample

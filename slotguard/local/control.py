@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 
 from infra.alarm_rules import alarm_rules
+from pgbouncer.exporter import ADMIN_DATABASE, show_rows
 from slotguard.local.postgres import LocalPostgres
 from slotguard.local.runtime import RuntimeAdminClient
 from slotguard.local.stack import (
@@ -227,12 +228,11 @@ def status(plan: StackPlan) -> StatusReport:
             psycopg.connect(conninfo, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn,
             conn.cursor() as cur,
         ):
-            cur.execute("SHOW POOLS")
-            names = [c.name for c in cur.description or ()]
-            for row in cur.fetchall():
-                pool = dict(zip(names, row, strict=True))
-                if pool["database"] != "pgbouncer":
-                    pools.append({"process": index + 1, **pool})
+            pools += [
+                {"process": index + 1, **pool}
+                for pool in show_rows(cur, "SHOW POOLS")
+                if pool["database"] != ADMIN_DATABASE
+            ]
     alarms: list[dict[str, Any]] = []
     if plan.paths.alarm_states.exists():
         alarms = list(json.loads(plan.paths.alarm_states.read_text()).get("alarms", []))

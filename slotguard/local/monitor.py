@@ -14,9 +14,11 @@ from typing import Any
 
 import psycopg
 
-from pgbouncer.exporter import combine, poll_process
+from pgbouncer.exporter import ADMIN_DATABASE, combine, poll_process, show_rows
 from slotguard.local.runtime import RuntimeAdminClient
-from slotguard.local.stack import connections_query
+
+# Client backends, as RDS's DatabaseConnections metric counts them.
+CONNECTIONS_QUERY = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
 
 
 class DatabaseObserver:
@@ -30,7 +32,7 @@ class DatabaseObserver:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.conninfo, autocommit=True)
         try:
-            row = self._conn.execute(connections_query()).fetchone()
+            row = self._conn.execute(CONNECTIONS_QUERY).fetchone()
         except psycopg.OperationalError:
             self._conn.close()
             raise
@@ -61,12 +63,11 @@ class PoolerObserver:
             conn = self._conn(conninfo)
             try:
                 with conn.cursor() as cur:
-                    cur.execute("SHOW POOLS")
-                    names = [c.name for c in cur.description or ()]
-                    for row in cur.fetchall():
-                        pool = dict(zip(names, row, strict=True))
-                        if pool["database"] != "pgbouncer":
-                            total += int(pool["cl_waiting"])
+                    total += sum(
+                        int(pool["cl_waiting"])
+                        for pool in show_rows(cur, "SHOW POOLS")
+                        if pool["database"] != ADMIN_DATABASE
+                    )
             except psycopg.OperationalError:
                 conn.close()
                 raise

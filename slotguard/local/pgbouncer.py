@@ -32,8 +32,10 @@ from pgbouncer.config import (
     parse_version,
     render,
 )
+from pgbouncer.exporter import show_rows
 from slotguard.local.ports import free_port
 from slotguard.local.postgres import LocalPostgres
+from slotguard.local.state import alive
 from slotguard.local.system import ServiceUser, ensure_programs, hand_over, pgbouncer_binary
 from slotguard.local.tls import TlsFiles
 
@@ -223,11 +225,10 @@ class LocalPgBouncer:
     def _alive(pid: int) -> bool:
         """A live PgBouncer: a stale pid file must never make us signal an unrelated process."""
         try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (FileNotFoundError, IndexError):
+        except FileNotFoundError:
             return False
-        return state != "Z" and b"pgbouncer" in command
+        return alive(pid) and b"pgbouncer" in command
 
     def pids(self) -> list[int]:
         """Pids of the running PgBouncer processes (from their pid files)."""
@@ -363,9 +364,7 @@ class LocalPgBouncer:
         if not what.replace("_", "").isalpha():
             raise ValueError(f"SHOW {what!r} is not an admin console command")
         with self.connect_admin(process) as conn, conn.cursor() as cur:
-            cur.execute(f"SHOW {what}")
-            names = [c.name for c in cur.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            return show_rows(cur, f"SHOW {what}")
 
 
 def install_role_verifiers(

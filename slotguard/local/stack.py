@@ -498,11 +498,6 @@ def stop_pgbouncer_by_pidfiles(paths: StackPaths) -> None:
         _terminate(None, pid_file, timeout_s=5)
 
 
-def connections_query() -> str:
-    """Client backends, as RDS's DatabaseConnections metric counts them."""
-    return "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
-
-
 def master_conninfo(record: StackRecord) -> str:
     return psycopg.conninfo.make_conninfo(
         host="127.0.0.1",
