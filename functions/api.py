@@ -134,10 +134,11 @@ def _malformed(event: Any) -> str | None:
     if not isinstance(event, dict):
         return "the event is not an object"
     context = event.get("requestContext")
-    http = context.get("http") if isinstance(context, dict) else None
+    context = context if isinstance(context, dict) else {}
+    http = context.get("http")
     if not isinstance(http, dict) or not isinstance(http.get("method"), str):
         return "requestContext.http.method is missing"
-    if not isinstance(context.get("stage"), str):  # type: ignore[union-attr]
+    if not isinstance(context.get("stage"), str):
         return "requestContext.stage is missing"
     if not isinstance(event.get("rawPath"), str):
         return "rawPath is missing"
