@@ -9,7 +9,14 @@ from __future__ import annotations
 import pulumi
 
 from infra.budget import compute_budget
-from infra.program import Artifacts, build_stack, export, image_source, packaged_code
+from infra.program import (
+    Artifacts,
+    build_stack,
+    export,
+    image_source,
+    packaged_code,
+    verify_image_platform,
+)
 from infra.settings import settings_from_pulumi_config
 
 # Both sources: the engine's environment and what the program set itself, so unknown keys are
@@ -19,8 +26,12 @@ settings = settings_from_pulumi_config(config, stack=pulumi.get_stack())
 budget = compute_budget(settings)
 # The pooler image is an artifact, not a setting of the stack: its own config namespace.
 image = pulumi.Config("pgbouncer")
-artifacts = Artifacts(
-    code=packaged_code,
-    image=image_source(settings, image=image.get("image")),
+pooler_image = image_source(
+    settings,
+    image=image.get("image"),
+    public_route=image.get_bool("publicRegistryRoute") or False,
 )
+if settings.pooler.kind == "pgbouncer":
+    verify_image_platform(pooler_image)
+artifacts = Artifacts(code=packaged_code, image=pooler_image)
 export(build_stack(settings, budget, artifacts))

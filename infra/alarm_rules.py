@@ -12,7 +12,10 @@ from typing import Literal
 
 from infra.budget import Budget
 
-Comparison = Literal["GreaterThanOrEqualToThreshold", "GreaterThanThreshold"]
+Comparison = Literal["GreaterThanOrEqualToThreshold", "GreaterThanThreshold", "LessThanThreshold"]
+# CloudWatch's TreatMissingData: a pooler that is down publishes nothing, so its health alarms
+# treat silence as a breach; usage alarms treat it as no traffic.
+MissingData = Literal["notBreaching", "breaching"]
 Metric = Literal[
     "db_connections",
     "pooler_waiting_clients",
@@ -22,7 +25,15 @@ Metric = Literal[
     "proxy_borrow_latency_us",
     "function_throttles",
     "function_errors",
+    # Whether the pooler is up (AWS only: the local target has no ECS, NLB or RDS Proxy).
+    "pooler_tasks_missing",
+    "pooler_unhealthy_targets",
+    "pooler_healthy_targets",
+    "pooler_exporter_heartbeat",
+    "proxy_availability_percent",
 ]
+# A proxy whose target group answered fewer than this share of health checks is degraded.
+PROXY_AVAILABILITY_MIN_PERCENT = 99.0
 
 
 @dataclass(frozen=True)
@@ -34,10 +45,13 @@ class AlarmRule:
     threshold: float
     comparison: Comparison
     description: str
+    missing_data: MissingData = "notBreaching"
 
     def breached(self, value: float) -> bool:
         if self.comparison == "GreaterThanThreshold":
             return value > self.threshold
+        if self.comparison == "LessThanThreshold":
+            return value < self.threshold
         return value >= self.threshold
 
 
@@ -121,6 +135,7 @@ def alarm_rules(budget: Budget) -> list[AlarmRule]:
                 "borrowing a database connection takes half the borrow timeout",
             )
         )
+    rules += pooler_health_rules(budget)
     rules += [
         AlarmRule(
             "function-throttles",
@@ -138,3 +153,53 @@ def alarm_rules(budget: Budget) -> list[AlarmRule]:
         ),
     ]
     return rules
+
+
+def pooler_health_rules(budget: Budget) -> list[AlarmRule]:
+    """The pooler is down or degraded: tasks missing, targets unhealthy, the exporter silent."""
+    if budget.pgbouncer is not None:
+        return [
+            AlarmRule(
+                "pooler-tasks-below-desired",
+                "pooler_tasks_missing",
+                1,
+                "GreaterThanOrEqualToThreshold",
+                "fewer PgBouncer tasks running than desired",
+                missing_data="breaching",
+            ),
+            AlarmRule(
+                "pooler-unhealthy-targets",
+                "pooler_unhealthy_targets",
+                1,
+                "GreaterThanOrEqualToThreshold",
+                "a PgBouncer task fails the NLB's health check",
+            ),
+            AlarmRule(
+                "pooler-no-healthy-target",
+                "pooler_healthy_targets",
+                1,
+                "LessThanThreshold",
+                "no PgBouncer task passes the NLB's health check: the pooler is down",
+                missing_data="breaching",
+            ),
+            AlarmRule(
+                "pooler-exporter-silent",
+                "pooler_exporter_heartbeat",
+                1,
+                "LessThanThreshold",
+                "no PgBouncer task published metrics: the pooler or its exporter is down",
+                missing_data="breaching",
+            ),
+        ]
+    if budget.rds_proxy is not None:
+        return [
+            AlarmRule(
+                "proxy-unavailable",
+                "proxy_availability_percent",
+                PROXY_AVAILABILITY_MIN_PERCENT,
+                "LessThanThreshold",
+                f"RDS Proxy's target answered under {PROXY_AVAILABILITY_MIN_PERCENT:g}% of its "
+                "health checks",
+            )
+        ]
+    return []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -20,7 +20,17 @@ from infra.settings import StackSettings
 from pgbouncer import metrics as pgb
 
 RDS_NAMESPACE = "AWS/RDS"
+# Container Insights (enabled on the cluster) publishes each service's task counts.
+# https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Container-Insights-metrics-ECS.html
+ECS_INSIGHTS_NAMESPACE = "ECS/ContainerInsights"
+# https://docs.aws.amazon.com/elasticloadbalancing/latest/network/load-balancer-cloudwatch-metrics.html
+NLB_NAMESPACE = "AWS/NetworkELB"
 LAMBDA_NAMESPACE = "AWS/Lambda"
+CLOUDWATCH_PRINCIPAL = "cloudwatch.amazonaws.com"
+# What a publisher to an SSE topic needs on its key.
+CLOUDWATCH_KEY_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey*")
+# RDS Proxy connection counts add up over the proxy's nodes (see CLOUDWATCH_METRICS).
+PROXY_COUNT_STATISTIC = "Sum"
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,7 @@ class AlarmSpec:
     comparison: str
     threshold: float
     dimensions: Mapping[str, pulumi.Input[str]]
+    missing_data: str = "notBreaching"
     # > 0: the metric is published per pooler task under shared dimensions and the threshold is
     # a total over all tasks, so the alarm compares `Average x tasks` (metric math) with it.
     tasks: int = 0
@@ -46,9 +57,13 @@ class AlarmsArgs:
     budget: Budget
     database_identifier: pulumi.Input[str]
     pooler_kind: str
-    pooler_dimensions: Mapping[str, str]
+    pooler_dimensions: Mapping[str, pulumi.Input[str]]
     function_names: Mapping[str, pulumi.Input[str]]
     tags: dict[str, str]
+    # Logical health metric -> its CloudWatch dimensions (the pooler's `health_dimensions`).
+    pooler_health_dimensions: Mapping[str, Mapping[str, pulumi.Input[str]]] = field(
+        default_factory=dict
+    )
 
 
 # Where each logical metric of the alarm rules lives in CloudWatch: namespace, metric name and
@@ -60,15 +75,33 @@ CLOUDWATCH_METRICS: dict[str, tuple[str, str, str]] = {
     "pooler_waiting_clients": (pgb.NAMESPACE, pgb.CLIENT_WAITING.name, "Average"),
     "pooler_oldest_wait_s": (pgb.NAMESPACE, pgb.MAX_WAIT.name, "Maximum"),
     "pooler_client_connections": (pgb.NAMESPACE, pgb.CLIENT_CONNECTIONS.name, "Average"),
+    # RDS Proxy publishes its metrics per proxy node (several EC2 instances may serve one
+    # proxy): a connection count is the Sum over the nodes, Maximum would see one node.
     "proxy_pinned_connections": (
         RDS_NAMESPACE,
         "DatabaseConnectionsCurrentlySessionPinned",
-        "Maximum",
+        PROXY_COUNT_STATISTIC,
     ),
     "proxy_borrow_latency_us": (RDS_NAMESPACE, "DatabaseConnectionsBorrowLatency", "Maximum"),
     "function_throttles": (LAMBDA_NAMESPACE, "Throttles", "Sum"),
     "function_errors": (LAMBDA_NAMESPACE, "Errors", "Sum"),
+    # Desired minus running tasks: metric math over the two counts (see _tasks_missing).
+    "pooler_tasks_missing": (ECS_INSIGHTS_NAMESPACE, "RunningTaskCount", "Average"),
+    "pooler_unhealthy_targets": (NLB_NAMESPACE, "UnHealthyHostCount", "Maximum"),
+    "pooler_healthy_targets": (NLB_NAMESPACE, "HealthyHostCount", "Minimum"),
+    # Every task publishes one heartbeat per interval: no sample at all is the alarm.
+    "pooler_exporter_heartbeat": (pgb.NAMESPACE, pgb.HEARTBEAT.name, "SampleCount"),
+    # The share of health checks the proxy's target passed, averaged over the proxy's nodes.
+    "proxy_availability_percent": (RDS_NAMESPACE, "AvailabilityPercentage", "Average"),
 }
+HEALTH_METRICS = frozenset(
+    {
+        "pooler_tasks_missing",
+        "pooler_unhealthy_targets",
+        "pooler_healthy_targets",
+        "proxy_availability_percent",
+    }
+)
 
 
 def alarm_specs(args: AlarmsArgs) -> list[AlarmSpec]:
@@ -93,11 +126,13 @@ def alarm_specs(args: AlarmsArgs) -> list[AlarmSpec]:
                     )
                 )
             continue
-        dimensions: Mapping[str, pulumi.Input[str]] = (
-            {"DBInstanceIdentifier": args.database_identifier}
-            if rule.metric == "db_connections"
-            else dict(args.pooler_dimensions)
-        )
+        dimensions: Mapping[str, pulumi.Input[str]]
+        if rule.metric == "db_connections":
+            dimensions = {"DBInstanceIdentifier": args.database_identifier}
+        elif rule.metric in HEALTH_METRICS:
+            dimensions = dict(args.pooler_health_dimensions[rule.metric])
+        else:
+            dimensions = dict(args.pooler_dimensions)
         specs.append(
             AlarmSpec(
                 rule.key,
@@ -108,6 +143,7 @@ def alarm_specs(args: AlarmsArgs) -> list[AlarmSpec]:
                 rule.comparison,
                 rule.threshold,
                 dimensions,
+                missing_data=rule.missing_data,
                 tasks=tasks if rule.metric in TOTAL_OVER_TASKS else 0,
             )
         )
@@ -115,7 +151,11 @@ def alarm_specs(args: AlarmsArgs) -> list[AlarmSpec]:
 
 
 def _dashboard_body(
-    args: AlarmsArgs, region: str, database_identifier: str, function_names: dict[str, str]
+    args: AlarmsArgs,
+    region: str,
+    database_identifier: str,
+    function_names: dict[str, str],
+    pooler_dimensions: Mapping[str, str],
 ) -> str:
     al, budget = args.budget.alarms, args.budget
 
@@ -146,7 +186,7 @@ def _dashboard_body(
             },
         },
     }
-    dims = [part for key, value in sorted(args.pooler_dimensions.items()) for part in (key, value)]
+    dims = [part for key, value in sorted(pooler_dimensions.items()) for part in (key, value)]
     if args.pooler_kind == "pgbouncer":
         pooler_metrics = [
             [pgb.NAMESPACE, metric.name, *dims]
@@ -162,7 +202,7 @@ def _dashboard_body(
                 "DatabaseConnectionsCurrentlySessionPinned",
             )
         ]
-        pooler_title = "RDS Proxy connections"
+        pooler_title = "RDS Proxy connections, all proxy nodes"
     pooler_widget = {
         "type": "metric",
         "x": 12,
@@ -172,7 +212,7 @@ def _dashboard_body(
         "properties": {
             "title": pooler_title,
             "region": region,
-            "stat": "Maximum",
+            "stat": "Maximum" if args.pooler_kind == "pgbouncer" else PROXY_COUNT_STATISTIC,
             "period": al.period_s,
             "metrics": pooler_metrics,
         },
@@ -196,6 +236,36 @@ def _dashboard_body(
         },
     }
     return json.dumps({"widgets": [db_widget, pooler_widget, lambda_widget]}, sort_keys=True)
+
+
+def _tasks_missing(spec: AlarmSpec, period_s: int) -> dict[str, Any]:
+    """Metric math: Container Insights' desired task count minus its running task count."""
+
+    def count(query_id: str, metric: str) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+        return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            id=query_id,
+            return_data=False,
+            metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                namespace=ECS_INSIGHTS_NAMESPACE,
+                metric_name=metric,
+                stat=spec.statistic,
+                period=period_s,
+                dimensions=dict(spec.dimensions),
+            ),
+        )
+
+    return {
+        "metric_queries": [
+            count("desired", "DesiredTaskCount"),
+            count("running", "RunningTaskCount"),
+            aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                id="missing",
+                expression="desired - running",
+                label="PgBouncer tasks desired but not running",
+                return_data=True,
+            ),
+        ]
+    }
 
 
 def _total_over_tasks(spec: AlarmSpec, period_s: int) -> dict[str, Any]:
@@ -223,6 +293,52 @@ def _total_over_tasks(spec: AlarmSpec, period_s: int) -> dict[str, Any]:
     }
 
 
+def topic_key_policy(account_id: str, partition: str = "aws") -> str:
+    """The alarm topic key's policy: the account administers it, CloudWatch encrypts with it.
+
+    https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services
+    """
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    # The default key policy: IAM policies of the account decide who manages it.
+                    "Sid": "AccountAdministers",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "CloudWatchAlarmsPublish",
+                    "Effect": "Allow",
+                    "Principal": {"Service": CLOUDWATCH_PRINCIPAL},
+                    "Action": list(CLOUDWATCH_KEY_ACTIONS),
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+                },
+            ],
+        },
+        sort_keys=True,
+    )
+
+
+def _watched(spec: AlarmSpec, period_s: int) -> dict[str, Any]:
+    """The alarm's metric arguments: one metric, or metric math for totals and missing tasks."""
+    if spec.tasks:
+        return _total_over_tasks(spec, period_s)
+    if spec.namespace == ECS_INSIGHTS_NAMESPACE:
+        return _tasks_missing(spec, period_s)
+    return {
+        "namespace": spec.namespace,
+        "metric_name": spec.metric,
+        "statistic": spec.statistic,
+        "period": period_s,
+        "dimensions": dict(spec.dimensions),
+    }
+
+
 class Alarms(pulumi.ComponentResource):
     """The alarm topic, every alarm of the budget and the dashboard."""
 
@@ -236,10 +352,26 @@ class Alarms(pulumi.ComponentResource):
         super().__init__("slotguard:alarms:Alarms", name, None, opts)
         s, al = args.settings, args.budget.alarms
         child = pulumi.ResourceOptions(parent=self)
+        # CloudWatch cannot publish to a topic under the AWS managed key alias/aws/sns (its
+        # policy cannot be changed to let cloudwatch.amazonaws.com use it): the topic gets a
+        # key of its own whose policy allows CloudWatch.
+        identity = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self))
+        partition = aws.get_partition_output(opts=pulumi.InvokeOptions(parent=self)).partition
+        key = aws.kms.Key(
+            f"{name}-topic-key",
+            description=f"slotguard {s.stack}: encrypts the alarm topic; CloudWatch may use it",
+            enable_key_rotation=True,
+            deletion_window_in_days=30 if s.is_prod else 7,
+            policy=pulumi.Output.all(identity.account_id, partition).apply(
+                lambda parts: topic_key_policy(parts[0], parts[1])
+            ),
+            tags=args.tags,
+            opts=child,
+        )
+        # No fixed name: Pulumi generates one, so a replacement never collides with the old topic.
         topic = aws.sns.Topic(
             f"{name}-topic",
-            name=f"slotguard-{s.stack}-alarms",
-            kms_master_key_id="alias/aws/sns",
+            kms_master_key_id=key.arn,
             tags=args.tags,
             opts=child,
         )
@@ -253,17 +385,7 @@ class Alarms(pulumi.ComponentResource):
             )
         self.alarms = {}
         for spec in alarm_specs(args):
-            what: dict[str, Any] = (
-                _total_over_tasks(spec, al.period_s)
-                if spec.tasks
-                else {
-                    "namespace": spec.namespace,
-                    "metric_name": spec.metric,
-                    "statistic": spec.statistic,
-                    "period": al.period_s,
-                    "dimensions": dict(spec.dimensions),
-                }
-            )
+            what = _watched(spec, al.period_s)
             self.alarms[spec.key] = aws.cloudwatch.MetricAlarm(
                 f"{name}-{spec.key}",
                 name=f"slotguard-{s.stack}-{spec.key}",
@@ -272,8 +394,9 @@ class Alarms(pulumi.ComponentResource):
                 threshold=spec.threshold,
                 evaluation_periods=al.evaluation_periods,
                 datapoints_to_alarm=al.evaluation_periods,
-                # No datapoint means no traffic (or no task yet), not a breach.
-                treat_missing_data="notBreaching",
+                # Usage alarms: no datapoint means no traffic, not a breach. Health alarms: no
+                # datapoint means the pooler publishes nothing, which is the breach.
+                treat_missing_data=spec.missing_data,
                 alarm_actions=[topic.arn],
                 ok_actions=[topic.arn],
                 tags=args.tags,
@@ -286,8 +409,11 @@ class Alarms(pulumi.ComponentResource):
             f"{name}-dashboard",
             dashboard_name=dashboard_name,
             dashboard_body=pulumi.Output.all(
-                region, args.database_identifier, pulumi.Output.all(**args.function_names)
-            ).apply(lambda parts: _dashboard_body(args, parts[0], parts[1], parts[2])),
+                region,
+                args.database_identifier,
+                pulumi.Output.all(**args.function_names),
+                pulumi.Output.all(**args.pooler_dimensions),
+            ).apply(lambda parts: _dashboard_body(args, parts[0], parts[1], parts[2], parts[3])),
             opts=child,
         )
         self.topic_arn = topic.arn

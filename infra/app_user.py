@@ -41,6 +41,8 @@ BOOTSTRAP_MEMORY_MB = 256
 BOOTSTRAP_CONCURRENCY = 1
 # Generated passwords: long and alphanumeric, so they survive any connection-string quoting.
 PASSWORD_LENGTH = 40
+# The key of the verifier secret the pooler's tasks get injected.
+VERIFIER_KEY = "scram_verifier"
 
 
 @dataclass
@@ -91,6 +93,13 @@ def _secret_json(
     return json.dumps(document, sort_keys=True)
 
 
+def verifier_secret_json(verifier: str | None) -> str:
+    """The verifier secret's document: the one key a pooler task reads, nothing else."""
+    if not verifier:
+        raise ValueError("the app_user verifier secret needs a SCRAM verifier")
+    return json.dumps({VERIFIER_KEY: verifier}, sort_keys=True)
+
+
 def _verifier(password: str, salt_b64: str) -> str:
     return scram.make_verifier(password, base64.b64decode(salt_b64), scram.DEFAULT_ITERATIONS)
 
@@ -99,6 +108,9 @@ class AppUser(pulumi.ComponentResource):
     """Secrets of `app_user` and the migration role, and the bootstrap that creates them."""
 
     secret_arn: pulumi.Output[str]
+    # The role's SCRAM verifier alone, for the pooler's tasks (never the plaintext password).
+    verifier_secret_arn: pulumi.Output[str]
+    verifier_version_id: pulumi.Output[str]
     migrator_secret_arn: pulumi.Output[str]
     bootstrap: LambdaFunction
     invocation: aws.lambda_.Invocation
@@ -110,6 +122,8 @@ class AppUser(pulumi.ComponentResource):
         s, budget = args.settings, args.budget
         child = pulumi.ResourceOptions(parent=self)
         dbname = s.database.name
+
+        verifiers: dict[str, pulumi.Output[str | None]] = {}
 
         def role_secret(role: str, username: str, with_verifier: bool) -> aws.secretsmanager.Secret:
             password = random.RandomPassword(
@@ -125,6 +139,7 @@ class AppUser(pulumi.ComponentResource):
                 verifier = pulumi.Output.all(password.result, salt.base64).apply(
                     lambda parts: _verifier(parts[0], parts[1])
                 )
+                verifiers[username] = verifier
             secret = aws.secretsmanager.Secret(
                 f"{name}-{role}-secret",
                 name_prefix=f"slotguard/{s.stack}/{username}-",
@@ -159,6 +174,7 @@ class AppUser(pulumi.ComponentResource):
         migrator_secret = role_secret("migrator", budget.app_user.migration_role, False)
         self.secret_arn = app_secret.arn
         self.migrator_secret_arn = migrator_secret.arn
+        self._verifier_secret(name, args, verifiers[budget.app_user.name])
 
         first = sorted(s.functions.items())[0][1]
         self.bootstrap = LambdaFunction(
@@ -221,8 +237,36 @@ class AppUser(pulumi.ComponentResource):
         )
         self.register_outputs(
             {
+                "verifier_secret_arn": self.verifier_secret_arn,
                 "secret_arn": self.secret_arn,
                 "migrator_secret_arn": self.migrator_secret_arn,
                 "bootstrap": self.bootstrap.function.name,
             }
         )
+
+    def _verifier_secret(
+        self, name: str, args: AppUserArgs, verifier: pulumi.Output[str | None]
+    ) -> None:
+        """The SCRAM verifier in a secret of its own: the pooler's execution role reads only this.
+
+        The role's full secret holds the plaintext password, which the pooler never needs (it
+        authenticates clients and the server with the verifier, SCRAM pass-through).
+        """
+        s = args.settings
+        secret = aws.secretsmanager.Secret(
+            f"{name}-app-verifier-secret",
+            name_prefix=f"slotguard/{s.stack}/{args.budget.app_user.name}-verifier-",
+            description=f"{args.budget.app_user.name}'s SCRAM verifier, for the pooler's tasks",
+            recovery_window_in_days=30 if s.is_prod else 0,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        version = aws.secretsmanager.SecretVersion(
+            f"{name}-app-verifier-secret-version",
+            secret_id=secret.id,
+            secret_string=verifier.apply(verifier_secret_json).apply(pulumi.Output.secret),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self._versions.append(version)
+        self.verifier_secret_arn = secret.arn
+        self.verifier_version_id = version.version_id

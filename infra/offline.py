@@ -17,6 +17,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -226,9 +227,19 @@ class OfflineMocks(pulumi_mocks.Mocks):
                 "password": rpc.wrap_rpc_secret("offline"),
                 "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{r}.amazonaws.com",
             }
-        return {}
+        return _STATIC_INVOKES.get(invoke, {})
 
 
+# Invokes whose answer depends on nothing but the offline account.
+_STATIC_INVOKES: dict[str, dict[str, Any]] = {
+    "getCallerIdentity": {
+        "id": ACCOUNT,
+        "accountId": ACCOUNT,
+        "arn": f"arn:aws:iam::{ACCOUNT}:user/offline",
+        "userId": "AIDAOFFLINE",
+    },
+    "getPartition": {"id": "aws", "partition": "aws", "dnsSuffix": "amazonaws.com"},
+}
 Answer = tuple[str, dict[str, Any]]
 MockArgs = pulumi_mocks.MockResourceArgs
 
@@ -270,6 +281,13 @@ def _secret(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
     prefix = str(a.inputs.get("namePrefix") or a.name)
     arn = m.arn("secretsmanager", f"secret:{prefix}{short[:6]}-AbCdEf")
     return arn, {"arn": arn, "name": f"{prefix}{short[:6]}"}
+
+
+def _secret_version(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
+    # Secrets Manager gives every new version its own id; a changed document is a new version.
+    document = json.dumps(reveal(_plain(a.inputs)), sort_keys=True, default=str)
+    version = str(uuid.UUID(_digest(a.name, document)[:32]))
+    return f"{a.inputs.get('secretId')}|{version}", {"versionId": version}
 
 
 def _random_password(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
@@ -356,6 +374,7 @@ _ANSWERS: dict[str, Any] = {
     "aws:rds/instance:Instance": _rds_instance,
     "aws:rds/proxy:Proxy": _rds_proxy,
     "aws:secretsmanager/secret:Secret": _secret,
+    "aws:secretsmanager/secretVersion:SecretVersion": _secret_version,
     "random:index/randomPassword:RandomPassword": _random_password,
     "random:index/randomBytes:RandomBytes": _random_bytes,
     "aws:lambda/function:Function": _function,

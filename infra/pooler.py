@@ -34,6 +34,9 @@ class PoolerArgs:
     database_identifier: pulumi.Input[str]
     app_user_secret_arn: pulumi.Input[str]
     tags: dict[str, str]
+    # app_user's SCRAM verifier in a secret of its own (the PgBouncer tasks read only this).
+    app_user_verifier_secret_arn: pulumi.Input[str] | None = None
+    app_user_verifier_version_id: pulumi.Input[str] | None = None
     function_runtimes: Sequence[str] = field(default_factory=tuple)
     function_architectures: Sequence[str] = field(default_factory=tuple)
 
@@ -45,6 +48,8 @@ def create_pooler(
     if args.settings.pooler.kind == "pgbouncer":
         if args.lb_sg_id is None:
             raise ValueError("a PgBouncer pooler needs the NLB's security group")
+        if args.app_user_verifier_secret_arn is None or args.app_user_verifier_version_id is None:
+            raise ValueError("a PgBouncer pooler needs app_user's verifier secret and version")
         return PgBouncerPooler(
             name,
             PgBouncerArgs(
@@ -57,7 +62,8 @@ def create_pooler(
                 lb_sg_id=args.lb_sg_id,
                 database_address=args.database_address,
                 database_port=args.database_port,
-                app_user_secret_arn=args.app_user_secret_arn,
+                app_user_verifier_secret_arn=args.app_user_verifier_secret_arn,
+                app_user_verifier_version_id=args.app_user_verifier_version_id,
                 tags=args.tags,
                 function_runtimes=args.function_runtimes,
                 function_architectures=args.function_architectures,

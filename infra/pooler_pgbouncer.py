@@ -19,8 +19,10 @@ import pulumi_docker as docker
 import pulumi_random as random
 import pulumi_tls as tls
 
+from infra.app_user import VERIFIER_KEY
 from infra.aws_constraints import fargate_pair_problem
 from infra.budget import Budget, PgBouncerBudget
+from infra.ecr_image import image_reference
 from infra.functions import LOG_RETENTION_DAYS, assume_role_policy, role_name_prefix
 from infra.settings import SettingsError, StackSettings
 from pgbouncer import environment as task_env
@@ -42,6 +44,8 @@ CA_VALIDITY_HOURS = 10 * 365 * 24
 CERT_VALIDITY_HOURS = 2 * 365 * 24
 CERT_EARLY_RENEWAL_HOURS = 30 * 24
 LB_NAME_PREFIX = "sgpgb-"
+# RFC 5280 appendix A: ub-common-name INTEGER ::= 64.
+MAX_COMMON_NAME = 64
 # A prod pooler survives one task or AZ failing.
 PROD_MIN_TASKS = 2
 # ECS waits this long after SIGTERM before killing the container; PgBouncer's safe shutdown
@@ -68,9 +72,28 @@ class PrebuiltImage:
     """An image already in a registry (CI builds it, or an offline run names a placeholder)."""
 
     uri: str
+    # The tasks' subnets route to a public registry (an existing VPC behind a NAT); otherwise
+    # only ECR images can be pulled.
+    public_route: bool = False
 
 
 ImageSource = DockerBuild | PrebuiltImage
+
+
+def secret_reference(
+    secret_arn: pulumi.Input[str], key: str, version_id: pulumi.Input[str]
+) -> pulumi.Output[str]:
+    """ECS `valueFrom` for one JSON key of one version of a secret: `arn:key::version-id`.
+
+    https://docs.aws.amazon.com/AmazonECS/latest/developerguide/secrets-envvar-secrets-manager.html
+    (`arn:...:secret:name:json-key:version-stage:version-id`).
+    """
+    return pulumi.Output.concat(secret_arn, ":", key, "::", version_id)
+
+
+def certificate_common_name(stack: str) -> str:
+    """The pooler certificate's CN: a label within RFC 5280's 64 characters, never the NLB name."""
+    return f"slotguard {stack} pooler"[:MAX_COMMON_NAME]
 
 
 def source_tag(directory: Path = ROOT / "pgbouncer") -> str:
@@ -170,7 +193,9 @@ class PgBouncerArgs:
     lb_sg_id: pulumi.Input[str]
     database_address: pulumi.Input[str]
     database_port: pulumi.Input[int]
-    app_user_secret_arn: pulumi.Input[str]
+    # The secret holding app_user's SCRAM verifier alone, and its current version.
+    app_user_verifier_secret_arn: pulumi.Input[str]
+    app_user_verifier_version_id: pulumi.Input[str]
     tags: dict[str, str]
     function_runtimes: Sequence[str] = ()
     function_architectures: Sequence[str] = ()
@@ -186,8 +211,10 @@ class PgBouncerPooler(pulumi.ComponentResource):
     client_ca_layer_arn: pulumi.Output[str] | None
     client_sslrootcert: str
     service_name: str
-    dimensions: dict[str, str]
+    dimensions: dict[str, pulumi.Input[str]]
     client_ca_pem: pulumi.Output[str]
+    # Where the pooler's health is published: ECS Container Insights and the NLB's target group.
+    health_dimensions: dict[str, dict[str, pulumi.Input[str]]]
 
     def __init__(
         self, name: str, args: PgBouncerArgs, opts: pulumi.ResourceOptions | None = None
@@ -204,13 +231,14 @@ class PgBouncerPooler(pulumi.ComponentResource):
         tags = args.tags
         self.port = pb.port
         self.service_name = f"slotguard-{s.stack}-pgbouncer"
-        self.dimensions = metric_dimensions(s, self.service_name)
+        self.dimensions = dict(metric_dimensions(s, self.service_name))
         region = aws.get_region_output(opts=pulumi.InvokeOptions(parent=self)).region
 
         # -- the image ----------------------------------------------------------------------
+        # No fixed physical names here: Pulumi generates them, so a replacement (created before
+        # the old one is deleted) never collides with the resource it replaces.
         repository = aws.ecr.Repository(
             f"{name}-repo",
-            name=f"slotguard-{s.stack}-pgbouncer",
             # Tags name the sources' content; a rebuild of unchanged sources may still differ in
             # bytes, so the tag must be overwritable. Tasks pin the pushed digest, not the tag.
             image_tag_mutability="MUTABLE",
@@ -243,8 +271,16 @@ class PgBouncerPooler(pulumi.ComponentResource):
             opts=child,
         )
         image_uri: pulumi.Output[str]
+        # The repository the execution role pulls from: the stack's own, or the prebuilt
+        # image's (tasks have no route to a public registry, only ECR's endpoints).
+        pull_repository: pulumi.Input[str] = repository.arn
         if isinstance(args.image, PrebuiltImage):
+            prebuilt = image_reference(args.image.uri, public_route=args.image.public_route)
             image_uri = pulumi.Output.from_input(args.image.uri)
+            if prebuilt is not None:
+                pull_repository = aws.get_partition_output(
+                    opts=pulumi.InvokeOptions(parent=self)
+                ).partition.apply(prebuilt.repository_arn)
         else:
             token = aws.ecr.get_authorization_token_output(
                 registry_id=repository.registry_id, opts=pulumi.InvokeOptions(parent=self)
@@ -315,19 +351,18 @@ class PgBouncerPooler(pulumi.ComponentResource):
         )
 
         # -- TLS to clients: a private CA, trusted by the functions through a layer -----------
-        internal_secret = self._tls(name, args, nlb.dns_name)
+        internal_secret, internal_version = self._tls(name, args, nlb.dns_name)
 
         # -- the ECS service ---------------------------------------------------------------
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
-            name=f"/ecs/slotguard-{s.stack}-pgbouncer",
+            name_prefix=f"/ecs/slotguard-{s.stack}-pgbouncer-",
             retention_in_days=LOG_RETENTION_DAYS[s.environment],
             tags=tags,
             opts=child,
         )
         cluster = aws.ecs.Cluster(
             f"{name}-cluster",
-            name=f"slotguard-{s.stack}",
             settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")],
             tags=tags,
             opts=child,
@@ -362,7 +397,7 @@ class PgBouncerPooler(pulumi.ComponentResource):
                                 "ecr:BatchGetImage",
                                 "ecr:GetDownloadUrlForLayer",
                             ],
-                            "Resource": repository.arn,
+                            "Resource": pull_repository,
                         },
                         {
                             "Sid": "Logs",
@@ -374,7 +409,8 @@ class PgBouncerPooler(pulumi.ComponentResource):
                             "Sid": "InjectSecrets",
                             "Effect": "Allow",
                             "Action": "secretsmanager:GetSecretValue",
-                            "Resource": [args.app_user_secret_arn, internal_secret.arn],
+                            # The verifier's own secret, never app_user's with its password.
+                            "Resource": [args.app_user_verifier_secret_arn, internal_secret.arn],
                         },
                     ],
                 }
@@ -429,25 +465,34 @@ class PgBouncerPooler(pulumi.ComponentResource):
             "environment": [
                 {"name": key, "value": value} for key, value in sorted(environment.items())
             ],
+            # Each reference pins the secret's version: a renewed certificate or a rotated
+            # verifier is a new version, hence a new task definition, hence a rolling deploy.
             "secrets": [
-                # Only the verifier key of the role's secret: no plaintext password in the task.
                 {
                     "name": user_verifier,
-                    "valueFrom": pulumi.Output.concat(
-                        args.app_user_secret_arn, ":scram_verifier::"
+                    "valueFrom": secret_reference(
+                        args.app_user_verifier_secret_arn,
+                        VERIFIER_KEY,
+                        args.app_user_verifier_version_id,
                     ),
                 },
                 {
                     "name": f"{task_env.PREFIX}STATS_PASSWORD",
-                    "valueFrom": pulumi.Output.concat(internal_secret.arn, ":stats_password::"),
+                    "valueFrom": secret_reference(
+                        internal_secret.arn, "stats_password", internal_version.version_id
+                    ),
                 },
                 {
                     "name": f"{task_env.PREFIX}CLIENT_TLS_CERT",
-                    "valueFrom": pulumi.Output.concat(internal_secret.arn, ":tls_cert::"),
+                    "valueFrom": secret_reference(
+                        internal_secret.arn, "tls_cert", internal_version.version_id
+                    ),
                 },
                 {
                     "name": f"{task_env.PREFIX}CLIENT_TLS_KEY",
-                    "valueFrom": pulumi.Output.concat(internal_secret.arn, ":tls_key::"),
+                    "valueFrom": secret_reference(
+                        internal_secret.arn, "tls_key", internal_version.version_id
+                    ),
                 },
             ],
             # Per process: one descriptor per client and server connection plus a margin.
@@ -492,9 +537,8 @@ class PgBouncerPooler(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        aws.ecs.Service(
+        service = aws.ecs.Service(
             f"{name}-service",
-            name=self.service_name,
             cluster=cluster.arn,
             task_definition=task_definition.arn,
             desired_count=pb.tasks,
@@ -521,9 +565,21 @@ class PgBouncerPooler(pulumi.ComponentResource):
             ],
             health_check_grace_period_seconds=DEREGISTRATION_DELAY_S,
             propagate_tags="SERVICE",
+            # `pulumi up` waits until the service is stable: a crash-looping pooler (the
+            # circuit breaker rolls it back) fails the deploy instead of passing it.
+            wait_for_steady_state=True,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[listener]),
         )
+        targets: dict[str, pulumi.Input[str]] = {
+            "LoadBalancer": nlb.arn_suffix,
+            "TargetGroup": target_group.arn_suffix,
+        }
+        self.health_dimensions = {
+            "pooler_tasks_missing": {"ClusterName": cluster.name, "ServiceName": service.name},
+            "pooler_unhealthy_targets": targets,
+            "pooler_healthy_targets": targets,
+        }
         self.endpoint = nlb.dns_name
         self.register_outputs(
             {"endpoint": self.endpoint, "port": pb.port, "client_ca_pem": self.client_ca_pem}
@@ -531,7 +587,7 @@ class PgBouncerPooler(pulumi.ComponentResource):
 
     def _tls(
         self, name: str, args: PgBouncerArgs, dns_name: pulumi.Output[str]
-    ) -> aws.secretsmanager.Secret:
+    ) -> tuple[aws.secretsmanager.Secret, aws.secretsmanager.SecretVersion]:
         """A private CA and the pooler's certificate for the NLB's name, in one secret.
 
         The functions trust the CA through a Lambda layer; the tasks get the key, the certificate
@@ -554,8 +610,10 @@ class PgBouncerPooler(pulumi.ComponentResource):
         request = tls.CertRequest(
             f"{name}-tls-csr",
             private_key_pem=server_key.private_key_pem,
+            # The NLB's name (about 77 characters) goes in the SAN, which clients match; the CN
+            # is a short label, since RFC 5280 caps it at 64 (ub-common-name).
             dns_names=[dns_name],
-            subject=tls.CertRequestSubjectArgs(common_name=dns_name),
+            subject=tls.CertRequestSubjectArgs(common_name=certificate_common_name(s.stack)),
             opts=child,
         )
         server_cert = tls.LocallySignedCert(
@@ -579,7 +637,7 @@ class PgBouncerPooler(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        aws.secretsmanager.SecretVersion(
+        internal_version = aws.secretsmanager.SecretVersion(
             f"{name}-secret-version",
             secret_id=internal_secret.id,
             secret_string=pulumi.Output.json_dumps(
@@ -605,4 +663,4 @@ class PgBouncerPooler(pulumi.ComponentResource):
             opts=child,
         )
         self.client_ca_layer_arn = layer.arn
-        return internal_secret
+        return internal_secret, internal_version

@@ -12,6 +12,7 @@ from infra.functions import assume_role_policy, role_name_prefix
 from infra.settings import StackSettings
 
 ENGINE_FAMILY = "POSTGRESQL"
+DEFAULT_TARGET_GROUP = "default"
 
 
 @dataclass
@@ -44,7 +45,8 @@ class RdsProxyPooler(pulumi.ComponentResource):
     client_ca_layer_arn: pulumi.Output[str] | None = None
     client_sslrootcert: str = "system"
     proxy_name: pulumi.Output[str]
-    dimensions: dict[str, str]
+    dimensions: dict[str, pulumi.Input[str]]
+    health_dimensions: dict[str, dict[str, pulumi.Input[str]]]
 
     def __init__(
         self, name: str, args: RdsProxyArgs, opts: pulumi.ResourceOptions | None = None
@@ -82,10 +84,9 @@ class RdsProxyPooler(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        proxy_name = f"slotguard-{s.stack}"
+        # No fixed name: Pulumi generates one, so a replacement never collides with the old proxy.
         proxy = aws.rds.Proxy(
             f"{name}-proxy",
-            name=proxy_name,
             engine_family=ENGINE_FAMILY,
             require_tls=True,
             idle_client_timeout=rp.idle_client_timeout_s,
@@ -118,13 +119,22 @@ class RdsProxyPooler(pulumi.ComponentResource):
         aws.rds.ProxyTarget(
             f"{name}-target",
             db_proxy_name=proxy.name,
-            target_group_name="default",
+            target_group_name=DEFAULT_TARGET_GROUP,
             db_instance_identifier=args.database_identifier,
             opts=child,
         )
         self.port = rp.port
         self.endpoint = proxy.endpoint
         self.proxy_name = proxy.name
-        self.dimensions = {"ProxyName": proxy_name}
+        self.dimensions = {"ProxyName": proxy.name}
+        # AvailabilityPercentage is published per target group and role (dimension set 4).
+        # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-proxy.monitoring.html
+        self.health_dimensions = {
+            "proxy_availability_percent": {
+                "ProxyName": proxy.name,
+                "TargetGroup": DEFAULT_TARGET_GROUP,
+                "TargetRole": "READ_WRITE",
+            }
+        }
         self.auth_resource = proxy.arn.apply(_auth_resource_prefix) if rp.iam_auth else None
         self.register_outputs({"endpoint": self.endpoint, "port": rp.port})

@@ -15,6 +15,7 @@ from infra.alarms import Alarms, AlarmsArgs
 from infra.app_user import AppUser, AppUserArgs
 from infra.budget import Budget
 from infra.database import Database, DatabaseArgs
+from infra.ecr_image import check_platform, image_platforms, image_reference
 from infra.functions import CodeSource, FunctionCode, Functions, FunctionsArgs
 from infra.network import Network, NetworkArgs
 from infra.pooler import Pooler, PoolerArgs, create_pooler
@@ -114,6 +115,8 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             database_port=database.port,
             database_identifier=database.identifier,
             app_user_secret_arn=app_user.secret_arn,
+            app_user_verifier_secret_arn=app_user.verifier_secret_arn,
+            app_user_verifier_version_id=app_user.verifier_version_id,
             tags=tags,
             function_runtimes=[f.runtime for f in settings.functions.values()],
             function_architectures=[f.architecture for f in settings.functions.values()],
@@ -144,6 +147,7 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             database_identifier=database.identifier,
             pooler_kind=settings.pooler.kind,
             pooler_dimensions=pooler.dimensions,
+            pooler_health_dimensions=pooler.health_dimensions,
             function_names={k: f.function.name for k, f in functions.functions.items()},
             tags=tags,
         ),
@@ -173,11 +177,49 @@ def export(stack: Stack) -> None:
         pulumi.export(key, value)
 
 
-def image_source(settings: StackSettings, *, image: str | None = None) -> ImageSource:
-    """The pooler image: one already built (`pgbouncer:image`), or built from `pgbouncer/`."""
+def image_source(
+    settings: StackSettings, *, image: str | None = None, public_route: bool = False
+) -> ImageSource:
+    """The pooler image: one already built (`pgbouncer:image`), or built from `pgbouncer/`.
+
+    A prebuilt image must be in ECR unless the tasks can reach another registry, which only an
+    existing VPC's subnets can (a new VPC has private subnets and endpoints only).
+    """
     if image:
-        return PrebuiltImage(image)
+        if public_route and settings.network.mode != "existing":
+            raise SettingsError(
+                [
+                    "pgbouncer:publicRegistryRoute: a new VPC has no route to a public registry "
+                    "(private subnets and VPC endpoints only); push the image to ECR"
+                ]
+            )
+        image_reference(image, public_route=public_route)
+        return PrebuiltImage(image, public_route=public_route)
     return DockerBuild()
+
+
+def verify_image_platform(source: ImageSource) -> None:
+    """At preview, ask ECR whether a prebuilt image offers linux/arm64; warn if it cannot tell.
+
+    Imported lazily: an offline run never calls it and needs no boto3 session.
+    """
+    if not isinstance(source, PrebuiltImage):
+        return
+    reference = image_reference(source.uri, public_route=source.public_route)
+    if reference is None:
+        pulumi.log.warn(
+            f"pgbouncer:image {source.uri} is not in ECR: check yourself that it is linux/arm64"
+        )
+        return
+    import boto3  # noqa: PLC0415
+    import botocore.exceptions  # noqa: PLC0415
+
+    try:
+        platforms = image_platforms(reference, boto3.client("ecr", region_name=reference.region))
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as error:
+        pulumi.log.warn(f"cannot read the platform of pgbouncer:image {source.uri}: {error}")
+        return
+    check_platform(source.uri, platforms)
 
 
 def packaged_code(runtime: str, architecture: str) -> FunctionCode:

@@ -353,8 +353,7 @@ def _process_settings(s: PgBouncerSettings, index: int) -> dict[str, object]:
         "server_check_delay": 30,
         # ignore_startup_parameters stays empty: a client sending `options` or
         # `extra_float_digits` is refused with a message naming it instead of silently losing
-        # them (role settings carry the timeouts), and a non-empty list without `options` is the
-        # precondition of CVE-2026-107349 on 1.20-1.26.0.
+        # them (role settings carry the timeouts).
         "application_name_add_host": 0,
         "tcp_keepalive": 1,
         "tcp_keepidle": s.tcp_keepidle_s,

@@ -147,6 +147,8 @@ def values(current: Sample, previous: Sample | None) -> dict[str, float]:
         metrics.CLIENT_CAPACITY_PERCENT.name: round(capacity_pct, 3),
         metrics.AVG_WAIT.name: round(avg_wait_ms, 3),
         metrics.TRANSACTIONS_PER_SECOND.name: round(tps, 3),
+        # Only reached when every process answered its admin console.
+        metrics.HEARTBEAT.name: 1.0,
     }
 
 

@@ -57,6 +57,9 @@ AVG_WAIT = Metric(
 TRANSACTIONS_PER_SECOND = Metric(
     "TransactionsPerSecond", "Count/Second", "transactions pooled per second over the poll interval"
 )
+# 1 per successful poll and publish of every process: the alarms treat its absence as the
+# pooler (or the exporter) being down.
+HEARTBEAT = Metric("ExporterHeartbeat", "Count", "1 per interval while every process answers")
 
 ALL: Final = (
     CLIENT_ACTIVE,
@@ -70,5 +73,6 @@ ALL: Final = (
     CLIENT_CAPACITY_PERCENT,
     AVG_WAIT,
     TRANSACTIONS_PER_SECOND,
+    HEARTBEAT,
 )
 NAMES: Final = tuple(m.name for m in ALL)
