@@ -189,8 +189,12 @@ class OfflineMocks(pulumi_mocks.Mocks):
     def new_resource(
         self, args: pulumi_mocks.MockResourceArgs
     ) -> tuple[str | None, dict[str, Any]]:
-        name = str(args.inputs.get("name") or args.name)
         short = _digest(args.typ, args.name)[:17]
+        name = str(args.inputs.get("name") or args.name)
+        autonamed = args.typ in _AUTONAMED and not args.inputs.get("name")
+        if autonamed:
+            # What Pulumi's auto-naming does: the logical name and a random suffix.
+            name = f"{args.name}-{short[:7]}"
         answer = _ANSWERS.get(args.typ)
         if answer is None and args.typ.startswith("tls:index/"):
             answer = _tls
@@ -198,6 +202,8 @@ class OfflineMocks(pulumi_mocks.Mocks):
             answer(self, args, name, short) if answer is not None else (f"{args.name}-id", {})
         )
         state: dict[str, Any] = {**extra, **args.inputs}
+        if autonamed:
+            state["name"] = name
         service = args.typ.split(":")[1].split("/")[0] if args.typ.startswith("aws:") else ""
         if service and "arn" not in state:
             kind = args.typ.split(":")[-1].lower()
@@ -230,6 +236,16 @@ class OfflineMocks(pulumi_mocks.Mocks):
         return _STATIC_INVOKES.get(invoke, {})
 
 
+# Resources the program leaves unnamed, so Pulumi generates their names.
+_AUTONAMED = frozenset(
+    {
+        "aws:rds/proxy:Proxy",
+        "aws:ecs/cluster:Cluster",
+        "aws:ecs/service:Service",
+        "aws:ecr/repository:Repository",
+        "aws:sns/topic:Topic",
+    }
+)
 # Invokes whose answer depends on nothing but the offline account.
 _STATIC_INVOKES: dict[str, dict[str, Any]] = {
     "getCallerIdentity": {
@@ -336,7 +352,16 @@ def _invocation(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
 
 def _load_balancer(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
     arn = m.arn("elasticloadbalancing", f"loadbalancer/net/{a.name}/{short}")
-    return arn, {"dnsName": f"{a.name[:20]}-{short[:10]}.elb.{m.region}.amazonaws.com", "arn": arn}
+    return arn, {
+        "dnsName": f"{a.name[:20]}-{short[:10]}.elb.{m.region}.amazonaws.com",
+        "arn": arn,
+        "arnSuffix": f"net/{a.name}/{short}",
+    }
+
+
+def _target_group(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
+    arn = m.arn("elasticloadbalancing", f"targetgroup/{a.name}/{short}")
+    return arn, {"arn": arn, "arnSuffix": f"targetgroup/{a.name}/{short}"}
 
 
 def _repository(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
@@ -382,6 +407,7 @@ _ANSWERS: dict[str, Any] = {
     "aws:lambda/layerVersion:LayerVersion": _layer,
     "aws:lambda/invocation:Invocation": _invocation,
     "aws:lb/loadBalancer:LoadBalancer": _load_balancer,
+    "aws:lb/targetGroup:TargetGroup": _target_group,
     "aws:ecr/repository:Repository": _repository,
     "docker:index/image:Image": _image,
     "aws:iam/role:Role": _role,

@@ -2,7 +2,8 @@
 
 The zip holds the `functions` package, the `functions` dependency group installed for Lambda's
 platform (manylinux for the runtime's architecture, glibc and Python version, binary wheels only,
-exact versions from uv.lock) and the RDS CA bundle the functions verify the database with.
+exact versions from uv.lock), the RDS CA bundle the functions verify the database with, and the
+Amazon Trust Services roots they verify RDS Proxy with.
 
 Deterministic: entries sorted, fixed timestamps and permissions, no bytecode, so the same inputs
 give the same bytes and the same sha256, and a deploy without changes changes nothing. Cached:
@@ -22,12 +23,15 @@ import shutil
 import subprocess
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS_DIR = REPO_ROOT / "functions"
@@ -40,13 +44,29 @@ RDS_CA_BUNDLE = REPO_ROOT / "certs" / "rds-global-bundle.pem"
 RDS_CA_BUNDLE_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 FETCHED_CA_BUNDLE = REPO_ROOT / "build" / "certs" / "rds-global-bundle.pem"
 CA_BUNDLE_ARCNAME = "certs/rds-global-bundle.pem"
+# RDS Proxy presents an ACM certificate that chains to the Amazon Trust Services roots. libpq's
+# `sslrootcert=system` does not find them on Lambda: psycopg-binary's bundled OpenSSL looks under
+# its build-time OPENSSLDIR, /usr/lib/psycopg-openssl (`strings` on the wheel's libcrypto shows
+# it), which Lambda's images do not have. So the artifact ships those roots, taken from certifi
+# (Mozilla's CA list, a locked PyPI package) and filtered to Amazon's, at this path.
+AMAZON_ROOTS_ARCNAME = "certs/amazon-trust-services.pem"
+AMAZON_ROOTS = REPO_ROOT / "build" / "certs" / "amazon-trust-services.pem"
+# https://www.amazontrust.com/repository/ : the four Amazon roots and the Starfield root that
+# cross-signs Amazon Root CA 1 (older chains end there).
+AMAZON_ROOT_NAMES = (
+    "Amazon Root CA 1",
+    "Amazon Root CA 2",
+    "Amazon Root CA 3",
+    "Amazon Root CA 4",
+    "Starfield Services Root Certificate Authority - G2",
+)
 ARCHITECTURES = {"x86_64": "x86_64", "arm64": "aarch64"}
 # The glibc of each runtime's OS bounds which manylinux wheels load there: python3.11 runs on
 # Amazon Linux 2 (glibc 2.26, so manylinux2014 = 2_17), python3.12+ on Amazon Linux 2023 (2.34).
 RUNTIME_GLIBC = {"python3.11": "2_17", "python3.12": "2_34", "python3.13": "2_34"}
 RUNTIMES = tuple(RUNTIME_GLIBC)
 # Bump when the archive layout changes, so cached artifacts are not reused across layouts.
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o100644
 
@@ -221,6 +241,45 @@ def fetch_ca_bundle(
     return target
 
 
+def amazon_roots_pem(source: bytes | None = None) -> bytes:
+    """The Amazon Trust Services roots out of a PEM bundle (certifi's by default), in name order.
+
+    A bundle missing one of them is refused: the artifact must trust every root an RDS Proxy
+    certificate may chain to.
+    """
+    if source is None:
+        import certifi  # noqa: PLC0415 - only the build needs it
+
+        source = Path(certifi.where()).read_bytes()
+    with warnings.catch_warnings():
+        # Mozilla's list holds old roots with negative serials, which cryptography warns about.
+        warnings.simplefilter("ignore")
+        certificates = x509.load_pem_x509_certificates(source)
+    found: dict[str, bytes] = {}
+    for certificate in certificates:
+        names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        name = str(names[0].value) if names else ""
+        if name in AMAZON_ROOT_NAMES and _is_ca(certificate):
+            found[name] = certificate.public_bytes(serialization.Encoding.PEM)
+    missing = [name for name in AMAZON_ROOT_NAMES if name not in found]
+    if missing:
+        raise PackagingError(
+            f"the CA bundle lacks {', '.join(missing)}: upgrade certifi (uv lock -P certifi)"
+        )
+    return b"".join(found[name] for name in AMAZON_ROOT_NAMES)
+
+
+def write_amazon_roots(target: Path = AMAZON_ROOTS) -> Path:
+    """Write the Amazon roots file the artifact ships, rewriting it only when it changed."""
+    body = amazon_roots_pem()
+    if not target.is_file() or target.read_bytes() != body:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        partial.write_bytes(body)
+        partial.replace(target)
+    return target
+
+
 def _is_ca(certificate: x509.Certificate) -> bool:
     try:
         return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
@@ -237,6 +296,7 @@ def build_package(
     ca_bundle: Path = RDS_CA_BUNDLE,
     project_dir: Path = REPO_ROOT,
     force: bool = False,
+    amazon_roots: Path = AMAZON_ROOTS,
 ) -> BuiltPackage:
     """Build (or reuse) the function set's zip for a Lambda runtime and architecture."""
     if runtime not in RUNTIMES:
@@ -248,7 +308,11 @@ def build_package(
     if not ca_bundle.is_file():
         ca_bundle = fetch_ca_bundle()
     requirements = locked_requirements(project_dir)
-    sources = [*_source_files(source_dir), (CA_BUNDLE_ARCNAME, ca_bundle)]
+    sources = [
+        *_source_files(source_dir),
+        (CA_BUNDLE_ARCNAME, ca_bundle),
+        (AMAZON_ROOTS_ARCNAME, write_amazon_roots(amazon_roots)),
+    ]
     input_hash = _input_hash(runtime, architecture, requirements, sources)
     artifact = build_dir / f"functions-{runtime}-{architecture}-{input_hash[:20]}.zip"
     if artifact.exists() and not force:

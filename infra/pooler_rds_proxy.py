@@ -9,9 +9,13 @@ import pulumi_aws as aws
 
 from infra.budget import Budget
 from infra.functions import assume_role_policy, role_name_prefix
+from infra.packaging import AMAZON_ROOTS_ARCNAME
 from infra.settings import StackSettings
 
 ENGINE_FAMILY = "POSTGRESQL"
+# Where Lambda unpacks a function's .zip: LAMBDA_TASK_ROOT, /var/task.
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime
+LAMBDA_TASK_ROOT = "/var/task"
 DEFAULT_TARGET_GROUP = "default"
 
 
@@ -43,7 +47,9 @@ class RdsProxyPooler(pulumi.ComponentResource):
     port: int
     auth_resource: pulumi.Output[str] | None
     client_ca_layer_arn: pulumi.Output[str] | None = None
-    client_sslrootcert: str = "system"
+    # The Amazon roots the packaging builder ships (see AMAZON_ROOTS_ARCNAME): libpq's `system`
+    # finds no roots on Lambda with psycopg-binary's OpenSSL.
+    client_sslrootcert: str = f"{LAMBDA_TASK_ROOT}/{AMAZON_ROOTS_ARCNAME}"
     proxy_name: pulumi.Output[str]
     dimensions: dict[str, pulumi.Input[str]]
     health_dimensions: dict[str, dict[str, pulumi.Input[str]]]

@@ -583,8 +583,8 @@ def test_functions_verify_the_certificate_they_are_given(variant: str) -> None:
                 == run.one("tls:index/selfSignedCert:SelfSignedCert").outputs["certPem"]
             )
         else:
-            # RDS Proxy's certificate chains to Amazon's public roots.
-            assert env["DB_SSLROOTCERT"] == "system"
+            # RDS Proxy's certificate chains to Amazon's roots, which the artifact ships.
+            assert env["DB_SSLROOTCERT"] == f"/var/task/{packaging.AMAZON_ROOTS_ARCNAME}"
             assert not function.input("layers")
     if run.settings.pooler.kind == "pgbouncer":
         nlb = run.one("aws:lb/loadBalancer:LoadBalancer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -204,3 +205,47 @@ def test_a_bundle_that_is_not_ca_certificates_is_refused(serve, scratch_dir):
 def test_an_unreachable_bundle_names_where_to_save_it(scratch_dir):
     with pytest.raises(packaging.PackagingError, match=r"save it as .*rds-global-bundle\.pem"):
         packaging.fetch_ca_bundle("http://127.0.0.1:9/none", scratch_dir / "c.pem", timeout_s=2)
+
+
+def test_the_artifact_ships_the_amazon_roots_where_rds_proxy_functions_look(built):
+    """RDS Proxy's certificate comes from ACM and chains to the Amazon Trust Services roots
+    (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-proxy.howitworks.html#rds-proxy-security.tls;
+    roots: https://www.amazontrust.com/repository/). `sslrootcert=system` cannot find them on
+    Lambda: psycopg-binary's libcrypto looks under its OPENSSLDIR, /usr/lib/psycopg-openssl,
+    which the artifact's own copy of the library shows and Lambda's images lack. The path the
+    functions are given, under LAMBDA_TASK_ROOT=/var/task
+    (https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime),
+    exists in the built zip and holds exactly those roots.
+    """
+    import ssl
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from infra.pooler_rds_proxy import LAMBDA_TASK_ROOT, RdsProxyPooler
+
+    path = RdsProxyPooler.client_sslrootcert
+    assert path.startswith(f"{LAMBDA_TASK_ROOT}/")
+    arcname = path.removeprefix(f"{LAMBDA_TASK_ROOT}/")
+    with zipfile.ZipFile(built[0].path) as archive:
+        names = set(archive.namelist())
+        assert arcname in names
+        pem = archive.read(arcname)
+        libcrypto = [n for n in names if re.match(r"psycopg_binary\.libs/libcrypto[^/]*\.so", n)]
+        assert libcrypto
+        library = archive.read(libcrypto[0])
+    assert b'OPENSSLDIR: "/usr/lib/psycopg-openssl"' in library
+    subjects = [
+        c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        for c in x509.load_pem_x509_certificates(pem)
+    ]
+    assert subjects == list(packaging.AMAZON_ROOT_NAMES)
+    assert "Amazon Root CA 1" in subjects
+    # OpenSSL itself (libpq's sslrootcert is an OpenSSL CA file) loads all five as trust anchors.
+    context = ssl.create_default_context(cadata=pem.decode())
+    assert context.cert_store_stats()["x509_ca"] == len(packaging.AMAZON_ROOT_NAMES)
+
+
+def test_a_bundle_without_the_amazon_roots_is_refused(ca_bundle):
+    with pytest.raises(packaging.PackagingError, match="Amazon Root CA 1.*upgrade certifi"):
+        packaging.amazon_roots_pem(ca_bundle.read_bytes())
