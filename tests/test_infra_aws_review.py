@@ -130,7 +130,8 @@ def test_secret_renewal_rolls_the_pooler_tasks(variant: str) -> None:
     pinned = 0
     for secret in container(run)["secrets"]:
         arn, key, stage, version_id = secret["valueFrom"].rsplit(":", 3)
-        assert key and stage == ""
+        assert key
+        assert stage == ""
         version = versions[arn]
         assert version_id == version.outputs["versionId"], secret["name"]
         assert version.urn in task.dependencies
@@ -189,7 +190,7 @@ def test_a_non_ecr_image_without_a_route_is_refused(uri: str) -> None:
     tasks reach ECR through its endpoints and no other registry."""
     settings = variant_settings("dev")
     assert settings.network.mode == "new-vpc"
-    with pytest.raises(SettingsError, match="pgbouncer:image.*not an ECR image"):
+    with pytest.raises(SettingsError, match=r"pgbouncer:image.*not an ECR image"):
         image_source(settings, image=uri)
     with pytest.raises(SettingsError, match="pgbouncer:publicRegistryRoute"):
         image_source(settings, image=uri, public_route=True)
@@ -247,7 +248,8 @@ def test_a_single_platform_image_is_read_from_its_config_blob() -> None:
     (https://github.com/opencontainers/image-spec/blob/main/config.md); ECR hands out the blob
     through GetDownloadUrlForLayer."""
     image = ecr_image.image_reference(ECR_URI.replace(":1.24.1", "@sha256:" + "b" * 64))
-    assert image is not None and image.digest is not None
+    assert image is not None
+    assert image.digest is not None
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.docker.distribution.manifest.v2+json",

@@ -247,5 +247,5 @@ def test_the_artifact_ships_the_amazon_roots_where_rds_proxy_functions_look(buil
 
 
 def test_a_bundle_without_the_amazon_roots_is_refused(ca_bundle):
-    with pytest.raises(packaging.PackagingError, match="Amazon Root CA 1.*upgrade certifi"):
+    with pytest.raises(packaging.PackagingError, match=r"Amazon Root CA 1.*upgrade certifi"):
         packaging.amazon_roots_pem(ca_bundle.read_bytes())
