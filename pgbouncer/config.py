@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 # The NLB in front of the ECS tasks drops a TCP flow idle for 350 s; keepalives must start before.
 NLB_IDLE_TIMEOUT_S = 350
 
+# The admin/stats console is the virtual database of this name.
+ADMIN_DATABASE = "pgbouncer"
+# Where the admin console may be reached from: the task itself (the health check and the exporter
+# connect over the processes' unix sockets; loopback TCP stays open for an operator in the
+# task). Clients arriving through the NLB never reach it, whatever password they hold.
+ADMIN_LOCAL_NETWORKS: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+
 # File descriptors a process needs beyond one per client and one per server connection: listening
 # sockets, the log, the pid file, DNS (c-ares), the admin console, and a safety margin.
 FD_MARGIN = 64
@@ -171,6 +178,11 @@ class PgBouncerSettings:
     allow_lost_cancels: bool = False
     # Further `key = value` lines, checked against the version like the rest.
     extra: dict[str, str] = field(default_factory=dict)
+    # `auth_type = hba` with this file (render_hba): the admin console from the task only. None
+    # keeps plain scram-sha-256 for every connection.
+    hba_file: str | None = None
+    # Networks besides the unix sockets that may reach the admin console.
+    admin_networks: tuple[str, ...] = ADMIN_LOCAL_NETWORKS
 
     @property
     def fds_needed(self) -> int:
@@ -184,6 +196,8 @@ class RenderedConfig:
 
     ini: tuple[str, ...]
     auth_file: str
+    # The HBA file's text when `hba_file` is set, else "".
+    hba: str = ""
 
 
 def _check(settings: PgBouncerSettings) -> None:  # noqa: PLR0912 - one check per rule
@@ -326,7 +340,7 @@ def _process_settings(s: PgBouncerSettings, index: int) -> dict[str, object]:
         "unix_socket_dir": paths.unix_socket_dir,
         "pidfile": paths.pidfile,
         "logfile": paths.logfile,
-        "auth_type": "scram-sha-256",
+        "auth_type": "hba" if s.hba_file else "scram-sha-256",
         "auth_file": s.auth_file,
         "pool_mode": "transaction",
         "default_pool_size": s.default_pool_size,
@@ -366,6 +380,8 @@ def _process_settings(s: PgBouncerSettings, index: int) -> dict[str, object]:
         "server_tls_sslmode": s.database.sslmode,
         "server_tls_protocols": "secure",
     }
+    if s.hba_file:
+        out["auth_hba_file"] = s.hba_file
     if s.database.ca_file:
         out["server_tls_ca_file"] = s.database.ca_file
     if s.client_tls is not None:
@@ -443,6 +459,32 @@ def render_auth_file(verifiers: dict[str, str]) -> str:
     return "".join(lines)
 
 
+def render_hba(settings: PgBouncerSettings) -> str:
+    """pg_hba-style rules (PgBouncer's `auth_type = hba`), first match wins.
+
+    The admin console (`pgbouncer` database) is reachable over the unix sockets and the listed
+    local networks only, and refused from anywhere else before any password is checked; every
+    other database takes SCRAM from any address (TLS is enforced by client_tls_sslmode, and the
+    security groups decide who reaches the port at all).
+    """
+    for network in settings.admin_networks:
+        if not network or any(c.isspace() for c in network) or "/" not in network:
+            raise PgBouncerConfigError(
+                f"admin_networks entry {network!r} is not an address/prefix (e.g. 127.0.0.1/32)"
+            )
+    lines = [
+        "# rendered by pgbouncer/config.py: the admin console from the task only",
+        f"local {ADMIN_DATABASE} all scram-sha-256",
+        *(f"host {ADMIN_DATABASE} all {n} scram-sha-256" for n in settings.admin_networks),
+        f"host {ADMIN_DATABASE} all 0.0.0.0/0 reject",
+        f"host {ADMIN_DATABASE} all ::/0 reject",
+        "local all all scram-sha-256",
+        "host all all 0.0.0.0/0 scram-sha-256",
+        "host all all ::/0 scram-sha-256",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render(settings: PgBouncerSettings, verifiers: dict[str, str]) -> RenderedConfig:
     """Everything a pooler task writes before starting PgBouncer."""
     missing = [u for u in (*settings.admin_users, *settings.stats_users) if u not in verifiers]
@@ -450,4 +492,8 @@ def render(settings: PgBouncerSettings, verifiers: dict[str, str]) -> RenderedCo
         raise PgBouncerConfigError(
             f"admin/stats user(s) {', '.join(missing)} have no verifier for the auth file"
         )
-    return RenderedConfig(render_ini(settings), render_auth_file(verifiers))
+    return RenderedConfig(
+        render_ini(settings),
+        render_auth_file(verifiers),
+        render_hba(settings) if settings.hba_file else "",
+    )

@@ -88,6 +88,8 @@ def write_files(cfg: environment.TaskConfig, rendered: RenderedConfig) -> list[P
         written.append(socket_dir)
         put(cfg.run_dir / f"pgbouncer-{index + 1}.ini", text, 0o600)
     put(Path(cfg.settings.auth_file), rendered.auth_file, 0o600)
+    if cfg.settings.hba_file:
+        put(Path(cfg.settings.hba_file), rendered.hba, 0o600)
     assert cfg.settings.client_tls is not None
     put(Path(cfg.settings.client_tls.cert_file), cfg.client_cert_pem.strip() + "\n", 0o644)
     put(Path(cfg.settings.client_tls.key_file), cfg.client_key_pem.strip() + "\n", 0o600)

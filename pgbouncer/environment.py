@@ -177,6 +177,8 @@ def read(env: Mapping[str, str], *, version: Version, fd_limit: int | None) -> T
         version=version,
         database=database,
         auth_file=str(run_dir / "userlist.txt"),
+        # The admin console answers the task itself only (health check, exporter).
+        hba_file=str(run_dir / "pgbouncer_hba.conf"),
         paths=process_paths(run_dir, processes),
         listen_addr=env.get(f"{PREFIX}LISTEN_ADDR") or "0.0.0.0",  # noqa: S104 - in the task
         processes=processes,

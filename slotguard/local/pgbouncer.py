@@ -96,6 +96,8 @@ def local_settings(
             host="127.0.0.1", port=database_port, dbname=dbname, ca_file=str(tls.ca_cert)
         ),
         auth_file=str(root / "userlist.txt"),
+        # The admin console from this machine only, as on ECS (pgbouncer/config.py render_hba).
+        hba_file=str(root / "pgbouncer_hba.conf"),
         paths=process_paths(root, processes),
         listen_addr="127.0.0.1",
         listen_port=port,
@@ -158,6 +160,11 @@ class LocalPgBouncer:
         with os.fdopen(fd, "w") as handle:
             handle.write(rendered.auth_file)
         self.auth_file.chmod(0o600)
+        if self.settings.hba_file:
+            hba = Path(self.settings.hba_file)
+            fd = os.open(hba, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(rendered.hba)
         hand_over(self.root, self.user)
 
     # -- lifecycle ---------------------------------------------------------------------------
