@@ -19,7 +19,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgbouncer.config import ADMIN_DATABASE, render_hba
+from pgbouncer.config import (
+    ADMIN_DATABASE,
+    DatabaseTarget,
+    PgBouncerSettings,
+    ProcessPaths,
+    render_hba,
+)
 from slotguard.local.pgbouncer import (
     ADMIN_USER,
     LocalPgBouncer,
@@ -97,9 +103,7 @@ def test_the_rules_refuse_the_console_from_the_network_first() -> None:
     assert last_console < first_all
 
 
-def _settings_stub() -> object:
-    from pgbouncer.config import DatabaseTarget, PgBouncerSettings, ProcessPaths
-
+def _settings_stub() -> PgBouncerSettings:
     return PgBouncerSettings(
         version=(1, 24),
         database=DatabaseTarget(host="db", ca_file="/run/rds-ca.pem"),
@@ -112,7 +116,7 @@ def _settings_stub() -> object:
 def test_the_task_renders_hba_auth() -> None:
     from pgbouncer.config import render_ini
 
-    (ini,) = render_ini(_settings_stub())  # type: ignore[arg-type]
+    (ini,) = render_ini(_settings_stub())
     assert "auth_type = hba\n" in ini
     assert "auth_hba_file = /run/hba.conf\n" in ini
 
@@ -133,7 +137,7 @@ def test_the_console_answers_the_task_only_on_pgbouncer_1_24(
         config = {row["key"]: row["value"] for row in bouncer.show("CONFIG")}
         assert config["auth_type"] == "hba"
         assert config["auth_hba_file"] == str(hba)
-        assert bouncer.show("VERSION")[0]["version"].startswith("PgBouncer 1.24.1")
+        assert str(bouncer.show("VERSION")[0]["version"]).startswith("PgBouncer 1.24.1")
         admin = bouncer.admin_password
         with psycopg.connect(_tcp(bouncer, "127.0.0.1", ADMIN_USER, admin, ADMIN_DATABASE)) as c:
             c.autocommit = True
