@@ -192,9 +192,13 @@ class OfflineMocks(pulumi_mocks.Mocks):
         short = _digest(args.typ, args.name)[:17]
         name = str(args.inputs.get("name") or args.name)
         autonamed = args.typ in _AUTONAMED and not args.inputs.get("name")
+        prefix = args.inputs.get("namePrefix")
         if autonamed:
             # What Pulumi's auto-naming does: the logical name and a random suffix.
             name = f"{args.name}-{short[:7]}"
+        elif prefix and not args.inputs.get("name"):
+            # `name_prefix`: the provider appends 26 generated characters.
+            name = f"{prefix}{_digest('prefix', args.typ, args.name)[:26]}"
         answer = _ANSWERS.get(args.typ)
         if answer is None and args.typ.startswith("tls:index/"):
             answer = _tls
@@ -202,7 +206,7 @@ class OfflineMocks(pulumi_mocks.Mocks):
             answer(self, args, name, short) if answer is not None else (f"{args.name}-id", {})
         )
         state: dict[str, Any] = {**extra, **args.inputs}
-        if autonamed:
+        if autonamed or (prefix and "name" not in state):
             state["name"] = name
         service = args.typ.split(":")[1].split("/")[0] if args.typ.startswith("aws:") else ""
         if service and "arn" not in state:
