@@ -255,7 +255,23 @@ def _alarm_metric(alarm: PolicyResource) -> tuple[str, str, Mapping[str, Any]]:
     return "", "", {}
 
 
+# CloudWatch cannot publish to a topic encrypted with an AWS managed key (its policy cannot grant
+# cloudwatch.amazonaws.com kms:GenerateDataKey*/Decrypt):
+# https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services
+SNS_TOPIC = "aws:sns/topic:Topic"
+AWS_MANAGED_KEY = "alias/aws/"
+
+
 def check_alarms(view: StackView, config: AlarmsConfig) -> Iterator[Finding]:
+    for topic in view.of_type(SNS_TOPIC):
+        key = str(topic.props.get("kmsMasterKeyId") or "")
+        if key.startswith(AWS_MANAGED_KEY) or f":{AWS_MANAGED_KEY}" in key:
+            yield Finding(
+                f"topic {label(topic)} is encrypted with the AWS managed key {key}: CloudWatch "
+                "cannot publish alarms to it; use a customer managed key whose policy allows "
+                "cloudwatch.amazonaws.com, or no encryption.",
+                topic.urn,
+            )
     alarms = view.of_type(METRIC_ALARM)
     for alarm in alarms:
         actions = [a for a in as_list(alarm.props.get("alarmActions")) if a]

@@ -352,6 +352,20 @@ def test_alarm_without_an_action():
     only(check("dev", edit), "connection-alarms", "slotguard-dev-api-throttles")
 
 
+def test_alarm_topic_under_the_aws_managed_key():
+    """CloudWatch cannot publish to a topic under alias/aws/sns:
+    https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services
+    """
+
+    def edit(recs):
+        topic = find(recs, "aws:sns/topic:Topic", "-topic")
+        replace(recs, topic, inputs={**topic.inputs, "kmsMasterKeyId": "alias/aws/sns"})
+
+    report = check("dev", edit)
+    only(report, "connection-alarms", "slotguard-dev-topic")
+    assert "cloudwatch.amazonaws.com" in report.violations[0].message
+
+
 def test_warning_alarm_above_the_configured_percentage():
     # 75 % of 25 rounds up to 19 connections, above the policy's 70 % (18).
     def change(config):
