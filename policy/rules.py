@@ -78,7 +78,7 @@ RULES: tuple[Rule[Any], ...] = (
     Rule(
         "connection-alarms",
         "Database-connection alarms exist at or below the configured percentages, and every "
-        "alarm has an action.",
+        "alarm has an action on a topic CloudWatch can publish to.",
         AlarmsConfig,
         check_alarms,
     ),
