@@ -565,8 +565,9 @@ class PgBouncerPooler(pulumi.ComponentResource):
             ],
             health_check_grace_period_seconds=DEREGISTRATION_DELAY_S,
             propagate_tags="SERVICE",
-            # `pulumi up` waits until the service is stable: a crash-looping pooler (the
-            # circuit breaker rolls it back) fails the deploy instead of passing it.
+            # `pulumi up` waits until the service is stable (one deployment, all tasks running):
+            # a first deploy that crash-loops fails it; an update that crash-loops is rolled
+            # back by the circuit breaker before `pulumi up` returns.
             wait_for_steady_state=True,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[listener]),

@@ -337,7 +337,11 @@ def test_a_pgbouncer_pooler_that_is_down_alarms(variant: str) -> None:
 def test_a_crash_looping_pooler_fails_the_deploy(variant: str) -> None:
     """pulumi-aws `ecs.Service.wait_for_steady_state`: "If true, this provider will wait for the
     service to reach a steady state (like aws ecs wait services-stable) before continuing.
-    Default false." With the circuit breaker, a task that never stays up fails `pulumi up`."""
+    Default false." Stable means one deployment with running == desired
+    (hashicorp/terraform-provider-aws internal/service/ecs/wait.go, statusServiceWaitForStable):
+    a first deploy whose tasks crash never gets there and `pulumi up` fails; an update whose
+    tasks crash is rolled back by the circuit breaker, and `pulumi up` returns only once the
+    previous tasks run again."""
     service = stack(variant).one("aws:ecs/service:Service")
     assert service.input("waitForSteadyState") is True
     assert service.input("deploymentCircuitBreaker") == {"enable": True, "rollback": True}
