@@ -20,8 +20,9 @@ from infra.settings import FunctionSettings, SettingsError, StackSettings
 # Where the packaged functions find the RDS CA bundle (the packaging builder ships it); RDS
 # signs the database's certificate with it.
 RDS_CA_BUNDLE_PATH = "/var/task/certs/rds-global-bundle.pem"
-# libpq (16+) `sslrootcert=system`: the platform's public CAs. RDS Proxy presents an ACM
-# certificate that chains to Amazon's public roots, so no bundle is needed for it.
+# libpq (16+) `sslrootcert=system`: the platform's public CAs. Not usable on Lambda with
+# psycopg-binary (its OpenSSL looks under /usr/lib/psycopg-openssl); every pooler passes its own
+# path (RDS Proxy: the Amazon roots the packaging builder ships).
 SYSTEM_CA = "system"
 METRICS_NAMESPACE = "slotguard"
 # CloudWatch Logs retention per environment: a week of debugging history on dev, a month on prod.
