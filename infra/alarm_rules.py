@@ -32,6 +32,16 @@ Metric = Literal[
     "pooler_exporter_heartbeat",
     "proxy_availability_percent",
 ]
+# Measured by AWS only (ECS, the NLB, RDS Proxy): the local target has nothing to sample.
+AWS_ONLY_METRICS: frozenset[str] = frozenset(
+    {
+        "pooler_tasks_missing",
+        "pooler_unhealthy_targets",
+        "pooler_healthy_targets",
+        "pooler_exporter_heartbeat",
+        "proxy_availability_percent",
+    }
+)
 # A proxy whose target group answered fewer than this share of health checks is degraded.
 PROXY_AVAILABILITY_MIN_PERCENT = 99.0
 
@@ -153,6 +163,11 @@ def alarm_rules(budget: Budget) -> list[AlarmRule]:
         ),
     ]
     return rules
+
+
+def local_alarm_rules(budget: Budget) -> list[AlarmRule]:
+    """The rules the local target can evaluate (every one but the AWS-only health rules)."""
+    return [rule for rule in alarm_rules(budget) if rule.metric not in AWS_ONLY_METRICS]
 
 
 def pooler_health_rules(budget: Budget) -> list[AlarmRule]:

@@ -77,3 +77,17 @@ def test_bypass_alarm_fires_on_real_connections(postgres_factory, scratch_dir):
     assert any(
         entry["key"] == "db-connections-bypass" and entry["new"] == "ALARM" for entry in logged
     )
+
+
+def test_aws_only_health_rules_are_not_shown_locally():
+    """ECS task counts, NLB target health, the exporter heartbeat and RDS Proxy availability exist
+    only on AWS; the local target evaluates every other rule."""
+    from infra.alarm_rules import AWS_ONLY_METRICS, local_alarm_rules
+
+    budget = budget_for(20)
+    local = {r.key for r in local_alarm_rules(budget)}
+    everything = {r.key: r for r in alarm_rules(budget)}
+    assert "pooler-exporter-silent" in everything
+    assert "pooler-exporter-silent" not in local
+    assert local == {k for k, r in everything.items() if r.metric not in AWS_ONLY_METRICS}
+    assert "db-connections-warn" in local

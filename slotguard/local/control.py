@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from infra.alarm_rules import alarm_rules
+from infra.alarm_rules import local_alarm_rules
 from pgbouncer.exporter import ADMIN_DATABASE, show_rows
 from slotguard.local.postgres import LocalPostgres
 from slotguard.local.runtime import RuntimeAdminClient
@@ -246,7 +246,7 @@ def status(plan: StackPlan) -> StatusReport:
                 "times_fired": 0,
                 "description": rule.description,
             }
-            for rule in alarm_rules(plan.budget)
+            for rule in local_alarm_rules(plan.budget)
         ]
     functions: dict[str, dict[str, Any]] = {}
     with contextlib.suppress(Exception):

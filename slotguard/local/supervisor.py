@@ -24,7 +24,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from infra.alarm_rules import alarm_rules
+from infra.alarm_rules import local_alarm_rules
 from pgbouncer.exporter import Exporter, ExporterSettings
 from slotguard.local.alarms import AlarmEvaluator
 from slotguard.local.monitor import DatabaseObserver, StackSampler
@@ -101,7 +101,7 @@ def _alarms(plan: StackPlan, record: StackRecord, stop: threading.Event) -> None
         db, admin_conninfos(record, paths), RuntimeAdminClient(record.runtime_url, timeout_s=5)
     )
     evaluator = AlarmEvaluator(
-        alarm_rules(plan.budget),
+        local_alarm_rules(plan.budget),
         sampler,
         evaluation_periods=plan.budget.alarms.evaluation_periods,
         log_file=paths.alarm_log,
