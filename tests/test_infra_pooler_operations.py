@@ -23,7 +23,7 @@ from infra.budget import (
 from infra.offline import OfflineRun, run_offline, variant_settings
 from infra.settings import settings_from_mapping
 from pgbouncer import environment as task_env
-from slotguard.local.pgbouncer import pgbouncer_binary
+from slotguard.local.system import pgbouncer_binary
 
 SERVICE = "aws:ecs/service:Service"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"

@@ -319,7 +319,7 @@ class LocalPgBouncer:
                     + self.log_tail(index)
                 )
             time.sleep(0.02)
-        return proc.pid
+        return int(proc.pid)
 
     def process_pid(self, index: int) -> int | None:
         """The live process of slot `index`, if any."""
