@@ -272,7 +272,8 @@ def test_more_pgbouncer_tasks_than_the_database_can_serve():
 
     report = check("dev", edit)
     only(report, "connection-budget", "slotguard-dev-service")
-    assert "= 36" in report.violations[0].message
+    # 4 desired at the deploy plan's 150 % = 6 tasks x (4 + 1) server connections.
+    assert "= 30" in report.violations[0].message
     assert "19 the database can give the pooler" in report.violations[0].message
 
 
@@ -286,6 +287,32 @@ def test_rolling_deploy_surge_counts():
     report = check("dev", edit)
     only(report, "connection-budget", "slotguard-dev-service")
     assert "deploymentMaximumPercent 200" in report.violations[0].message
+
+
+SCALING = "aws:appautoscaling/target:Target"
+
+
+def test_a_scaling_pooler_sized_by_the_budget_passes():
+    def change(config):
+        config["slotguard:pooler"]["pgbouncer"]["max_tasks"] = 4
+
+    report = check_settings("dev", change)
+    assert report.violations == [], [v.message for v in report.violations]
+
+
+def test_auto_scaling_maximum_counts():
+    # Target tracking may raise the desired count to maxCapacity; a deploy then adds its surge.
+    document = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    document["config"]["slotguard:pooler"]["pgbouncer"]["max_tasks"] = 4
+    settings = settings_from_pulumi_config(document["config"], stack="dev")
+    recs = list(run_offline(settings).resources)
+    target = find(recs, SCALING, "-scaling-target")
+    replace(recs, target, inputs={**target.inputs, "maxCapacity": 12})
+    report = evaluate(to_policy_resources(recs), "dev")
+    only(report, "connection-budget", "slotguard-dev-service")
+    assert "12 at the auto scaling maxCapacity at deploymentMaximumPercent 150" in (
+        report.violations[0].message
+    )
 
 
 def test_proxy_taking_every_connection():
