@@ -349,7 +349,9 @@ def test_statement_timeout_above_the_maximum():
     def change(config):
         config["slotguard:app_user"]["statement_timeout_ms"] = 60_000
         for fn in config["slotguard:functions"].values():
-            fn["timeout_s"] = 120
+            fn["timeout_s"] = 100
+        # A stopping pooler task's safe shutdown must outlast the longest transaction.
+        config["slotguard:pooler"]["pgbouncer"]["stop_timeout_s"] = 120
 
     report = check_settings("dev", change)
     only(report, "app-user-timeouts", "slotguard-dev-bootstrap-run")
@@ -380,9 +382,11 @@ def test_alarm_without_an_action():
 
 
 def test_warning_alarm_above_the_configured_percentage():
-    # 75 % of 25 rounds up to 19 connections, above the policy's 70 % (18).
+    # 75 % of 25 rounds up to 19 connections, above the policy's 70 % (18). A larger admin
+    # margin keeps the bypass alarm (planned peak 15 + admin 5 = 20) above 18 too.
     def change(config):
         config["slotguard:alarms"]["warn_percent"] = 75
+        config["slotguard:database"]["admin_margin"] = 5
 
     report = check_settings("dev", change)
     only(report, "connection-alarms", "slotguard-dev-db-connections-warn")
