@@ -198,7 +198,8 @@ class PgBouncerSettings(_Section):
         None,
         ge=1,
         description="`default_pool_size` per process. Empty: the largest that fits the "
-        "pooler ceiling after the reserve pool.",
+        "pooler ceiling after the reserve pool, at the peak of `max_tasks` plus a deploy's "
+        "surge, and below the warning alarm.",
     )
     reserve_pool: int = Field(
         1,
@@ -321,7 +322,8 @@ class RdsProxySettings(_Section):
         ge=1,
         le=100,
         description="`MaxConnectionsPercent`. Empty: the largest percentage of "
-        "`max_connections` that stays within the pooler ceiling.",
+        "`max_connections` that stays within the pooler ceiling and below the warning alarm "
+        "(less `alarms.observer_connections`).",
     )
     max_idle_connections_percent: int | None = Field(
         None,
