@@ -80,6 +80,8 @@ def test_scale_out_and_in(ops_stack: StackHandle) -> None:
 
 
 def test_cancels_reach_statements_on_every_process(ops_stack: StackHandle) -> None:
+    if ops_stack.pgbouncer().settings.version < (1, 19):
+        pytest.skip("PgBouncer before 1.19 has no peer_id: cancels on a sibling are lost")
     result = run_drill(ops_stack, SCENARIOS["cancel"], small=True)
     _passed(result)
     statements = result.fault["statements"]
