@@ -90,8 +90,8 @@ def alarm_rules(budget: Budget) -> list[AlarmRule]:
             "db_connections",
             al.db_connections_bypass,
             "GreaterThanThreshold",
-            f"more than {al.db_connections_bypass} database connections (pooler "
-            f"{budget.pooler_server_connections} + admin {budget.admin_margin}): something "
+            f"more than {al.db_connections_bypass} database connections (pooler's planned peak "
+            f"{budget.pooler_planned_max} + admin {budget.admin_margin}): something "
             "bypasses the pooler",
         ),
     ]

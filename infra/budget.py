@@ -31,6 +31,14 @@ PGBOUNCER_FD_MARGIN = 64
 LAMBDA_UNRESERVED_MINIMUM = 100
 # Kernel cap on a listen backlog (net.core.somaxconn on current kernels).
 SOMAXCONN = 4096
+# -- pooler operations (tests/test_budget_operations.py cites the sources) --------------------
+# Fargate waits at most 120 s between SIGTERM and SIGKILL (ContainerDefinition.stopTimeout).
+FARGATE_STOP_TIMEOUT_MAX_S = 120
+# The entrypoint's safe shutdown (SIGINT to PgBouncer) ends this long before ECS's SIGKILL.
+DRAIN_MARGIN_S = 5
+# NLB target group health check: a TCP connect every 10 s, two results to change state.
+NLB_HEALTH_INTERVAL_S = 10
+NLB_HEALTHY_THRESHOLD = 2
 
 # Memory in GiB of the common RDS instance classes (AWS's published figures). RDS computes the
 # default from DBInstanceClassMemory, which is somewhat below the nominal figure; the kit always
@@ -157,7 +165,44 @@ class PgBouncerBudget:
     tcp_keepalive_idle_s: int
     tcp_keepalive_interval_s: int
     tcp_keepalive_count: int
+    deploy: PoolerDeployPlan
     port: int = PGBOUNCER_PORT
+
+
+@dataclass(frozen=True)
+class PoolerDeployPlan:
+    """How the PgBouncer service is deployed and scaled without exceeding the pooler's limit.
+
+    A rolling deploy starts `surge_tasks` new tasks beside the running ones (ECS's
+    maximumPercent), waits until they are healthy, then stops old ones: the NLB deregisters a
+    stopping task (no new connections) for `deregistration_delay_s`, then ECS sends SIGTERM; the
+    entrypoint turns it into PgBouncer's safe shutdown (SIGINT: each client's running transaction
+    finishes, then the client is disconnected and reconnects to a new task) for at most
+    `drain_timeout_s`, within ECS's `stop_timeout_s`. Scaling in stops a task the same way.
+    Every task's pool is sized for `peak_tasks`: the most tasks that ever run at once.
+    """
+
+    min_tasks: int
+    max_tasks: int
+    surge_tasks: int
+    maximum_percent: int
+    minimum_healthy_percent: int
+    peak_tasks: int
+    server_connections_min: int
+    server_connections_max: int
+    server_connections_peak: int
+    pool_size_if_fixed: int
+    cpu_target_percent: int
+    stop_timeout_s: int
+    drain_timeout_s: int
+    deregistration_delay_s: int
+    longest_transaction_s: int
+    task_stop_worst_s: int
+    deploy_worst_s: int
+
+    @property
+    def scales(self) -> bool:
+        return self.max_tasks > self.min_tasks
 
 
 @dataclass(frozen=True)
@@ -232,6 +277,12 @@ class Budget:
     pooler_kind: str
     pooler_server_connections: int
     pooler_port: int
+    # The most server connections the pooler may hold at once (a deploy's surge at max_tasks
+    # included) and the limit it is sized within: the ceiling, or less where the warning alarm
+    # needs it (`warning threshold - observer_connections - 1`).
+    pooler_planned_max: int
+    pooler_limit: int
+    observer_connections: int
     database_idle_in_transaction_ms: int
     pgbouncer: PgBouncerBudget | None
     rds_proxy: RdsProxyBudget | None
@@ -304,23 +355,55 @@ def _max_connections(settings: StackSettings, out: list[Violation]) -> tuple[int
     )
 
 
+def deployment_percents(tasks: int, surge_tasks: int) -> tuple[int, int]:
+    """ECS `deploymentConfiguration` (maximumPercent, minimumHealthyPercent) for the surge.
+
+    ECS rounds maximumPercent x desired down and minimumHealthyPercent x desired up. With a
+    surge, the smallest maximum that lets `surge_tasks` start beside `tasks`, and no task
+    stopped before its replacement is healthy; without one, stop one task at a time.
+    """
+    if surge_tasks == 0:
+        return 100, 100 * (tasks - 1) // tasks
+    return math.ceil(100 * (tasks + surge_tasks) / tasks), 100
+
+
+def peak_tasks(max_tasks: int, maximum_percent: int) -> int:
+    """The most tasks ECS runs at once: a deploy at the largest desired count."""
+    return max_tasks * maximum_percent // 100
+
+
 def _pgbouncer(
     settings: StackSettings, ceiling: int, ceiling_text: str, out: list[Violation]
 ) -> PgBouncerBudget:
+    """PgBouncer's numbers; `ceiling` is the limit the pooler's peak must stay within."""
     pb = settings.pooler.pgbouncer
     processes = pb.tasks * pb.processes_per_task
     shape = f"{pb.tasks} tasks x {pb.processes_per_task} processes"
+    max_percent, min_healthy = deployment_percents(pb.tasks, pb.deploy_surge_tasks)
+    peak = peak_tasks(pb.scaling_maximum, max_percent)
+    peak_processes = peak * pb.processes_per_task
+    peak_shape = (
+        f"{peak} tasks at the peak ({pb.scaling_maximum} max_tasks at deploymentMaximumPercent "
+        f"{max_percent}) x {pb.processes_per_task} processes"
+    )
     if pb.pool_size is None:
-        per_process = ceiling // processes if processes else 0
+        per_process = ceiling // peak_processes if peak_processes else 0
         pool_size = per_process - pb.reserve_pool
         if pool_size < 1:
+            setting = (
+                "pooler.pgbouncer.max_tasks"
+                if pb.scaling_maximum > pb.tasks
+                else "pooler.pgbouncer.deploy_surge_tasks"
+                if pb.deploy_surge_tasks
+                else "pooler.pgbouncer.tasks"
+            )
             out.append(
                 Violation(
-                    "pooler.pgbouncer.tasks",
-                    f"{ceiling_text} split over {shape} leaves {per_process} server "
+                    setting,
+                    f"{ceiling_text} split over {peak_shape} leaves {per_process} server "
                     f"connections per process, not enough for a pool of 1 plus the reserve "
-                    f"pool {pb.reserve_pool}; use fewer tasks or processes, a smaller "
-                    "reserve_pool, or a larger database",
+                    f"pool {pb.reserve_pool}; use fewer tasks, max_tasks, surge tasks or "
+                    "processes, a smaller reserve_pool, or a larger database",
                 )
             )
             pool_size = max(pool_size, 1)
@@ -328,7 +411,8 @@ def _pgbouncer(
         pool_size = pb.pool_size
     per_process = pool_size + pb.reserve_pool
     total = processes * per_process
-    if total > ceiling:
+    peak_total = peak_processes * per_process
+    if peak_total > ceiling:
         setting = (
             "pooler.pgbouncer.pool_size"
             if pb.pool_size is not None
@@ -337,10 +421,19 @@ def _pgbouncer(
         out.append(
             Violation(
                 setting,
-                f"pooler server connections {shape} x ({pool_size} pool + {pb.reserve_pool} "
-                f"reserve) = {total} exceed the {ceiling_text}",
+                f"pooler server connections {peak_shape} x ({pool_size} pool + "
+                f"{pb.reserve_pool} reserve) = {peak_total} exceed the {ceiling_text}",
             )
         )
+    deploy = _deploy_plan(
+        settings,
+        max_percent=max_percent,
+        min_healthy=min_healthy,
+        peak=peak,
+        per_task=pb.processes_per_task * per_process,
+        ceiling=ceiling,
+        out=out,
+    )
     capacity = processes * pb.max_client_conn
     usable = capacity * (100 - pb.client_headroom_percent) // 100
     demand = sum(f.reserved_concurrency for f in settings.functions.values())
@@ -400,6 +493,66 @@ def _pgbouncer(
         tcp_keepalive_idle_s=pb.tcp_keepalive_idle_s,
         tcp_keepalive_interval_s=keepalive_interval,
         tcp_keepalive_count=keepalive_count,
+        deploy=deploy,
+    )
+
+
+def _deploy_plan(
+    settings: StackSettings,
+    *,
+    max_percent: int,
+    min_healthy: int,
+    peak: int,
+    per_task: int,
+    ceiling: int,
+    out: list[Violation],
+) -> PoolerDeployPlan:
+    """The deploy and scaling plan, checked: a stopping task finishes its transactions in time."""
+    pb = settings.pooler.pgbouncer
+    drain = pb.stop_timeout_s - DRAIN_MARGIN_S
+    role_idle_tx_s = math.ceil(settings.app_user.idle_in_transaction_session_timeout_ms / 1000)
+    # A transaction ends by its function's timeout (the instance is then stopped and its
+    # connection closed) or, for a frozen instance, by the role's idle-in-transaction timeout.
+    longest_fn = max(settings.functions.items(), key=lambda item: item[1].timeout_s)
+    longest = max(longest_fn[1].timeout_s, role_idle_tx_s)
+    if drain < longest:
+        out.append(
+            Violation(
+                "pooler.pgbouncer.stop_timeout_s",
+                f"a stopping task's safe shutdown of {drain} s (stop_timeout_s "
+                f"{pb.stop_timeout_s} - {DRAIN_MARGIN_S}) is shorter than the longest transaction "
+                f"a client may hold, {longest} s (function {longest_fn[0]} timeout "
+                f"{longest_fn[1].timeout_s} s, idle in transaction {role_idle_tx_s} s): ECS "
+                f"would kill it mid-transaction; raise stop_timeout_s (Fargate allows at most "
+                f"{FARGATE_STOP_TIMEOUT_MAX_S}) or shorten the functions' timeout_s",
+            )
+        )
+    fixed_percent, _ = deployment_percents(pb.tasks, pb.deploy_surge_tasks)
+    fixed_processes = peak_tasks(pb.tasks, fixed_percent) * pb.processes_per_task
+    pool_if_fixed = ceiling // fixed_processes - pb.reserve_pool if fixed_processes else 0
+    # One batch: new tasks start and pass the health check, then the old ones leave the NLB
+    # and drain. With no surge the old task goes first and its replacement starts after.
+    start_s = NLB_HEALTH_INTERVAL_S * NLB_HEALTHY_THRESHOLD
+    task_stop = pb.deregistration_delay_s + pb.stop_timeout_s
+    batches = math.ceil(pb.scaling_maximum / max(pb.deploy_surge_tasks, 1))
+    return PoolerDeployPlan(
+        min_tasks=pb.tasks,
+        max_tasks=pb.scaling_maximum,
+        surge_tasks=pb.deploy_surge_tasks,
+        maximum_percent=max_percent,
+        minimum_healthy_percent=min_healthy,
+        peak_tasks=peak,
+        server_connections_min=pb.tasks * per_task,
+        server_connections_max=pb.scaling_maximum * per_task,
+        server_connections_peak=peak * per_task,
+        pool_size_if_fixed=pool_if_fixed,
+        cpu_target_percent=pb.cpu_target_percent,
+        stop_timeout_s=pb.stop_timeout_s,
+        drain_timeout_s=drain,
+        deregistration_delay_s=pb.deregistration_delay_s,
+        longest_transaction_s=longest,
+        task_stop_worst_s=task_stop,
+        deploy_worst_s=batches * (start_s + task_stop),
     )
 
 
@@ -518,6 +671,39 @@ def _functions(
     return result
 
 
+def _pooler_limit(
+    settings: StackSettings, m: int, ceiling: int, ceiling_text: str, out: list[Violation]
+) -> tuple[int, str]:
+    """The most the pooler may hold: the ceiling, lowered to stay under the warning alarm.
+
+    An alarm that fires in healthy operation teaches people to ignore it: the pooler's planned
+    peak plus the observers' connections must stay below `db-connections-warn`.
+    """
+    al = settings.alarms
+    warn = math.ceil(m * al.warn_percent / 100)
+    room = warn - al.observer_connections - 1
+    if not m or room >= ceiling:
+        return ceiling, ceiling_text
+    if room < 2:
+        out.append(
+            Violation(
+                "alarms.warn_percent",
+                f"the warning alarm at {al.warn_percent}% of max_connections {m} = {warn} "
+                f"connections leaves the pooler {room} ({warn} - {al.observer_connections} "
+                "observer_connections - 1) below it: every healthy burst would raise "
+                "db-connections-warn; raise alarms.warn_percent or database.max_connections, or "
+                "lower alarms.observer_connections",
+            )
+        )
+        return max(room, 0), f"{max(room, 0)} the pooler may hold below the warning alarm"
+    return room, (
+        f"{room} the pooler may hold below the warning alarm (warn_percent "
+        f"{al.warn_percent}% of {m} = {warn} - {al.observer_connections} observer_connections "
+        f"- 1; the ceiling is {ceiling}); raise alarms.warn_percent or database.max_connections "
+        "for more"
+    )
+
+
 def compute_budget(settings: StackSettings) -> Budget:
     """Derive every number of the stack, or raise `BudgetError` listing every broken invariant."""
     out: list[Violation] = []
@@ -536,11 +722,13 @@ def compute_budget(settings: StackSettings) -> Budget:
                 f"{db.admin_margin} admin = {ceiling} leaves the pooler fewer than 2 connections",
             )
         )
+    limit, limit_text = _pooler_limit(settings, m, ceiling, ceiling_text, out)
     pgbouncer: PgBouncerBudget | None = None
     rds_proxy: RdsProxyBudget | None = None
     if settings.pooler.kind == "pgbouncer":
-        pgbouncer = _pgbouncer(settings, ceiling, ceiling_text, out)
+        pgbouncer = _pgbouncer(settings, limit, limit_text, out)
         server_total = pgbouncer.server_connections_total
+        planned_max = pgbouncer.deploy.server_connections_peak
         queue_wait, queue_setting = (
             pgbouncer.query_wait_timeout_s,
             "pooler.pgbouncer.query_wait_timeout_s",
@@ -548,8 +736,9 @@ def compute_budget(settings: StackSettings) -> Budget:
         reap = pgbouncer.client_idle_timeout_s
         port = pgbouncer.port
     else:
-        rds_proxy = _rds_proxy(settings, m, ceiling, ceiling_text, out)
+        rds_proxy = _rds_proxy(settings, m, limit, limit_text, out)
         server_total = rds_proxy.proxy_connections
+        planned_max = server_total
         queue_wait, queue_setting = (
             rds_proxy.connection_borrow_timeout_s,
             "pooler.rds_proxy.connection_borrow_timeout_s",
@@ -597,7 +786,8 @@ def compute_budget(settings: StackSettings) -> Budget:
                 "only after clients are already refused",
             )
         )
-    bypass = server_total + db.admin_margin
+    # What the pooler may hold at its planned peak (a deploy's surge included) is normal.
+    bypass = planned_max + db.admin_margin
     alarms = AlarmThresholds(
         period_s=alarms_settings.period_s,
         evaluation_periods=alarms_settings.evaluation_periods,
@@ -631,6 +821,9 @@ def compute_budget(settings: StackSettings) -> Budget:
         pooler_kind=settings.pooler.kind,
         pooler_server_connections=server_total,
         pooler_port=port,
+        pooler_planned_max=planned_max,
+        pooler_limit=limit,
+        observer_connections=settings.alarms.observer_connections,
         # A database-wide safety net for every other role (humans with psql included).
         database_idle_in_transaction_ms=max(au.idle_in_transaction_session_timeout_ms, 60_000),
         pgbouncer=pgbouncer,
@@ -837,6 +1030,7 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
                 "4/5 of the pooler's client idle reaping",
             ),
         ]
+    figs += _operations_figures(budget)
     al = budget.alarms
     figs += [
         Figure(
@@ -859,7 +1053,16 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
             "alarms.db_connections_bypass",
             al.db_connections_bypass,
             "connections",
-            f"pooler {budget.pooler_server_connections} + admin {db.admin_margin}",
+            f"pooler's planned peak {budget.pooler_planned_max} + admin {db.admin_margin}",
+        ),
+        Figure(
+            "alarms.healthy_peak",
+            budget.pooler_planned_max + budget.observer_connections,
+            "connections",
+            f"pooler's planned peak {budget.pooler_planned_max} + "
+            f"{budget.observer_connections} observers",
+            al.db_connections_warn - 1,
+            "below the warning alarm",
         ),
     ]
     if al.pooler_waiting_clients is not None and al.pooler_oldest_wait_s is not None:
@@ -902,3 +1105,116 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
             )
         )
     return replace(budget, figures=tuple(figs))
+
+
+def _operations_figures(budget: Budget) -> list[Figure]:
+    """The deploy and scaling plan: what `slotguard budget` shows under `pgbouncer.deploy.*`."""
+    figs = [
+        Figure(
+            "pooler.limit",
+            budget.pooler_limit,
+            "connections",
+            "pooler ceiling"
+            if budget.pooler_limit == budget.pooler_ceiling
+            else f"warning alarm {budget.alarms.db_connections_warn} - "
+            f"{budget.observer_connections} observers - 1",
+            budget.pooler_ceiling,
+            "pooler ceiling",
+        )
+    ]
+    pb = budget.pgbouncer
+    if pb is None:
+        return figs
+    d = pb.deploy
+    ppt = pb.processes_per_task
+    figs += [
+        Figure(
+            "pgbouncer.deploy.maximum_percent",
+            d.maximum_percent,
+            "%",
+            f"{d.min_tasks} tasks + {d.surge_tasks} surge"
+            if d.surge_tasks
+            else "no surge: one task stopped first",
+        ),
+        Figure(
+            "pgbouncer.deploy.minimum_healthy_percent",
+            d.minimum_healthy_percent,
+            "%",
+            "no task stopped before its replacement is healthy"
+            if d.surge_tasks
+            else f"{d.min_tasks - 1} of {d.min_tasks} tasks serve during a deploy",
+        ),
+        Figure(
+            "pgbouncer.deploy.peak_tasks",
+            d.peak_tasks,
+            "tasks",
+            f"{d.max_tasks} max_tasks x {d.maximum_percent}% rounded down",
+        ),
+        Figure(
+            "pgbouncer.server_connections_at_max_tasks",
+            d.server_connections_max,
+            "connections",
+            f"{d.max_tasks} tasks x {ppt} processes x {pb.max_db_connections}",
+            budget.pooler_limit,
+            "pooler limit",
+        ),
+        Figure(
+            "pgbouncer.server_connections_peak",
+            d.server_connections_peak,
+            "connections",
+            f"{d.peak_tasks} tasks x {ppt} processes x {pb.max_db_connections}",
+            budget.pooler_limit,
+            "pooler limit",
+        ),
+        Figure(
+            "pgbouncer.pool_size_if_fixed",
+            d.pool_size_if_fixed,
+            "connections/process",
+            f"the pool if max_tasks were {d.min_tasks} (the price of scaling to {d.max_tasks}: "
+            f"{pb.pool_size} now)",
+        ),
+        Figure(
+            "pgbouncer.scaling.cpu_target",
+            d.cpu_target_percent if d.scales else 0,
+            "%",
+            f"target tracking between {d.min_tasks} and {d.max_tasks} tasks"
+            if d.scales
+            else "no scaling: max_tasks = tasks",
+        ),
+        Figure(
+            "pgbouncer.deploy.longest_transaction",
+            d.longest_transaction_s,
+            "s",
+            "longest function timeout or idle-in-transaction timeout",
+            d.drain_timeout_s,
+            f"safe shutdown: stop_timeout {d.stop_timeout_s} - {DRAIN_MARGIN_S}",
+        ),
+        Figure(
+            "pgbouncer.deploy.stop_timeout",
+            d.stop_timeout_s,
+            "s",
+            "setting",
+            FARGATE_STOP_TIMEOUT_MAX_S,
+            "Fargate's stopTimeout maximum",
+        ),
+        Figure(
+            "pgbouncer.deploy.deregistration_delay",
+            d.deregistration_delay_s,
+            "s",
+            "setting: the NLB sends a stopping task no new connections",
+        ),
+        Figure(
+            "pgbouncer.deploy.task_stop_worst",
+            d.task_stop_worst_s,
+            "s",
+            f"deregistration {d.deregistration_delay_s} + stop timeout {d.stop_timeout_s}",
+        ),
+        Figure(
+            "pgbouncer.deploy.duration_worst",
+            d.deploy_worst_s,
+            "s",
+            f"{math.ceil(d.max_tasks / max(d.surge_tasks, 1))} batches x (healthy "
+            f"{NLB_HEALTH_INTERVAL_S * NLB_HEALTHY_THRESHOLD} + {d.task_stop_worst_s})",
+        ),
+    ]
+    return figs

@@ -21,7 +21,7 @@ import pulumi_tls as tls
 
 from infra.app_user import VERIFIER_KEY
 from infra.aws_constraints import fargate_pair_problem
-from infra.budget import Budget, PgBouncerBudget
+from infra.budget import NLB_HEALTH_INTERVAL_S, NLB_HEALTHY_THRESHOLD, Budget, PgBouncerBudget
 from infra.ecr_image import image_reference
 from infra.functions import LOG_RETENTION_DAYS, assume_role_policy, role_name_prefix
 from infra.settings import SettingsError, StackSettings
@@ -34,11 +34,10 @@ CONTAINER = "pgbouncer"
 CLIENT_CA_LAYER_PATH = "certs/pooler-ca.pem"
 CLIENT_CA_PATH = f"/opt/{CLIENT_CA_LAYER_PATH}"
 # NLB health check: a TCP connect to the listener every 10 s, two results to change state.
-HEALTH_INTERVAL_S = 10
-HEALTH_THRESHOLD = 2
-# A stopping task stays registered this long so in-flight transactions finish; PgBouncer's own
-# drain (SIGTERM -> safe shutdown) runs within ECS's 30 s stop timeout after it.
-DEREGISTRATION_DELAY_S = 30
+HEALTH_INTERVAL_S = NLB_HEALTH_INTERVAL_S
+HEALTH_THRESHOLD = NLB_HEALTHY_THRESHOLD
+# A new task is given this long to pass the NLB health check before ECS counts its failures.
+HEALTH_GRACE_S = 30
 # The pooler's certificates: a private CA only the stack's functions trust.
 CA_VALIDITY_HOURS = 10 * 365 * 24
 CERT_VALIDITY_HOURS = 2 * 365 * 24
@@ -48,10 +47,11 @@ LB_NAME_PREFIX = "sgpgb-"
 MAX_COMMON_NAME = 64
 # A prod pooler survives one task or AZ failing.
 PROD_MIN_TASKS = 2
-# ECS waits this long after SIGTERM before killing the container; PgBouncer's safe shutdown
-# (the entrypoint's drain) must end a few seconds before.
-STOP_TIMEOUT_S = 30
-DRAIN_TIMEOUT_S = STOP_TIMEOUT_S - 5
+# The stop timeout, the drain and the deregistration delay come from the budget's deploy plan
+# (`budget.pgbouncer.deploy`); see `deploy_settings` and `autoscaling`.
+# Target tracking: add tasks after a minute above target, remove one after five below it.
+SCALE_OUT_COOLDOWN_S = 60
+SCALE_IN_COOLDOWN_S = 300
 # Images kept in the repository: the running one and a few to roll back to.
 KEEP_IMAGES = 10
 
@@ -144,7 +144,7 @@ def task_environment(
         f"{p}DB_PORT": pulumi.Output.from_input(database_port).apply(str),
         f"{p}DB_NAME": settings.database.name,
         f"{p}DB_SSLMODE": "verify-full",
-        f"{p}DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S),
+        f"{p}DRAIN_TIMEOUT_S": str(pb.deploy.drain_timeout_s),
         f"{p}METRICS": "on",
         f"{p}METRICS_NAMESPACE": metrics.NAMESPACE,
         f"{p}METRICS_DIMENSIONS": dimensions,
@@ -152,6 +152,48 @@ def task_environment(
         f"{p}METRICS_INTERVAL_S": str(min(settings.alarms.period_s, 60)),
         "AWS_REGION": region,
     }
+
+
+def autoscaling(
+    name: str,
+    pb: PgBouncerBudget,
+    cluster_name: pulumi.Input[str],
+    service_name: pulumi.Input[str],
+    *,
+    parent: pulumi.Resource,
+) -> aws.appautoscaling.Policy | None:
+    """ECS target tracking on CPU between `tasks` and `max_tasks`; none when they are equal."""
+    d = pb.deploy
+    if not d.scales:
+        return None
+    child = pulumi.ResourceOptions(parent=parent)
+    target = aws.appautoscaling.Target(
+        f"{name}-scaling-target",
+        service_namespace="ecs",
+        scalable_dimension="ecs:service:DesiredCount",
+        resource_id=pulumi.Output.concat("service/", cluster_name, "/", service_name),
+        min_capacity=d.min_tasks,
+        max_capacity=d.max_tasks,
+        opts=child,
+    )
+    return aws.appautoscaling.Policy(
+        f"{name}-scaling-cpu",
+        policy_type="TargetTrackingScaling",
+        service_namespace=target.service_namespace,
+        scalable_dimension=target.scalable_dimension,
+        resource_id=target.resource_id,
+        target_tracking_scaling_policy_configuration=(
+            aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
+                target_value=float(d.cpu_target_percent),
+                predefined_metric_specification=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(
+                    predefined_metric_type="ECSServiceAverageCPUUtilization"
+                ),
+                scale_out_cooldown=SCALE_OUT_COOLDOWN_S,
+                scale_in_cooldown=SCALE_IN_COOLDOWN_S,
+            )
+        ),
+        opts=child,
+    )
 
 
 def shape_problems(settings: StackSettings) -> list[str]:
@@ -326,8 +368,11 @@ class PgBouncerPooler(pulumi.ComponentResource):
             protocol="TCP",
             target_type="ip",
             vpc_id=args.vpc_id,
-            deregistration_delay=DEREGISTRATION_DELAY_S,
-            connection_termination=True,
+            # A stopping task leaves the rotation this long before ECS sends SIGTERM. Its open
+            # connections are not cut at the end (a reset would fail running transactions):
+            # PgBouncer's safe shutdown closes each after its transaction.
+            deregistration_delay=pb.deploy.deregistration_delay_s,
+            connection_termination=False,
             health_check=aws.lb.TargetGroupHealthCheckArgs(
                 protocol="TCP",
                 port="traffic-port",
@@ -503,7 +548,7 @@ class PgBouncerPooler(pulumi.ComponentResource):
                     "hardLimit": pb.file_descriptors,
                 }
             ],
-            "stopTimeout": STOP_TIMEOUT_S,
+            "stopTimeout": pb.deploy.stop_timeout_s,
             # Every PgBouncer process answers on its admin console (pgbouncer/health.py).
             "healthCheck": {
                 "command": ["CMD", "python", "-m", "pgbouncer.health"],
@@ -543,14 +588,16 @@ class PgBouncerPooler(pulumi.ComponentResource):
             task_definition=task_definition.arn,
             desired_count=pb.tasks,
             launch_type="FARGATE",
-            # Never more tasks than the budget: a rolling deploy stops one before starting its
-            # replacement, so server connections never exceed tasks x per-task share.
-            deployment_maximum_percent=100,
-            deployment_minimum_healthy_percent=100 * (pb.tasks - 1) // pb.tasks,
+            # The budget's deploy plan: `deploy_surge_tasks` new tasks start before any old one
+            # stops, and every pool is sized for that peak.
+            deployment_maximum_percent=pb.deploy.maximum_percent,
+            deployment_minimum_healthy_percent=pb.deploy.minimum_healthy_percent,
+            # Rebalancing starts and stops tasks outside any deploy; AWS turns it on by default
+            # for a new service where maximumPercent allows it, so it is switched off by name.
+            availability_zone_rebalancing="DISABLED",
             deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
                 enable=True, rollback=True
             ),
-            availability_zone_rebalancing="ENABLED",  # keep the tasks spread over the AZs
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
                 subnets=args.subnet_ids,
                 security_groups=[args.task_sg_id],
@@ -563,14 +610,20 @@ class PgBouncerPooler(pulumi.ComponentResource):
                     container_port=pb.port,
                 )
             ],
-            health_check_grace_period_seconds=DEREGISTRATION_DELAY_S,
+            health_check_grace_period_seconds=HEALTH_GRACE_S,
             propagate_tags="SERVICE",
             # `pulumi up` waits until the service is stable (one deployment, all tasks running):
             # a first deploy that crash-loops fails it; an update that crash-loops is rolled
             # back by the circuit breaker before `pulumi up` returns.
             wait_for_steady_state=True,
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[listener]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[listener],
+                # With target tracking the desired count is Application Auto Scaling's; a
+                # `pulumi up` must not reset a scaled-out service to the minimum mid-burst.
+                ignore_changes=["desiredCount"] if pb.deploy.scales else None,
+            ),
         )
         targets: dict[str, pulumi.Input[str]] = {
             "LoadBalancer": nlb.arn_suffix,
@@ -581,6 +634,7 @@ class PgBouncerPooler(pulumi.ComponentResource):
             "pooler_unhealthy_targets": targets,
             "pooler_healthy_targets": targets,
         }
+        autoscaling(name, pb, cluster.name, service.name, parent=self)
         self.endpoint = nlb.dns_name
         self.register_outputs(
             {"endpoint": self.endpoint, "port": pb.port, "client_ca_pem": self.client_ca_pem}

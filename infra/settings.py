@@ -198,7 +198,8 @@ class PgBouncerSettings(_Section):
         None,
         ge=1,
         description="`default_pool_size` per process. Empty: the largest that fits the "
-        "pooler ceiling after the reserve pool.",
+        "pooler ceiling after the reserve pool, at the peak of `max_tasks` plus a deploy's "
+        "surge, and below the warning alarm.",
     )
     reserve_pool: int = Field(
         1,
@@ -254,6 +255,63 @@ class PgBouncerSettings(_Section):
         256, description="Fargate task CPU units (256 = 0.25 vCPU). Must pair with `memory_mb`."
     )
     memory_mb: int = Field(512, description="Fargate task memory, in MiB.")
+    # -- operations: deploys and scaling (the budget plans them; see the README's deploy plan) --
+    max_tasks: int | None = Field(
+        None,
+        ge=1,
+        le=20,
+        description="Most tasks ECS target tracking on CPU may run. Empty: `tasks` (no "
+        "scaling). Every task's pool is sized so `max_tasks` plus a deploy's surge still fit "
+        "the pooler's limit, so a higher maximum means smaller pools at the minimum.",
+    )
+    deploy_surge_tasks: int = Field(
+        1,
+        ge=0,
+        le=4,
+        description="Tasks a rolling deploy starts beside the running ones before it stops any "
+        "(`deploymentConfiguration` maximumPercent above 100, minimumHealthyPercent 100), so "
+        "capacity never drops during a deploy; the pools are sized for them. 0 stops a task "
+        "before starting its replacement: no surge to pay for, one task less during a deploy.",
+    )
+    cpu_target_percent: int = Field(
+        60,
+        ge=10,
+        le=90,
+        description="Average CPU of the service that target tracking keeps "
+        "(`ECSServiceAverageCPUUtilization`) when `max_tasks` is above `tasks`. PgBouncer is "
+        "single-threaded: 60 % leaves room for a burst while a new task starts.",
+    )
+    stop_timeout_s: int = Field(
+        60,
+        ge=10,
+        le=120,
+        description="ECS `stopTimeout`: seconds between SIGTERM and SIGKILL (Fargate allows at "
+        "most 120). The entrypoint's safe shutdown (SIGINT: running transactions finish) gets "
+        "this less 5 s; the budget checks the longest transaction fits.",
+    )
+    deregistration_delay_s: int = Field(
+        15,
+        ge=0,
+        le=3600,
+        description="The NLB target group's deregistration delay: a stopping task leaves the "
+        "load balancer's rotation this long before ECS sends SIGTERM, so new connections go to "
+        "the other tasks. NLB's default of 300 s would make every deploy five minutes longer "
+        "per batch; a few health-check intervals are enough for the change to reach every node.",
+    )
+
+    @model_validator(mode="after")
+    def _scaling_range(self) -> PgBouncerSettings:
+        if self.max_tasks is not None and self.max_tasks < self.tasks:
+            raise ValueError(
+                f"max_tasks {self.max_tasks} is below tasks {self.tasks}: target tracking scales "
+                "between tasks (the minimum) and max_tasks"
+            )
+        return self
+
+    @property
+    def scaling_maximum(self) -> int:
+        """The most tasks the service may be scaled to (`tasks` when it does not scale)."""
+        return self.max_tasks if self.max_tasks is not None else self.tasks
 
 
 class RdsProxySettings(_Section):
@@ -264,7 +322,8 @@ class RdsProxySettings(_Section):
         ge=1,
         le=100,
         description="`MaxConnectionsPercent`. Empty: the largest percentage of "
-        "`max_connections` that stays within the pooler ceiling.",
+        "`max_connections` that stays within the pooler ceiling and below the warning alarm "
+        "(less `alarms.observer_connections`).",
     )
     max_idle_connections_percent: int | None = Field(
         None,
@@ -412,6 +471,15 @@ class AlarmSettings(_Section):
     )
     evaluation_periods: int = Field(
         2, ge=1, le=10, description="Periods in breach before an alarm fires."
+    )
+    observer_connections: int = Field(
+        2,
+        ge=0,
+        le=50,
+        description="Database connections besides the pooler's in healthy operation "
+        "(monitoring agents; on the local target the storm's sampler and the alarm evaluator). "
+        "The pooler's planned maximum plus these must stay below the warning threshold, or "
+        "every healthy burst raises `db-connections-warn`.",
     )
 
     @model_validator(mode="after")

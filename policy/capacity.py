@@ -57,6 +57,31 @@ class BudgetConfig(DirectAccessConfig):
     )
 
 
+# Application Auto Scaling's scalable target: an ECS service's desired count between min and max.
+SCALABLE_TARGET = "aws:appautoscaling/target:Target"
+
+
+def _scaled_maximum(view: StackView, service: PolicyResource) -> int | None:
+    """The largest desired count target tracking may set on `service`, if it scales."""
+    services = view.of_type(service.resource_type)
+    name = str(service.props.get("name") or "")
+    best: int | None = None
+    for target in view.of_type(SCALABLE_TARGET):
+        if target.props.get("scalableDimension") != "ecs:service:DesiredCount":
+            continue
+        resource_id = str(target.props.get("resourceId") or "")
+        if not (
+            view.refers_to(target, "resourceId", [service])
+            or (name and resource_id.endswith(f"/{name}"))
+            or len(services) == 1
+        ):
+            continue
+        cap = as_int(target.props.get("maxCapacity"))
+        if cap is not None:
+            best = cap if best is None else max(best, cap)
+    return best
+
+
 def _pooler_server_connections(
     view: StackView,
 ) -> Iterator[tuple[PolicyResource, int, str]]:
@@ -76,6 +101,10 @@ def _pooler_server_connections(
             continue
         for service in services:
             desired = as_int(service.props.get("desiredCount")) or 0
+            scaled = _scaled_maximum(view, service)
+            source = "desired"
+            if scaled is not None and scaled > desired:
+                desired, source = scaled, "at the auto scaling maxCapacity"
             maximum = as_int(service.props.get("deploymentMaximumPercent"))
             percent = max(maximum if maximum is not None else ECS_DEFAULT_MAXIMUM_PERCENT, 100)
             tasks = math.ceil(desired * percent / 100)
@@ -83,7 +112,7 @@ def _pooler_server_connections(
             yield (
                 service,
                 total,
-                f"{tasks} tasks ({desired} desired at deploymentMaximumPercent {percent}) x "
+                f"{tasks} tasks ({desired} {source} at deploymentMaximumPercent {percent}) x "
                 f"{processes} processes x {max_db} max_db_connections = {total}",
             )
     for group in view.of_type(RDS_PROXY_TARGET_GROUP):

@@ -24,7 +24,7 @@ from infra.settings import FunctionSettings, SettingsError, StackSettings, setti
 
 DEV: dict[str, Any] = {
     "database": {"max_connections": 25, "reserved_connections": 3, "admin_margin": 3},
-    "pooler": {"kind": "pgbouncer", "pgbouncer": {"tasks": 2, "pool_size": 8, "reserve_pool": 1}},
+    "pooler": {"kind": "pgbouncer", "pgbouncer": {"tasks": 2, "pool_size": 4, "reserve_pool": 1}},
     "functions": {
         "api": {"handler": "functions.api.handler", "timeout_s": 15, "reserved_concurrency": 800},
         "health": {
@@ -80,12 +80,14 @@ def test_dev_budget_numbers():
     assert b.max_connections == 25
     assert b.pooler_ceiling == 25 - 3 - 3
     assert b.pgbouncer is not None
-    assert b.pgbouncer.max_db_connections == 9
-    assert b.pooler_server_connections == 18
+    assert b.pgbouncer.max_db_connections == 5
+    assert b.pooler_server_connections == 10  # 2 tasks x 5
+    assert b.pooler_planned_max == 15  # a deploy's 3 tasks x 5
     assert b.app_user.connection_limit == 19
-    assert b.alarms.db_connections_warn == math.ceil(25 * 0.7)
+    assert b.alarms.db_connections_warn == math.ceil(25 * 0.7) == 18
+    assert b.pooler_limit == 18 - 2 - 1  # below the warning alarm, after 2 observers
     assert b.alarms.db_connections_critical == 20
-    assert b.alarms.db_connections_bypass == 18 + 3
+    assert b.alarms.db_connections_bypass == 15 + 3
 
 
 def test_max_connections_from_instance_class_memory():
@@ -111,16 +113,17 @@ def test_pool_size_derived_to_fill_the_ceiling():
     raw = with_override("pooler.pgbouncer", {"tasks": 2, "reserve_pool": 1})
     b = budget_of(raw)
     assert b.pgbouncer is not None
-    assert b.pgbouncer.pool_size == 19 // 2 - 1
-    assert b.pooler_server_connections <= b.pooler_ceiling
+    # Sized for a deploy's 3 tasks within the 15 the warning alarm leaves the pooler.
+    assert b.pgbouncer.pool_size == 15 // 3 - 1
+    assert b.pooler_planned_max <= b.pooler_limit < b.pooler_ceiling
 
 
 def test_rds_proxy_percent_derived_within_ceiling():
     raw = with_override("pooler", {"kind": "rds-proxy"})
     b = budget_of(raw)
     assert b.rds_proxy is not None
-    assert b.rds_proxy.max_connections_percent == 19 * 100 // 25 == 76
-    assert b.rds_proxy.proxy_connections == 25 * 76 // 100 <= b.pooler_ceiling
+    assert b.rds_proxy.max_connections_percent == 15 * 100 // 25 == 60
+    assert b.rds_proxy.proxy_connections == 25 * 60 // 100 <= b.pooler_limit
     assert b.rds_proxy.max_idle_connections_percent <= b.rds_proxy.max_connections_percent
     assert b.alarms.pooler_waiting_clients is None
     assert b.alarms.proxy_pinned_connections is not None
@@ -153,9 +156,9 @@ BROKEN = [
         "pooler.pgbouncer.pool_size",
         30,
         "pooler.pgbouncer.pool_size",
-        "= 62 exceed the 19 the database can give the pooler (max_connections 25 - 3 reserved",
+        "= 93 exceed the 15 the pooler may hold below the warning alarm (warn_percent 70% of 25",
     ),
-    ("pooler.pgbouncer.tasks", 10, "pooler.pgbouncer.pool_size", "exceed the 19"),
+    ("pooler.pgbouncer.tasks", 10, "pooler.pgbouncer.pool_size", "= 55 exceed the 15"),
     ("database.admin_margin", 21, "database.admin_margin", "= 1 leaves the pooler fewer than 2"),
     (
         "pooler.pgbouncer.max_client_conn",
@@ -205,7 +208,7 @@ def test_rds_proxy_percent_over_ceiling_is_refused():
     raw = with_override(
         "pooler", {"kind": "rds-proxy", "rds_proxy": {"max_connections_percent": 90}}
     )
-    with pytest.raises(BudgetError, match=r"max_connections 25 x 90% = 22 exceed the 19"):
+    with pytest.raises(BudgetError, match=r"max_connections 25 x 90% = 22 exceed the 15"):
         budget_of(raw)
 
 
@@ -279,6 +282,9 @@ raw_settings = st.fixed_dictionaries(
                         "client_headroom_percent": st.integers(0, 90),
                         "query_wait_timeout_s": st.integers(1, 60),
                         "client_idle_timeout_s": st.integers(5, 340),
+                        "max_tasks": st.integers(1, 12),
+                        "deploy_surge_tasks": st.integers(0, 3),
+                        "stop_timeout_s": st.integers(10, 120),
                     },
                 ),
                 "rds_proxy": st.fixed_dictionaries(
@@ -302,7 +308,11 @@ raw_settings = st.fixed_dictionaries(
         "functions": st.dictionaries(names, function_settings, min_size=1, max_size=3),
         "alarms": st.fixed_dictionaries(
             {},
-            optional={"warn_percent": st.integers(10, 60), "critical_percent": st.integers(61, 99)},
+            optional={
+                "warn_percent": st.integers(10, 60),
+                "critical_percent": st.integers(61, 99),
+                "observer_connections": st.integers(0, 10),
+            },
         ),
         "lambda_concurrency_quota": st.integers(100, 10_000),
     },
@@ -314,7 +324,8 @@ def assert_invariants(settings: StackSettings, b: Budget) -> None:
     m = b.max_connections
     db = settings.database
     assert b.pooler_ceiling == m - db.reserved_connections - db.admin_margin >= 2
-    assert b.pooler_server_connections <= b.pooler_ceiling
+    assert b.pooler_server_connections <= b.pooler_planned_max <= b.pooler_limit
+    assert b.pooler_limit <= b.pooler_ceiling
     assert b.app_user.connection_limit == b.pooler_ceiling <= m - db.reserved_connections
     demand = sum(f.reserved_concurrency for f in settings.functions.values())
     assert demand <= settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM
@@ -323,6 +334,15 @@ def assert_invariants(settings: StackSettings, b: Budget) -> None:
         assert pb.max_db_connections == pb.pool_size + pb.reserve_pool
         assert pb.processes * pb.max_db_connections == b.pooler_server_connections
         assert pb.pool_size >= 1
+        d = pb.deploy
+        # ECS rounds maximumPercent x desired down: the peak at any desired count up to
+        # max_tasks leaves room for the surge, and the pools are sized for the largest.
+        for desired in range(d.min_tasks, d.max_tasks + 1):
+            assert desired * d.maximum_percent // 100 >= desired + d.surge_tasks
+            assert desired * d.maximum_percent // 100 <= d.peak_tasks
+        assert d.peak_tasks * pb.processes_per_task * pb.max_db_connections == b.pooler_planned_max
+        assert d.stop_timeout_s <= 120
+        assert d.longest_transaction_s <= d.drain_timeout_s < d.stop_timeout_s
         assert demand <= pb.usable_client_capacity <= pb.client_capacity
         assert pb.client_idle_timeout_s < NLB_IDLE_TIMEOUT_S
         assert pb.tcp_keepalive_idle_s < NLB_IDLE_TIMEOUT_S
@@ -345,7 +365,9 @@ def assert_invariants(settings: StackSettings, b: Budget) -> None:
         assert fb.idle_discard_s < reap
     al = b.alarms
     assert al.db_connections_warn <= al.db_connections_critical <= m - db.reserved_connections
-    assert al.db_connections_bypass == b.pooler_server_connections + db.admin_margin
+    assert al.db_connections_bypass == b.pooler_planned_max + db.admin_margin
+    # A healthy peak never raises the warning alarm.
+    assert b.pooler_planned_max + settings.alarms.observer_connections < al.db_connections_warn
     for figure in b.figures:
         if figure.headroom is not None:
             assert figure.headroom >= 0, figure

@@ -47,7 +47,9 @@ def test_budget_error_stops_the_program_with_the_arithmetic() -> None:
         run_main(config)
     message = str(caught.value)
     assert "pooler.pgbouncer.pool_size" in message
-    assert "2 tasks x 1 processes x (12 pool + 1 reserve) = 26" in message
+    # Counted at a deploy's peak: 2 tasks plus 1 surge task.
+    assert "3 tasks at the peak" in message
+    assert "x 1 processes x (12 pool + 1 reserve) = 39" in message
 
 
 def test_unknown_setting_stops_the_program_naming_it() -> None:
@@ -121,7 +123,9 @@ def test_pooler_shape_problems_name_their_settings() -> None:
         dev.model_copy(update={"pooler": dev.pooler.model_copy(update={"pgbouncer": one})})
     )
     assert run.one("aws:ecs/service:Service").input("desiredCount") == 1
-    assert run.one("aws:ecs/service:Service").input("deploymentMinimumHealthyPercent") == 0
+    # Its deploy starts the new task first (200 %), so the single task is never gone.
+    assert run.one("aws:ecs/service:Service").input("deploymentMinimumHealthyPercent") == 100
+    assert run.one("aws:ecs/service:Service").input("deploymentMaximumPercent") == 200
 
 
 def test_main_deploys_the_example_stack_with_the_packaged_code(

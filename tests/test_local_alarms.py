@@ -21,7 +21,9 @@ def budget_for(max_connections: int):
             "reserved_connections": 2,
             "admin_margin": 2,
         },
-        "pooler": {"pgbouncer": {"tasks": 1, "pool_size": 4, "reserve_pool": 0}},
+        "pooler": {
+            "pgbouncer": {"tasks": 1, "pool_size": 4, "reserve_pool": 0, "deploy_surge_tasks": 0}
+        },
     }
     return compute_budget(settings_from_mapping(raw, stack="alarm"))
 

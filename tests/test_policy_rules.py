@@ -272,7 +272,8 @@ def test_more_pgbouncer_tasks_than_the_database_can_serve():
 
     report = check("dev", edit)
     only(report, "connection-budget", "slotguard-dev-service")
-    assert "= 36" in report.violations[0].message
+    # 4 desired at the deploy plan's 150 % = 6 tasks x (4 + 1) server connections.
+    assert "= 30" in report.violations[0].message
     assert "19 the database can give the pooler" in report.violations[0].message
 
 
@@ -286,6 +287,32 @@ def test_rolling_deploy_surge_counts():
     report = check("dev", edit)
     only(report, "connection-budget", "slotguard-dev-service")
     assert "deploymentMaximumPercent 200" in report.violations[0].message
+
+
+SCALING = "aws:appautoscaling/target:Target"
+
+
+def test_a_scaling_pooler_sized_by_the_budget_passes():
+    def change(config):
+        config["slotguard:pooler"]["pgbouncer"]["max_tasks"] = 4
+
+    report = check_settings("dev", change)
+    assert report.violations == [], [v.message for v in report.violations]
+
+
+def test_auto_scaling_maximum_counts():
+    # Target tracking may raise the desired count to maxCapacity; a deploy then adds its surge.
+    document = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    document["config"]["slotguard:pooler"]["pgbouncer"]["max_tasks"] = 4
+    settings = settings_from_pulumi_config(document["config"], stack="dev")
+    recs = list(run_offline(settings).resources)
+    target = find(recs, SCALING, "-scaling-target")
+    replace(recs, target, inputs={**target.inputs, "maxCapacity": 12})
+    report = evaluate(to_policy_resources(recs), "dev")
+    only(report, "connection-budget", "slotguard-dev-service")
+    assert "12 at the auto scaling maxCapacity at deploymentMaximumPercent 150" in (
+        report.violations[0].message
+    )
 
 
 def test_proxy_taking_every_connection():
@@ -322,7 +349,9 @@ def test_statement_timeout_above_the_maximum():
     def change(config):
         config["slotguard:app_user"]["statement_timeout_ms"] = 60_000
         for fn in config["slotguard:functions"].values():
-            fn["timeout_s"] = 120
+            fn["timeout_s"] = 100
+        # A stopping pooler task's safe shutdown must outlast the longest transaction.
+        config["slotguard:pooler"]["pgbouncer"]["stop_timeout_s"] = 120
 
     report = check_settings("dev", change)
     only(report, "app-user-timeouts", "slotguard-dev-bootstrap-run")
@@ -367,9 +396,11 @@ def test_alarm_topic_under_the_aws_managed_key():
 
 
 def test_warning_alarm_above_the_configured_percentage():
-    # 75 % of 25 rounds up to 19 connections, above the policy's 70 % (18).
+    # 75 % of 25 rounds up to 19 connections, above the policy's 70 % (18). A larger admin
+    # margin keeps the bypass alarm (planned peak 15 + admin 5 = 20) above 18 too.
     def change(config):
         config["slotguard:alarms"]["warn_percent"] = 75
+        config["slotguard:database"]["admin_margin"] = 5
 
     report = check_settings("dev", change)
     only(report, "connection-alarms", "slotguard-dev-db-connections-warn")

@@ -72,7 +72,49 @@ def budget(
         print(json.dumps({"ok": True, **result.to_json()}, indent=2))
         return
     console.print(render_table(result))
+    for line in deploy_plan_lines(result):
+        console.print(line, highlight=False)
     console.print(
         f"[green]budget holds[/green]: at most {result.pooler_server_connections} pooler "
-        f"connections of {result.max_connections} (ceiling {result.pooler_ceiling})"
+        f"connections of {result.max_connections} in steady state, "
+        f"{result.pooler_planned_max} at a deploy's or scale-out's peak (ceiling "
+        f"{result.pooler_ceiling}, limit {result.pooler_limit})"
     )
+
+
+def deploy_plan_lines(result: Budget) -> list[str]:
+    """The PgBouncer service's rolling deploy and scaling, step by step, from the budget."""
+    pb = result.pgbouncer
+    if pb is None:
+        return []
+    d = pb.deploy
+    per_task = pb.server_connections_per_task
+    surge = (
+        f"ECS starts {d.surge_tasks} new task(s) beside the running ones "
+        f"(maximumPercent {d.maximum_percent}, minimumHealthyPercent 100)"
+        if d.surge_tasks
+        else f"ECS stops one task first (maximumPercent 100, minimumHealthyPercent "
+        f"{d.minimum_healthy_percent}): one task less serves during the deploy"
+    )
+    scaling = (
+        f"target tracking keeps average CPU at {d.cpu_target_percent}% between {d.min_tasks} "
+        f"and {d.max_tasks} tasks ({d.server_connections_min} to {d.server_connections_max} "
+        f"server connections; the pool would be {d.pool_size_if_fixed} per process instead of "
+        f"{pb.pool_size} without scaling)"
+        if d.scales
+        else f"fixed at {d.min_tasks} tasks (set pooler.pgbouncer.max_tasks to scale on CPU)"
+    )
+    return [
+        "[bold]deploy plan[/bold] (pgbouncer):",
+        f"  1. {surge}; each new task passes the NLB health check.",
+        f"  2. A stopping task leaves the NLB for {d.deregistration_delay_s} s "
+        "(deregistration delay): new connections go to the other tasks.",
+        f"  3. ECS sends SIGTERM; the entrypoint sends PgBouncer SIGINT (safe shutdown): each "
+        f"running transaction finishes (the longest {d.longest_transaction_s} s, within "
+        f"{d.drain_timeout_s} s of the {d.stop_timeout_s} s stop timeout), its client is "
+        "disconnected and reconnects to a new task.",
+        f"  4. At most {d.peak_tasks} tasks x {per_task} = {d.server_connections_peak} server "
+        f"connections at once, within the limit {result.pooler_limit}; a deploy takes at most "
+        f"{d.deploy_worst_s} s.",
+        f"  Scaling: {scaling}.",
+    ]

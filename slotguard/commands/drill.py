@@ -11,6 +11,7 @@ from rich.console import Console
 from slotguard.commands.common import ProjectDirOption
 from slotguard.commands.local import load_plan
 from slotguard.drills import SCENARIOS, DrillResult, StackHandle, drill_table, run_drill, write_json
+from slotguard.drills.runner import DrillError
 from slotguard.local.control import StackError, require_running, up
 
 console = Console(width=max(Console().width, 120))
@@ -56,8 +57,12 @@ def drill(
     handle = StackHandle(plan, record)
     results: list[DrillResult] = []
     for name in names:
-        with console.status(f"drill {name}: {SCENARIOS[name].description}"):
-            result = run_drill(handle, SCENARIOS[name], small=small)
+        try:
+            with console.status(f"drill {name}: {SCENARIOS[name].description}"):
+                result = run_drill(handle, SCENARIOS[name], small=small)
+        except DrillError as exc:
+            console.print(f"[red]error:[/] drill {name}: {exc}")
+            raise typer.Exit(2) from None
         mark = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
         console.print(f"drill {name}: {mark}")
         results.append(result)

@@ -30,9 +30,17 @@ class DrillError(RuntimeError):
 class ConnectionSampler:
     """Client backends on the database every 100 ms (a gap while the database is down)."""
 
-    def __init__(self, conninfo: str, interval_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        interval_s: float = 0.1,
+        query: str = CONNECTIONS_QUERY,
+        params: tuple[Any, ...] = (),
+    ) -> None:
         self.conninfo = conninfo
         self.interval_s = interval_s
+        self.query = query
+        self.params = params
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="drill-sampler", daemon=True)
@@ -56,7 +64,7 @@ class ConnectionSampler:
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=2)
-                row = conn.execute(CONNECTIONS_QUERY).fetchone()
+                row = conn.execute(self.query, self.params).fetchone()
                 self.samples.append((time.time(), int(row[0]) if row else 0))
             except psycopg.Error:
                 if conn is not None:
@@ -96,6 +104,8 @@ class Scenario:
     inject: Step
     judge: Judge
     prepare: Step | None = None
+    # Runs after the storm, whatever happened: puts the stack back as the drill found it.
+    cleanup: Step | None = None
     lead_s: float = 2.0
     duration_s: float = 10.0
     small_duration_s: float = 6.0
@@ -165,6 +175,8 @@ def run_drill(handle: StackHandle, scenario: Scenario, *, small: bool = False) -
     finally:
         log = storm.wait()
         sampler.stop()
+        if scenario.cleanup is not None:
+            scenario.cleanup(context)
     ended_at = time.time()
     reconciled = reconcile(handle.master_conninfo(), handle.schema, storm.name_prefix, log)
     time.sleep(1.5)  # the alarm evaluator samples every second

@@ -1,4 +1,4 @@
-"""The seven drills: what each fault is and which targets it must meet.
+"""The drills: what each fault is and which targets it must meet.
 
 Numbers come from the stack's budget (timeouts, pool sizes), so a drill judges the stack it runs
 against rather than constants of its own.
@@ -20,6 +20,7 @@ from slotguard.drills.faults import (
     restart_postgres,
     rotate_app_password,
 )
+from slotguard.drills.pooler_ops import SCENARIOS as POOLER_OPERATIONS
 from slotguard.drills.report import Check, DrillResult
 from slotguard.drills.runner import DrillContext, Scenario
 from slotguard.local.stack import PROBE
@@ -426,3 +427,5 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     )
 }
+# Pooler operations (slotguard/drills/pooler_ops.py): rolling restart, scale out/in, cancels.
+SCENARIOS.update(POOLER_OPERATIONS)

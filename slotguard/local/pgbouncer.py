@@ -283,6 +283,101 @@ class LocalPgBouncer:
                 return
         self._cleanup()
 
+    # -- one process at a time: rolling restarts and scaling on the shared port --------------
+
+    def start_process(self, index: int, timeout_s: float = 15.0) -> int:
+        """Start the process of slot `index` beside the running ones; its pid once it listens.
+
+        The files must be written (`write_files`) for a settings object covering the slot; with
+        `so_reuseport` the kernel spreads new connections over every listening process.
+        """
+        binary = pgbouncer_binary()
+        if binary is None:
+            ensure_programs()
+            binary = pgbouncer_binary()
+        assert binary is not None
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.settings.paths[index].pidfile).unlink()
+        kwargs: dict[str, object] = {}
+        if self.user is not None:
+            kwargs = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
+        log = self.log_path(index).open("ab")
+        proc = subprocess.Popen(  # type: ignore[call-overload]
+            [str(binary), str(self.ini_path(index))],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            start_new_session=True,
+            **kwargs,
+        )
+        log.close()
+        self._procs.append(proc)
+        deadline = time.monotonic() + timeout_s
+        while not (self._socket_file(index).exists() and self._pidfile_pid(index) == proc.pid):
+            if proc.poll() is not None:
+                raise PgBouncerStartError(
+                    f"pgbouncer process {index + 1} exited with {proc.returncode}:\n"
+                    + self.log_tail(index)
+                )
+            if time.monotonic() > deadline:
+                raise PgBouncerStartError(
+                    f"pgbouncer process {index + 1} did not listen within {timeout_s} s:\n"
+                    + self.log_tail(index)
+                )
+            time.sleep(0.02)
+        return int(proc.pid)
+
+    def process_pid(self, index: int) -> int | None:
+        """The live process of slot `index`, if any."""
+        pid = self._pidfile_pid(index)
+        return pid if pid is not None and self._alive(pid) else None
+
+    def stop_process(self, index: int, *, drain_timeout_s: float) -> tuple[float, bool]:
+        """Stop slot `index` as the ECS task's entrypoint does: SIGINT, then immediate.
+
+        SIGINT is PgBouncer's safe shutdown (running transactions finish, then each client is
+        disconnected); past `drain_timeout_s` two SIGTERMs stop it at once. Returns the seconds
+        it took and whether the safe shutdown finished in time.
+        """
+        pid = self.process_pid(index)
+        if pid is None:
+            return 0.0, True
+        started = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+        clean = self._wait_pid_gone(pid, drain_timeout_s)
+        if not clean:
+            for _ in range(2):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                time.sleep(0.1)
+            if not self._wait_pid_gone(pid, 5.0):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._wait_pid_gone(pid, 5.0)
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.settings.paths[index].pidfile).unlink()
+        return time.monotonic() - started, clean
+
+    def _wait_pid_gone(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for proc in self._procs:
+                proc.poll()  # reap our own children
+            if not self._alive(pid):
+                return True
+            time.sleep(0.02)
+        return not self._alive(pid)
+
+    def reload_running(self) -> None:
+        """SIGHUP every live process of every slot: they re-read `[peers]` and the auth file."""
+        for index in range(self.settings.processes):
+            pid = self.process_pid(index)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
+
     def kill(self) -> None:
         """SIGKILL every process: the pooler task dying, for fault drills."""
         self._signal_all(signal.SIGKILL)
