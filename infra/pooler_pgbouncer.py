@@ -525,6 +525,9 @@ class PgBouncerPooler(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[listener]),
         )
         self.endpoint = nlb.dns_name
+        # What `slotguard verify` reads: the service's running tasks and the NLB's targets.
+        self.cluster_name = cluster.name
+        self.target_group_arn = target_group.arn
         self.register_outputs(
             {"endpoint": self.endpoint, "port": pb.port, "client_ca_pem": self.client_ca_pem}
         )
