@@ -9,6 +9,7 @@ from slotguard.commands import doctor as doctor_command
 from slotguard.commands import drill as drill_command
 from slotguard.commands import local as local_command
 from slotguard.commands import policy as policy_command
+from slotguard.commands import preflight as preflight_command
 from slotguard.commands import storm as storm_command
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.command("down")(local_command.down_command)
 app.command("status")(local_command.status_command)
 app.command("storm")(storm_command.storm)
 app.command("drill")(drill_command.drill)
+app.command("preflight")(preflight_command.preflight)
 
 
 if __name__ == "__main__":
