@@ -11,6 +11,7 @@ from slotguard.commands import local as local_command
 from slotguard.commands import policy as policy_command
 from slotguard.commands import preflight as preflight_command
 from slotguard.commands import storm as storm_command
+from slotguard.commands import verify as verify_command
 
 app = typer.Typer(
     name="slotguard",
@@ -28,6 +29,7 @@ app.command("status")(local_command.status_command)
 app.command("storm")(storm_command.storm)
 app.command("drill")(drill_command.drill)
 app.command("preflight")(preflight_command.preflight)
+app.command("verify")(verify_command.verify)
 
 
 if __name__ == "__main__":

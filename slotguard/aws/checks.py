@@ -49,6 +49,14 @@ def skipped(name: str, why: str) -> Check:
 CheckFn = Callable[[], Iterable[Check]]
 
 
+class CheckError(RuntimeError):
+    """A check that cannot go on: its message is what was found, `change` what to do."""
+
+    def __init__(self, message: str, change: str = "") -> None:
+        super().__init__(message)
+        self.change = change
+
+
 def api_error_text(error: Exception) -> str:
     """A one-line description of a boto error, with AWS's error code when there is one."""
     if isinstance(error, ClientError):
@@ -63,6 +71,8 @@ def run_checks(named: Iterable[tuple[str, CheckFn]]) -> list[Check]:
     for name, check in named:
         try:
             results.extend(check())
+        except CheckError as error:
+            results.append(failed(name, str(error), error.change))
         except (ClientError, BotoCoreError) as error:
             results.append(
                 failed(

@@ -9,11 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from slotguard.aws.checks import CheckError
+
 Runner = Callable[[list[str]], subprocess.CompletedProcess[str]]
 
 
-class OutputsError(RuntimeError):
-    """The outputs cannot be read; the message says what to do instead."""
+class OutputsError(CheckError):
+    """The outputs cannot be read, or lack one a check needs; the message says what to do."""
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
@@ -63,7 +65,7 @@ def require(outputs: dict[str, Any], key: str) -> Any:
     value = outputs.get(key)
     if value is None:
         raise OutputsError(
-            f"the stack has no output `{key}`: it was deployed by an older version of the kit; "
-            "run `pulumi up` with this version, then verify again"
+            f"the stack has no output `{key}`",
+            "deploy with this version of the kit (`pulumi up`), then verify again",
         )
     return value
