@@ -81,6 +81,10 @@ def run_checks(named: Iterable[tuple[str, CheckFn]]) -> list[Check]:
                     "fix the credentials' permissions or region named in the error, then rerun",
                 )
             )
+        except Exception as error:
+            results.append(
+                failed(name, f"the check could not run: {type(error).__name__}: {error}", "")
+            )
     return results
 
 

@@ -113,7 +113,8 @@ class Verify:
         else:
             yield failed(
                 "health function",
-                f"{name}: {health['status']} {json.dumps(body)[:200]}",
+                f"{name}: {health['status']} {body.get('status')}: "
+                f"{body.get('reason') or json.dumps(body)[:200]}",
                 "fix what `reason` names (database reachable, pooler running, utilisation "
                 "below the alarm)",
             )
