@@ -14,8 +14,15 @@ from botocore.stub import Stubber
 REGION = "eu-west-1"
 
 
+def aws_client(service: str, region: str = REGION) -> Any:
+    """A boto3 client for any service named at run time (moto answers inside mock_aws)."""
+    make: Any = boto3.client
+    return make(service, region_name=region)
+
+
 def stubbed(service: str, region: str = REGION) -> tuple[Any, Stubber]:
-    client = boto3.client(
+    make: Any = boto3.client  # typed per service name; tests pass the name as a string
+    client = make(
         service,
         region_name=region,
         aws_access_key_id="testing",

@@ -26,6 +26,7 @@ from slotguard.aws.tools import PULUMI_MIN_VERSION, Tools, buildx_platforms
 from tests.aws_stubs import (
     REGION,
     account_settings,
+    aws_client,
     engine_versions,
     function_concurrency,
     orderable,
@@ -76,7 +77,7 @@ def preflight(
 
     def client(name: str) -> Any:
         if name not in made:
-            made[name] = boto3.client(name, region_name=region or REGION)
+            made[name] = aws_client(name, region or REGION)
         return made[name]
 
     kwargs.setdefault("tools", tools())

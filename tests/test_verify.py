@@ -20,12 +20,13 @@ from typer.testing import CliRunner
 
 from infra.budget import compute_budget
 from infra.settings import StackSettings, settings_from_mapping
-from slotguard.aws.checks import Check, Status
+from slotguard.aws.checks import Check, Status, run_checks
 from slotguard.aws.outputs import OutputsError, read_outputs
 from slotguard.aws.verify import Verify, storm_burst
 from slotguard.cli import app
 from tests.aws_stubs import (
     REGION,
+    aws_client,
     db_instance,
     ecs_service,
     invoke_response,
@@ -76,7 +77,7 @@ def verify(
 
     def client(name: str) -> Any:
         if name not in made:
-            made[name] = boto3.client(name, region_name=REGION)
+            made[name] = aws_client(name)
         return made[name]
 
     return Verify(
@@ -178,10 +179,7 @@ def test_health_connected_to_the_database_not_the_pooler_fails() -> None:
 def test_a_health_function_that_raises_is_a_failed_row() -> None:
     s = settings()
     v = verify(s, {"lambda": health_lambda(200, {}, function_error="Unhandled")})
-    checks = v.run.__self__.named_checks()  # the health check alone, through run_checks
-    from slotguard.aws.checks import run_checks
-
-    check = one(run_checks(checks[:1]), "health function")
+    check = one(run_checks([("health function", v.health)]), "health function")
     assert check.failed
     assert "raised" in check.found
     assert "/aws/lambda/slotguard-t-health" in check.change
@@ -553,10 +551,8 @@ def test_outputs_from_a_file(tmp_path: Path) -> None:
 def test_a_missing_output_is_a_failed_row_naming_it() -> None:
     out = outputs()
     del out["database_identifier"]
-    checks = verify(settings(), out=out, storm=False).run.__self__
-    from slotguard.aws.checks import run_checks
-
-    check = one(run_checks([("parameter group", checks.parameter_group)]), "parameter group")
+    v = verify(settings(), out=out, storm=False)
+    check = one(run_checks([("parameter group", v.parameter_group)]), "parameter group")
     assert check.failed
     assert "no output `database_identifier`" in check.found
 

@@ -22,7 +22,8 @@ EXIT_FAILED = 2
 def session_clients(region: str | None) -> tuple[ClientFactory, str | None]:
     """boto3 clients for the stack's region (else the default chain's region)."""
     session = boto3.Session(region_name=region)
-    return session.client, session.region_name
+    client: Any = session.client  # one overload per service: any name goes here
+    return client, session.region_name
 
 
 def prebuilt_image(stack: str, root: Path) -> str | None:
