@@ -614,14 +614,26 @@ def test_the_ca_bundle_obtainable_passes_and_unreachable_fails() -> None:
     assert "cannot fetch" in check.found
 
 
-def test_the_repository_bundle_counts_as_obtainable() -> None:
-    from infra.packaging import RDS_CA_BUNDLE
+def test_the_default_bundle_look_up_never_needs_the_network_when_saved(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from infra import packaging
 
+    saved = tmp_path / "rds-global-bundle.pem"
+    saved.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setattr(packaging, "RDS_CA_BUNDLE", saved)
     check = one(list(preflight(settings()).rds_ca_bundle()), "rds ca bundle")
-    if RDS_CA_BUNDLE.is_file():
-        assert check.status is Status.PASS
-    else:  # no network here: fetching must fail with the message, not a traceback
-        assert check.status in (Status.PASS, Status.FAIL)
+    assert check.status is Status.PASS
+    assert "in the repository" in check.found
+
+    def offline(**_: Any) -> Path:
+        raise PackagingError("cannot fetch the RDS CA bundle (no route to host)")
+
+    monkeypatch.setattr(packaging, "RDS_CA_BUNDLE", tmp_path / "absent.pem")
+    monkeypatch.setattr(packaging, "fetch_ca_bundle", offline)
+    check = one(list(preflight(settings()).rds_ca_bundle()), "rds ca bundle")
+    assert check.failed
+    assert "no route to host" in check.found
 
 
 def test_client_errors_are_client_errors() -> None:
