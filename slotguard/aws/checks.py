@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.table import Table
 
 
@@ -73,6 +73,14 @@ def run_checks(named: Iterable[tuple[str, CheckFn]]) -> list[Check]:
             results.extend(check())
         except CheckError as error:
             results.append(failed(name, str(error), error.change))
+        except NoCredentialsError as error:
+            results.append(
+                failed(
+                    name,
+                    f"the AWS call failed: {api_error_text(error)}",
+                    "configure AWS credentials (aws configure, AWS_PROFILE or aws sso login)",
+                )
+            )
         except (ClientError, BotoCoreError) as error:
             results.append(
                 failed(
