@@ -643,3 +643,19 @@ def test_client_errors_are_client_errors() -> None:
     stub.activate()
     with pytest.raises(ClientError):
         client.get_caller_identity()
+
+
+def test_missing_credentials_in_any_check_say_how_to_configure_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    lam: Any = boto3.Session(region_name=REGION).client("lambda")
+    p = preflight(settings(), {"lambda": lam})
+    check = one(run_checks([("lambda concurrency", p.lambda_concurrency)]), "lambda concurrency")
+    assert check.failed
+    assert "NoCredentialsError" in check.found
+    assert "configure AWS credentials" in check.change

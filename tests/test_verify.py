@@ -578,3 +578,32 @@ def test_preflight_command_prints_the_table_and_exits_2(
     assert "pulumi cli" in result.output
     assert "not on PATH" in result.output
     assert "Traceback" not in result.output
+
+
+def test_verify_command_reads_an_outputs_file_and_exits_1_on_a_failed_row(
+    aws: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from slotguard.commands import preflight as shared
+
+    dev = shared.load_stack("dev", shared.project_root(None))
+    health = health_lambda(200, health_body(dev))
+    made: dict[str, Any] = {"lambda": health}
+
+    def clients(region: str | None) -> tuple[Any, str]:
+        return (lambda name: made.setdefault(name, aws_client(name))), REGION
+
+    monkeypatch.setattr(shared, "session_clients", clients)
+    monkeypatch.setattr("slotguard.commands.verify.session_clients", clients)
+    out = outputs(function_names={"api": "slotguard-dev-api", "health": "slotguard-t-health"})
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(out))
+    result = CliRunner().invoke(
+        app,
+        ["verify", "--stack", "dev", "--outputs", str(path), "--no-storm"],
+        env={"COLUMNS": "250"},
+    )
+    assert result.exit_code == 1, result.output
+    assert "health function" in result.output
+    assert "pass" in result.output
+    assert "DBInstanceNotFound" in result.output  # the database this moto account lacks
+    assert "Traceback" not in result.output
