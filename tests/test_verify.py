@@ -19,11 +19,12 @@ from moto import mock_aws
 from typer.testing import CliRunner
 
 from infra.budget import compute_budget
-from infra.settings import StackSettings, settings_from_mapping
+from infra.settings import StackSettings, load_stack, settings_from_mapping
 from slotguard.aws.checks import Check, Status, run_checks
 from slotguard.aws.outputs import OutputsError, read_outputs
 from slotguard.aws.verify import Verify, storm_burst
 from slotguard.cli import app
+from slotguard.commands.common import project_root
 from tests.aws_stubs import (
     REGION,
     aws_client,
@@ -585,7 +586,7 @@ def test_verify_command_reads_an_outputs_file_and_exits_1_on_a_failed_row(
 ) -> None:
     from slotguard.commands import preflight as shared
 
-    dev = shared.load_stack("dev", shared.project_root(None))
+    dev = load_stack("dev", project_root(None))
     health = health_lambda(200, health_body(dev))
     made: dict[str, Any] = {"lambda": health}
 
