@@ -608,3 +608,32 @@ def test_verify_command_reads_an_outputs_file_and_exits_1_on_a_failed_row(
     assert "pass" in result.output
     assert "DBInstanceNotFound" in result.output  # the database this moto account lacks
     assert "Traceback" not in result.output
+
+
+def test_rds_proxy_targets_registered_in_moto_are_available(aws: None) -> None:
+    ec2 = aws_client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=zone)["Subnet"][
+            "SubnetId"
+        ]
+        for i, zone in enumerate(("eu-west-1a", "eu-west-1b"))
+    ]
+    database(str(compute_budget(settings()).max_connections))
+    rds = aws_client("rds")
+    rds.create_db_proxy(
+        DBProxyName="slotguard-t",
+        EngineFamily="POSTGRESQL",
+        Auth=[{"SecretArn": f"arn:aws:secretsmanager:{REGION}:123456789012:secret:app"}],
+        RoleArn="arn:aws:iam::123456789012:role/slotguard-t-proxy",
+        VpcSubnetIds=subnets,
+    )
+    rds.register_db_proxy_targets(
+        DBProxyName="slotguard-t", DBInstanceIdentifiers=["slotguard-t-db"]
+    )
+    s = settings({"pooler": "rds-proxy"})
+    check = one(
+        list(verify(s, out=outputs(proxy_name="slotguard-t")).pooler()), "rds proxy targets"
+    )
+    assert check.status is Status.PASS
+    assert check.found == "slotguard-t-db AVAILABLE"
