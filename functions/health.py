@@ -30,16 +30,23 @@ def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
 
 def check(context: LambdaContext | None) -> tuple[int, dict[str, Any]]:
     """The status code and body of a health check."""
-    alarm = database(context).settings.health_alarm_percent
+    settings = database(context).settings
+    alarm = settings.health_alarm_percent
     try:
         with transaction(context) as conn:
             row = conn.execute(
                 "SELECT total, active, idle, idle_in_transaction, max_connections"
                 " FROM connection_utilisation()"
             ).fetchone()
+            # pg_roles is readable by every role: the settings the role logs in with.
+            role = conn.execute(
+                "SELECT rolname, rolconnlimit, coalesce(rolconfig, '{}') AS rolconfig"
+                " FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
     except DatabaseUnavailableError as exc:
         return 503, {"status": "unavailable", "reason": exc.reason, "failure": exc.failure.value}
     assert row is not None  # the function always returns one row
+    assert role is not None  # current_user is always a role
     percent = round(100.0 * row["total"] / row["max_connections"], 1)
     metrics.add_metric(name="DbConnectionUtilisation", unit=MetricUnit.Percent, value=percent)
     saturated = percent >= alarm
@@ -54,6 +61,14 @@ def check(context: LambdaContext | None) -> tuple[int, dict[str, Any]]:
             "percent": percent,
         },
         "alarm_percent": alarm,
+        # Where this function connected (the pooler's endpoint on AWS) and as which role, so a
+        # deployed stack can be checked from outside without a connection of its own.
+        "via": {"host": settings.host, "port": settings.port},
+        "role": {
+            "name": role["rolname"],
+            "connection_limit": role["rolconnlimit"],
+            "settings": dict(item.split("=", 1) for item in role["rolconfig"]),
+        },
     }
     if saturated:
         body["reason"] = f"{percent}% of max_connections in use (alarm at {alarm}%)"

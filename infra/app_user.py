@@ -20,7 +20,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from infra.budget import Budget
+from infra.budget import BOOTSTRAP_RESERVED_CONCURRENCY, Budget
 from infra.functions import (
     LOG_RETENTION_DAYS,
     RDS_CA_BUNDLE_PATH,
@@ -38,7 +38,7 @@ BOOTSTRAP_HANDLER = "functions.bootstrap.handler"
 # instance at a time so two deploys never race on the same DDL.
 BOOTSTRAP_TIMEOUT_S = 300
 BOOTSTRAP_MEMORY_MB = 256
-BOOTSTRAP_CONCURRENCY = 1
+BOOTSTRAP_CONCURRENCY = BOOTSTRAP_RESERVED_CONCURRENCY
 # Generated passwords: long and alphanumeric, so they survive any connection-string quoting.
 PASSWORD_LENGTH = 40
 # The key of the verifier secret the pooler's tasks get injected.

@@ -29,6 +29,8 @@ RDS_PROXY_PORT = 5432
 PGBOUNCER_FD_MARGIN = 64
 # Lambda refuses reserved concurrency that leaves fewer than 100 executions unreserved.
 LAMBDA_UNRESERVED_MINIMUM = 100
+# The bootstrap function runs one instance at a time, so two deploys never race on the same DDL.
+BOOTSTRAP_RESERVED_CONCURRENCY = 1
 # Kernel cap on a listen backlog (net.core.somaxconn on current kernels).
 SOMAXCONN = 4096
 # -- pooler operations (tests/test_budget_operations.py cites the sources) --------------------
@@ -290,6 +292,14 @@ class Budget:
     functions: dict[str, FunctionBudget]
     alarms: AlarmThresholds
     figures: tuple[Figure, ...] = field(repr=False)
+
+    @property
+    def reserved_concurrency_total(self) -> int:
+        """Every function's reserved concurrency, the bootstrap's included."""
+        return (
+            sum(f.reserved_concurrency for f in self.functions.values())
+            + BOOTSTRAP_RESERVED_CONCURRENCY
+        )
 
     def function_environment(self, name: str) -> dict[str, str]:
         """The numbers a function reads from its environment (host and secret come from infra)."""

@@ -636,6 +636,9 @@ class PgBouncerPooler(pulumi.ComponentResource):
         }
         autoscaling(name, pb, cluster.name, service.name, parent=self)
         self.endpoint = nlb.dns_name
+        # What `slotguard verify` reads: the service's running tasks and the NLB's targets.
+        self.cluster_name = cluster.name
+        self.target_group_arn = target_group.arn
         self.register_outputs(
             {"endpoint": self.endpoint, "port": pb.port, "client_ca_pem": self.client_ca_pem}
         )

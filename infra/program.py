@@ -19,7 +19,7 @@ from infra.ecr_image import check_platform, image_platforms, image_reference
 from infra.functions import CodeSource, FunctionCode, Functions, FunctionsArgs
 from infra.network import Network, NetworkArgs
 from infra.pooler import Pooler, PoolerArgs, create_pooler
-from infra.pooler_pgbouncer import DockerBuild, ImageSource, PrebuiltImage
+from infra.pooler_pgbouncer import DockerBuild, ImageSource, PgBouncerPooler, PrebuiltImage
 from infra.settings import SettingsError, StackSettings
 
 
@@ -169,7 +169,26 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
         "max_connections": budget.max_connections,
         "pooler_ceiling": budget.pooler_ceiling,
     }
+    outputs.update(verify_outputs(database, app_user, pooler, alarms))
     return Stack(network, database, app_user, pooler, functions, alarms, outputs)
+
+
+def verify_outputs(
+    database: Database, app_user: AppUser, pooler: Pooler, alarms: Alarms
+) -> dict[str, pulumi.Input[object]]:
+    """The names `slotguard verify` looks up after `pulumi up` (added, never renamed)."""
+    outputs: dict[str, pulumi.Input[object]] = {
+        "database_identifier": database.identifier,
+        "bootstrap_function_name": app_user.bootstrap.function.name,
+        "alarm_names": [alarm.name for alarm in alarms.alarms.values()],
+    }
+    if isinstance(pooler, PgBouncerPooler):
+        outputs["ecs_cluster_name"] = pooler.cluster_name
+        outputs["ecs_service_name"] = pooler.service_name
+        outputs["target_group_arn"] = pooler.target_group_arn
+    else:
+        outputs["proxy_name"] = pooler.proxy_name
+    return outputs
 
 
 def export(stack: Stack) -> None:

@@ -9,7 +9,9 @@ from slotguard.commands import doctor as doctor_command
 from slotguard.commands import drill as drill_command
 from slotguard.commands import local as local_command
 from slotguard.commands import policy as policy_command
+from slotguard.commands import preflight as preflight_command
 from slotguard.commands import storm as storm_command
+from slotguard.commands import verify as verify_command
 
 app = typer.Typer(
     name="slotguard",
@@ -26,6 +28,8 @@ app.command("down")(local_command.down_command)
 app.command("status")(local_command.status_command)
 app.command("storm")(storm_command.storm)
 app.command("drill")(drill_command.drill)
+app.command("preflight")(preflight_command.preflight)
+app.command("verify")(verify_command.verify)
 
 
 if __name__ == "__main__":

@@ -306,6 +306,23 @@ def test_health_reports_utilisation(function_env, functions_stack):
     assert connections["percent"] == round(100 * connections["total"] / 40, 1)
 
 
+def test_health_reports_the_endpoint_and_the_role_settings(function_env, functions_stack):
+    env = function_env()
+    status, body = _health(function_env)
+    assert status == 200
+    assert body["via"] == {"host": env["DB_HOST"], "port": int(env["DB_PORT"])}
+    assert body["via"]["port"] == functions_stack.bouncer.port  # through the pooler
+    role = body["role"]
+    app_user = functions_stack.event["app_user"]
+    assert role["name"] == app_user["name"]
+    assert role["connection_limit"] == app_user["connection_limit"]
+    assert role["settings"]["statement_timeout"] == str(app_user["statement_timeout_ms"])
+    assert role["settings"]["lock_timeout"] == str(app_user["lock_timeout_ms"])
+    assert role["settings"]["idle_in_transaction_session_timeout"] == str(
+        app_user["idle_in_transaction_session_timeout_ms"]
+    )
+
+
 def test_health_is_503_at_the_alarm_threshold(function_env):
     status, body = _health(function_env, HEALTH_ALARM_PERCENT="1")
     assert status == 503

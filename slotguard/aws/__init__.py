@@ -1,0 +1,1 @@
+"""Checks against the AWS account: before `pulumi up` (preflight) and after it (verify)."""

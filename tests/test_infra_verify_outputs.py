@@ -1,0 +1,56 @@
+"""The stack outputs `slotguard verify` reads, under the Pulumi mocks, for every example variant."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from infra.offline import VARIANTS, OfflineRun, run_offline, variant_settings
+
+
+@functools.cache
+def stack(variant: str) -> OfflineRun:
+    return run_offline(variant_settings(variant))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_verify_outputs_name_the_resources_the_program_declared(variant: str) -> None:
+    run = stack(variant)
+    out = run.outputs
+    settings = variant_settings(variant)
+    instance = run.one("aws:rds/instance:Instance")
+    assert out["database_identifier"] == instance.outputs["identifier"]
+    bootstrap = run.one("aws:lambda/function:Function", "-bootstrap-function")
+    assert out["bootstrap_function_name"] == bootstrap.outputs["name"]
+    alarms = run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert alarms
+    assert sorted(out["alarm_names"]) == sorted(a.outputs["name"] for a in alarms)
+    if settings.pooler.kind == "pgbouncer":
+        cluster = run.one("aws:ecs/cluster:Cluster")
+        service = run.one("aws:ecs/service:Service")
+        group_tg = run.one("aws:lb/targetGroup:TargetGroup")
+        assert out["ecs_cluster_name"] == cluster.outputs["name"]
+        assert out["ecs_service_name"] == service.outputs["name"]
+        assert out["target_group_arn"] == group_tg.outputs["arn"]
+        assert service.input("loadBalancers")[0]["targetGroupArn"] == out["target_group_arn"]
+        assert "proxy_name" not in out
+    else:
+        proxy = run.one("aws:rds/proxy:Proxy")
+        assert out["proxy_name"] == proxy.outputs["name"]
+        assert "ecs_cluster_name" not in out
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_reserved_concurrency_total_is_what_the_program_reserves(variant: str) -> None:
+    from infra.app_user import BOOTSTRAP_CONCURRENCY
+    from infra.budget import BOOTSTRAP_RESERVED_CONCURRENCY, compute_budget
+
+    run = stack(variant)
+    functions = run.of_type("aws:lambda/function:Function")
+    reserved = [f.input("reservedConcurrentExecutions") for f in functions]
+    assert all(isinstance(r, int) and r > 0 for r in reserved), reserved
+    assert BOOTSTRAP_CONCURRENCY == BOOTSTRAP_RESERVED_CONCURRENCY
+    bootstrap = run.one("aws:lambda/function:Function", "-bootstrap-function")
+    assert bootstrap.input("reservedConcurrentExecutions") == BOOTSTRAP_RESERVED_CONCURRENCY
+    assert sum(reserved) == compute_budget(variant_settings(variant)).reserved_concurrency_total

@@ -1,0 +1,661 @@
+"""`slotguard preflight`: each check's pass and its failure, with the message the user sees.
+
+EC2 and STS run against moto (it models them); Lambda's account settings and RDS's engine and
+orderable-instance catalogues, which moto does not model for PostgreSQL, are botocore Stubber
+responses shaped as the API reference documents them (tests/aws_stubs.py cites each page).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from infra.budget import compute_budget
+from infra.packaging import PackagingError
+from infra.settings import StackSettings, settings_from_mapping
+from slotguard.aws.checks import Check, Status, run_checks
+from slotguard.aws.preflight import Preflight, match_engine_version
+from slotguard.aws.tools import PULUMI_MIN_VERSION, Tools, buildx_platforms
+from tests.aws_stubs import (
+    REGION,
+    account_settings,
+    aws_client,
+    engine_versions,
+    function_concurrency,
+    orderable,
+    stubbed,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch):
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        yield
+
+
+def settings(raw: dict[str, Any] | None = None, stack: str = "t") -> StackSettings:
+    return settings_from_mapping(raw or {}, stack=stack, region=REGION)
+
+
+def tools(
+    commands: dict[str, subprocess.CompletedProcess[str]] | None = None,
+    on_path: tuple[str, ...] = ("pulumi", "docker"),
+) -> Tools:
+    def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+        return (commands or {})[" ".join(command)]
+
+    return Tools(run=run, which=lambda name: f"/usr/bin/{name}" if name in on_path else None)
+
+
+def done(stdout: str, code: int = 0, stderr: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.CompletedProcess([], code, stdout, stderr)
+
+
+def preflight(
+    s: StackSettings,
+    clients: dict[str, Any] | None = None,
+    *,
+    region: str | None = REGION,
+    **kwargs: Any,
+) -> Preflight:
+    made = dict(clients or {})
+
+    def client(name: str) -> Any:
+        if name not in made:
+            made[name] = aws_client(name, region or REGION)
+        return made[name]
+
+    kwargs.setdefault("tools", tools())
+    return Preflight(settings=s, budget=compute_budget(s), client=client, region=region, **kwargs)
+
+
+def one(checks: list[Check], name: str) -> Check:
+    found = [c for c in checks if c.name == name]
+    assert len(found) == 1, [c.name for c in checks]
+    return found[0]
+
+
+# -- credentials and region --------------------------------------------------------------------
+
+
+def test_credentials_pass_with_the_caller_identity(aws: None) -> None:
+    check = one(list(preflight(settings()).credentials()), "aws credentials")
+    assert check.status is Status.PASS
+    assert "account 123456789012" in check.found
+    assert REGION in check.found
+
+
+def test_no_region_fails_naming_the_config_key(aws: None) -> None:
+    check = one(list(preflight(settings(), region=None).credentials()), "aws region")
+    assert check.failed
+    assert "pulumi config set aws:region" in check.change
+
+
+def test_no_credentials_fail_with_how_to_configure_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    sts = boto3.Session(region_name=REGION).client("sts")
+    check = one(list(preflight(settings(), {"sts": sts}).credentials()), "aws credentials")
+    assert check.failed
+    assert "aws configure" in check.change
+
+
+# -- the Pulumi CLI ----------------------------------------------------------------------------
+
+
+def test_pulumi_minimum_is_the_sdk_lower_bound_the_project_declares() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    bound = next(d for d in project["dependencies"] if d.startswith("pulumi>="))
+    low = bound.removeprefix("pulumi>=").split(",")[0]
+    assert tuple(int(p) for p in ([*low.split("."), "0"])[:3]) == PULUMI_MIN_VERSION
+
+
+def test_pulumi_new_enough_passes() -> None:
+    t = tools({"pulumi version": done("v3.205.0\n")})
+    check = one(list(preflight(settings(), tools=t).pulumi_cli()), "pulumi cli")
+    assert check.status is Status.PASS
+    assert "3.205.0" in check.found
+
+
+def test_pulumi_too_old_fails_with_the_upgrade() -> None:
+    t = tools({"pulumi version": done("v3.99.1\n")})
+    check = one(list(preflight(settings(), tools=t).pulumi_cli()), "pulumi cli")
+    assert check.failed
+    assert "3.99.1" in check.found
+    assert "3.130.0 or later" in check.change
+
+
+def test_pulumi_missing_fails_with_the_install_page() -> None:
+    check = one(list(preflight(settings(), tools=tools(on_path=())).pulumi_cli()), "pulumi cli")
+    assert check.failed
+    assert "not on PATH" in check.found
+    assert "pulumi.com/docs/install" in check.change
+
+
+# -- Lambda concurrency ------------------------------------------------------------------------
+
+
+def lambda_stub(quota: int, unreserved: int, existing: dict[str, int] | None = None) -> Any:
+    """Account settings, then one GetFunctionConcurrency per function of stack `t`."""
+    client, stub = stubbed("lambda")
+    stub.add_response("get_account_settings", account_settings(quota, unreserved), {})
+    for name in ("slotguard-t-api", "slotguard-t-health", "slotguard-t-bootstrap"):
+        if existing is not None and name in existing:
+            stub.add_response(
+                "get_function_concurrency",
+                function_concurrency(existing[name]),
+                {"FunctionName": name},
+            )
+        else:
+            # A function that does not exist yet (ResourceNotFoundException, HTTP 404).
+            stub.add_client_error(
+                "get_function_concurrency",
+                "ResourceNotFoundException",
+                f"Function not found: {name}",
+                404,
+                expected_params={"FunctionName": name},
+            )
+    stub.activate()
+    return client
+
+
+def test_stack_reservations_leaving_100_unreserved_pass() -> None:
+    # defaults: api 50 + health 5 + bootstrap 1 = 56; 156 unreserved leaves exactly 100
+    s = settings()
+    assert compute_budget(s).reserved_concurrency_total == 56
+    checks = list(preflight(s, {"lambda": lambda_stub(1000, 156)}).lambda_concurrency())
+    check = one(checks, "lambda unreserved concurrency")
+    assert check.status is Status.PASS, check
+    assert "leaves 100" in check.found
+    assert one(checks, "lambda_concurrency_quota").status is Status.PASS
+
+
+def test_stack_reservations_leaving_99_fail_naming_the_setting() -> None:
+    checks = list(preflight(settings(), {"lambda": lambda_stub(1000, 155)}).lambda_concurrency())
+    check = one(checks, "lambda unreserved concurrency")
+    assert check.failed
+    assert "leaves 99" in check.found
+    assert "reserved_concurrency by 1" in check.change
+    assert "Service Quotas" in check.change
+
+
+def test_reservations_the_stack_already_holds_count_as_its_own() -> None:
+    # A redeploy: the stack's 56 are already reserved, so only 100 are unreserved now.
+    existing = {"slotguard-t-api": 50, "slotguard-t-health": 5, "slotguard-t-bootstrap": 1}
+    checks = list(
+        preflight(settings(), {"lambda": lambda_stub(1000, 100, existing)}).lambda_concurrency()
+    )
+    check = one(checks, "lambda unreserved concurrency")
+    assert check.status is Status.PASS
+    assert "56 of it already in place" in check.found
+
+
+def test_a_quota_setting_above_the_account_quota_fails() -> None:
+    s = settings({"lambda_concurrency_quota": 3000})
+    checks = list(preflight(s, {"lambda": lambda_stub(1000, 1000)}).lambda_concurrency())
+    check = one(checks, "lambda_concurrency_quota")
+    assert check.failed
+    assert "set lambda_concurrency_quota: 1000" in check.change
+
+
+def test_an_api_error_becomes_a_failed_row_not_a_traceback(aws: None) -> None:
+    client, stub = stubbed("lambda")
+    stub.add_client_error("get_account_settings", "AccessDeniedException", "not allowed", 403)
+    stub.activate()
+    p = preflight(settings(), {"lambda": client})
+    checks = run_checks(
+        [("lambda concurrency", p.lambda_concurrency), ("rds proxy engine", p.rds_proxy_engine)]
+    )
+    assert one(checks, "rds proxy engine").status is Status.SKIP  # the others still ran
+    check = one(checks, "lambda concurrency")
+    assert check.failed
+    assert "AccessDeniedException" in check.found
+
+
+# -- RDS ---------------------------------------------------------------------------------------
+
+
+def rds_stub(
+    versions: dict[str, Any], options: dict[str, Any] | None = None, version: str = "16.4"
+) -> Any:
+    client, stub = stubbed("rds")
+    stub.add_response("describe_db_engine_versions", versions, {"Engine": "postgres"})
+    if options is not None:
+        stub.add_response(
+            "describe_orderable_db_instance_options",
+            options,
+            {"Engine": "postgres", "EngineVersion": version, "DBInstanceClass": "db.t4g.micro"},
+        )
+    stub.activate()
+    return client
+
+
+ZONES = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+
+
+def test_match_engine_version_takes_a_full_version_or_a_major_prefix() -> None:
+    offered = ["16.3", "16.4", "16.10", "17.2"]
+    assert match_engine_version("16.4", offered) == "16.4"
+    assert match_engine_version("16", offered) == "16.10"  # numeric, not text, order
+    assert match_engine_version("16.2", offered) is None
+    assert match_engine_version("15", offered) is None
+
+
+def test_engine_and_class_offered_in_the_stack_azs_pass(aws: None) -> None:
+    rds = rds_stub(engine_versions("16.3", "16.4"), orderable("db.t4g.micro", "16.4", ZONES))
+    checks = list(preflight(settings(), {"rds": rds}).rds_engine())
+    assert one(checks, "rds engine version").status is Status.PASS
+    assert one(checks, "rds instance class").status is Status.PASS
+    assert one(checks, "rds multi-az").status is Status.SKIP
+
+
+def test_a_major_version_prefix_resolves_to_the_newest_offered(aws: None) -> None:
+    s = settings()
+    # `database.engine_version: "16"` as a major-version prefix.
+    s = s.model_copy(update={"database": s.database.model_copy(update={"engine_version": "16"})})
+    rds = rds_stub(
+        engine_versions("16.3", "16.8", "17.2"),
+        orderable("db.t4g.micro", "16.8", ZONES),
+        version="16.8",
+    )
+    checks = list(preflight(s, {"rds": rds}).rds_engine())
+    assert (
+        one(checks, "rds engine version").found == "postgres 16 -> 16.8 offered for new instances"
+    )
+
+
+def test_an_engine_version_not_offered_fails_listing_what_is(aws: None) -> None:
+    rds = rds_stub(engine_versions("16.8", "17.2"))
+    check = one(list(preflight(settings(), {"rds": rds}).rds_engine()), "rds engine version")
+    assert check.failed
+    assert "16.4 is not offered" in check.found
+    assert "newest 16.x: 16.8" in check.found
+    assert "database.engine_version" in check.change
+
+
+def test_a_deprecated_version_is_not_offered(aws: None) -> None:
+    rds = rds_stub(engine_versions("16.4", status="deprecated"))
+    check = one(list(preflight(settings(), {"rds": rds}).rds_engine()), "rds engine version")
+    assert check.failed
+
+
+def test_an_instance_class_not_orderable_fails(aws: None) -> None:
+    rds = rds_stub(engine_versions("16.4"), {"OrderableDBInstanceOptions": []})
+    check = one(list(preflight(settings(), {"rds": rds}).rds_engine()), "rds instance class")
+    assert check.failed
+    assert "database.instance_class" in check.change
+
+
+def test_an_instance_class_missing_from_a_stack_az_fails(aws: None) -> None:
+    # The stack's two AZs are eu-west-1a and eu-west-1b (moto's first two available).
+    rds = rds_stub(engine_versions("16.4"), orderable("db.t4g.micro", "16.4", ["eu-west-1a"]))
+    check = one(list(preflight(settings(), {"rds": rds}).rds_engine()), "rds instance class")
+    assert check.failed
+    assert "not offered in eu-west-1b" in check.found
+
+
+def test_multi_az_asked_and_capable_passes_and_incapable_fails(aws: None) -> None:
+    s = settings({"database": {"multi_az": True}})
+    rds = rds_stub(engine_versions("16.4"), orderable("db.t4g.micro", "16.4", ZONES))
+    assert one(list(preflight(s, {"rds": rds}).rds_engine()), "rds multi-az").status is (
+        Status.PASS
+    )
+    rds = rds_stub(
+        engine_versions("16.4"), orderable("db.t4g.micro", "16.4", ZONES, multi_az=False)
+    )
+    check = one(list(preflight(s, {"rds": rds}).rds_engine()), "rds multi-az")
+    assert check.failed
+    assert "database.multi_az: false" in check.change
+
+
+def test_rds_proxy_supports_the_engine_major() -> None:
+    s = settings({"pooler": "rds-proxy"})
+    check = one(list(preflight(s).rds_proxy_engine()), "rds proxy engine")
+    assert check.status is Status.PASS
+    assert one(list(preflight(settings()).rds_proxy_engine()), "rds proxy engine").status is (
+        Status.SKIP
+    )
+
+
+def test_rds_proxy_refuses_a_major_it_does_not_list() -> None:
+    s = settings({"pooler": "rds-proxy"})
+    s = s.model_copy(update={"database": s.database.model_copy(update={"engine_version": "12"})})
+    check = one(list(preflight(s).rds_proxy_engine()), "rds proxy engine")
+    assert check.failed
+    assert "pooler.kind: pgbouncer" in check.change
+    assert "Concepts.RDS_Fea_Regions_DB-eng.Feature.RDSProxy" in check.found
+
+
+# -- Fargate -----------------------------------------------------------------------------------
+
+
+def test_fargate_task_size_and_arm64_pass(aws: None) -> None:
+    checks = list(preflight(settings()).fargate())
+    assert one(checks, "fargate task size").status is Status.PASS
+    assert one(checks, "fargate arm64").status is Status.PASS
+
+
+def test_fargate_task_size_not_in_the_table_fails(aws: None) -> None:
+    # 256 CPU units pair with 512, 1024 or 2048 MiB only (Fargate task size table:
+    # https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-tasks-services.html#fargate-tasks-size)
+    s = settings({"pooler": {"kind": "pgbouncer", "pgbouncer": {"cpu": 256, "memory_mb": 4096}}})
+    check = one(list(preflight(s).fargate()), "fargate task size")
+    assert check.failed
+    assert check.change == "change pooler.pgbouncer.memory_mb"
+
+
+def test_fargate_in_a_region_restricted_to_some_az_ids(aws: None) -> None:
+    # us-west-1: Linux on Fargate only in usw1-az1 and usw1-az3
+    # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/AWS_Fargate-Regions.html).
+    ec2, stub = stubbed("ec2", "us-west-1")
+    # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeAvailabilityZones.html
+    stub.add_response(
+        "describe_availability_zones",
+        {
+            "AvailabilityZones": [
+                {"ZoneName": "us-west-1a", "ZoneId": "usw1-az3", "State": "available"},
+                {"ZoneName": "us-west-1c", "ZoneId": "usw1-az2", "State": "available"},
+            ]
+        },
+        {"Filters": [{"Name": "state", "Values": ["available"]}]},
+    )
+    stub.activate()
+    s = settings_from_mapping({}, stack="t", region="us-west-1")
+    check = one(list(preflight(s, {"ec2": ec2}, region="us-west-1").fargate()), "fargate arm64")
+    assert check.failed
+    assert "us-west-1c (usw1-az2)" in check.found
+    moto_zones = one(list(preflight(s, region="us-west-1").fargate()), "fargate arm64")
+    assert moto_zones.status is Status.PASS  # moto's us-west-1 AZs are usw1-az3 and usw1-az1
+
+
+def test_fargate_checks_skip_for_rds_proxy() -> None:
+    checks = list(preflight(settings({"pooler": "rds-proxy"})).fargate())
+    assert [c.status for c in checks] == [Status.SKIP]
+
+
+# -- an existing VPC ---------------------------------------------------------------------------
+
+
+def vpc(*, zones: tuple[str, ...] = ("eu-west-1a", "eu-west-1b"), dns: bool = True) -> Any:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc_id = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    if dns:
+        ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
+    subnets = [
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=z)["Subnet"][
+            "SubnetId"
+        ]
+        for i, z in enumerate(zones)
+    ]
+    return ec2, vpc_id, subnets
+
+
+def existing(vpc_id: str, subnets: list[str], endpoints: bool = True) -> StackSettings:
+    return settings(
+        {
+            "network": {
+                "mode": "existing",
+                "vpc_id": vpc_id,
+                "subnet_ids": subnets,
+                "vpc_endpoints": endpoints,
+            }
+        }
+    )
+
+
+def explicit_table(ec2: Any, vpc_id: str, subnets: list[str]) -> str:
+    table = ec2.create_route_table(VpcId=vpc_id)["RouteTable"]["RouteTableId"]
+    for subnet in subnets:
+        ec2.associate_route_table(RouteTableId=table, SubnetId=subnet)
+    return str(table)
+
+
+def test_existing_vpc_checks_skip_for_a_new_vpc() -> None:
+    assert [c.status for c in preflight(settings()).existing_vpc()] == [Status.SKIP]
+
+
+def test_an_existing_vpc_ready_for_endpoints_passes(aws: None) -> None:
+    ec2, vpc_id, subnets = vpc()
+    explicit_table(ec2, vpc_id, subnets)
+    checks = list(preflight(existing(vpc_id, subnets)).existing_vpc())
+    assert [c.status for c in checks if c.status is not Status.SKIP] == [Status.PASS] * 4, checks
+    assert "2 AZs" in one(checks, "subnets").found
+
+
+def test_dns_hostnames_off_fails_with_the_command_that_turns_it_on(aws: None) -> None:
+    ec2, vpc_id, subnets = vpc(dns=False)
+    explicit_table(ec2, vpc_id, subnets)
+    check = one(list(preflight(existing(vpc_id, subnets)).existing_vpc()), "vpc dns")
+    assert check.failed
+    assert "enableDnsHostnames False" in check.found
+    assert check.change == f"aws ec2 modify-vpc-attribute --vpc-id {vpc_id} --enable-dns-hostnames"
+    # Without interface endpoints hostnames are not needed (DNS support still is).
+    relaxed = one(list(preflight(existing(vpc_id, subnets, False)).existing_vpc()), "vpc dns")
+    assert relaxed.status is Status.PASS
+
+
+def test_subnets_in_one_az_fail(aws: None) -> None:
+    _ec2, vpc_id, subnets = vpc(zones=("eu-west-1a", "eu-west-1a"))
+    check = one(list(preflight(existing(vpc_id, subnets)).existing_vpc()), "subnets")
+    assert check.failed
+    assert "at least two AZs" in check.change
+
+
+def test_subnets_that_do_not_exist_fail(aws: None) -> None:
+    _, vpc_id, subnets = vpc()
+    check = one(
+        list(preflight(existing(vpc_id, [subnets[0], "subnet-0123456789abcdef0"])).existing_vpc()),
+        "subnets",
+    )
+    assert check.failed
+    assert check.change == "fix network.subnet_ids"
+
+
+def test_subnets_on_the_main_route_table_fail_when_the_stack_adds_the_s3_endpoint(
+    aws: None,
+) -> None:
+    # Subnets never explicitly associated use the main route table; an implicit association
+    # carries no SubnetId (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RouteTableAssociation.html),
+    # and the provider's route-table look-up by subnet filters on association.subnet-id and
+    # errors with "query returned no results" (hashicorp/terraform-provider-aws,
+    # internal/service/ec2/vpc_route_table_data_source.go).
+    _, vpc_id, subnets = vpc()
+    checks = list(preflight(existing(vpc_id, subnets)).existing_vpc())
+    check = one(checks, "route tables")
+    assert check.failed
+    assert "(main, implicit)" in check.found
+    assert "associate" in check.change
+    assert "network.vpc_endpoints: false" in check.change
+
+
+def test_existing_private_dns_endpoints_conflict_with_the_stacks_own(aws: None) -> None:
+    ec2, vpc_id, subnets = vpc()
+    explicit_table(ec2, vpc_id, subnets)
+    ec2.create_vpc_endpoint(
+        VpcId=vpc_id,
+        ServiceName=f"com.amazonaws.{REGION}.secretsmanager",
+        VpcEndpointType="Interface",
+        SubnetIds=subnets,
+        PrivateDnsEnabled=True,
+    )
+    check = one(list(preflight(existing(vpc_id, subnets)).existing_vpc()), "vpc endpoints")
+    assert check.failed
+    assert "secretsmanager (vpce-" in check.found
+    assert "network.vpc_endpoints: false" in check.change
+
+
+def endpoints_for_all(ec2: Any, vpc_id: str, subnets: list[str], skip: str = "") -> None:
+    for service in ("secretsmanager", "logs", "monitoring", "ecr.api", "ecr.dkr"):
+        if service != skip:
+            ec2.create_vpc_endpoint(
+                VpcId=vpc_id,
+                ServiceName=f"com.amazonaws.{REGION}.{service}",
+                VpcEndpointType="Interface",
+                SubnetIds=subnets,
+                PrivateDnsEnabled=True,
+            )
+
+
+def test_without_stack_endpoints_the_vpcs_own_are_reused(aws: None) -> None:
+    ec2, vpc_id, subnets = vpc()
+    endpoints_for_all(ec2, vpc_id, subnets)
+    checks = list(preflight(existing(vpc_id, subnets, False)).existing_vpc())
+    assert "the stack reuses them" in one(checks, "vpc endpoints").found
+    assert one(checks, "nat egress").status is Status.PASS
+
+
+def test_without_endpoints_or_a_nat_the_apis_are_unreachable(aws: None) -> None:
+    ec2, vpc_id, subnets = vpc()
+    endpoints_for_all(ec2, vpc_id, subnets, skip="logs")
+    check = one(list(preflight(existing(vpc_id, subnets, False)).existing_vpc()), "nat egress")
+    assert check.failed
+    assert "logs have no endpoint" in check.found
+    assert "add a NAT route" in check.change
+
+
+def test_a_nat_route_reaches_the_apis_without_endpoints(aws: None) -> None:
+    ec2, vpc_id, subnets = vpc()
+    table = explicit_table(ec2, vpc_id, subnets)
+    public = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.9.99.0/24")["Subnet"]["SubnetId"]
+    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    nat = ec2.create_nat_gateway(SubnetId=public, AllocationId=allocation)["NatGateway"]
+    ec2.create_route(
+        RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat["NatGatewayId"]
+    )
+    check = one(list(preflight(existing(vpc_id, subnets, False)).existing_vpc()), "nat egress")
+    assert check.status is Status.PASS, check
+
+
+# -- the image and the CA bundle ---------------------------------------------------------------
+
+BUILDX_ARM = """Name:          default
+Driver:        docker
+Nodes:
+Name:      default
+Endpoint:  default
+Status:    running
+BuildKit:  v0.16.0
+Platforms: linux/amd64, linux/amd64/v2, linux/arm64, linux/386
+"""
+
+
+def test_buildx_platforms_are_parsed() -> None:
+    assert "linux/arm64" in buildx_platforms(BUILDX_ARM)
+
+
+def test_docker_buildx_with_arm64_passes() -> None:
+    t = tools({"docker buildx inspect": done(BUILDX_ARM)})
+    check = one(list(preflight(settings(), tools=t).image_build()), "pooler image")
+    assert check.status is Status.PASS
+
+
+def test_docker_buildx_without_arm64_fails_with_binfmt_or_a_prebuilt_image() -> None:
+    t = tools({"docker buildx inspect": done(BUILDX_ARM.replace(", linux/arm64", ""))})
+    check = one(list(preflight(settings(), tools=t).image_build()), "pooler image")
+    assert check.failed
+    assert "binfmt" in check.change
+    assert "pgbouncer:image" in check.change
+
+
+def test_no_docker_or_no_buildx_fails() -> None:
+    check = one(
+        list(preflight(settings(), tools=tools(on_path=("pulumi",))).image_build()),
+        "pooler image",
+    )
+    assert check.failed
+    assert "docker" in check.found
+    t = tools({"docker buildx inspect": done("", 1, "docker: 'buildx' is not a docker command")})
+    check = one(list(preflight(settings(), tools=t).image_build()), "pooler image")
+    assert check.failed
+    assert "buildx" in check.change
+
+
+def test_a_prebuilt_image_needs_no_docker() -> None:
+    p = preflight(settings(), tools=tools(on_path=()), prebuilt_image="123.dkr.ecr/x@sha256:ab")
+    check = one(list(p.image_build()), "pooler image")
+    assert check.status is Status.PASS
+    assert "prebuilt" in check.found
+    rds_proxy = list(preflight(settings({"pooler": "rds-proxy"})).image_build())
+    assert [c.status for c in rds_proxy] == [Status.SKIP]
+
+
+def test_the_ca_bundle_obtainable_passes_and_unreachable_fails() -> None:
+    check = one(
+        list(preflight(settings(), ca_bundle=lambda: "fetched to x").rds_ca_bundle()),
+        "rds ca bundle",
+    )
+    assert check.status is Status.PASS
+
+    def unreachable() -> str:
+        raise PackagingError("cannot fetch the RDS CA bundle from https://x (timed out)")
+
+    check = one(list(preflight(settings(), ca_bundle=unreachable).rds_ca_bundle()), "rds ca bundle")
+    assert check.failed
+    assert "cannot fetch" in check.found
+
+
+def test_the_default_bundle_look_up_never_needs_the_network_when_saved(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from infra import packaging
+
+    saved = tmp_path / "rds-global-bundle.pem"
+    saved.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setattr(packaging, "RDS_CA_BUNDLE", saved)
+    check = one(list(preflight(settings()).rds_ca_bundle()), "rds ca bundle")
+    assert check.status is Status.PASS
+    assert "in the repository" in check.found
+
+    def offline(**_: Any) -> Path:
+        raise PackagingError("cannot fetch the RDS CA bundle (no route to host)")
+
+    monkeypatch.setattr(packaging, "RDS_CA_BUNDLE", tmp_path / "absent.pem")
+    monkeypatch.setattr(packaging, "fetch_ca_bundle", offline)
+    check = one(list(preflight(settings()).rds_ca_bundle()), "rds ca bundle")
+    assert check.failed
+    assert "no route to host" in check.found
+
+
+def test_client_errors_are_client_errors() -> None:
+    # The generic error row relies on botocore raising ClientError for an API refusal.
+    client, stub = stubbed("sts")
+    stub.add_client_error("get_caller_identity", "ExpiredToken", "expired", 403)
+    stub.activate()
+    with pytest.raises(ClientError):
+        client.get_caller_identity()
+
+
+def test_missing_credentials_in_any_check_say_how_to_configure_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    lam: Any = boto3.Session(region_name=REGION).client("lambda")
+    p = preflight(settings(), {"lambda": lam})
+    check = one(run_checks([("lambda concurrency", p.lambda_concurrency)]), "lambda concurrency")
+    assert check.failed
+    assert "NoCredentialsError" in check.found
+    assert "configure AWS credentials" in check.change
