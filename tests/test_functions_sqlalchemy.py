@@ -75,10 +75,15 @@ def test_warm_sessions_share_one_pooler_login_and_commit(function_env, functions
 def test_an_exception_rolls_the_block_back_and_keeps_the_connection(function_env, functions_stack):
     sql, ctx = instance(function_env, "fn-sa-error")
     prefix = f"sa-error-{uuid.uuid4().hex[:8]}-"
-    with pytest.raises(LookupError), sql.session(ctx) as session:
-        session.add(Item(name=f"{prefix}lost"))
-        session.flush()  # the INSERT has run inside the transaction
-        raise LookupError("the handler gives up")
+
+    def give_up() -> None:
+        with sql.session(ctx) as session:
+            session.add(Item(name=f"{prefix}lost"))
+            session.flush()  # the INSERT has run inside the transaction
+            raise LookupError("the handler gives up")
+
+    with pytest.raises(LookupError):
+        give_up()
     with sql.connection(ctx) as conn:
         conn.execute(text("insert into items (name) values (:n)"), {"n": f"{prefix}kept"})
     assert names_in_database(functions_stack, prefix) == [f"{prefix}kept"]
@@ -118,9 +123,14 @@ def test_session_commit_and_rollback_are_savepoints_inside_the_block(function_en
 def test_connection_commit_inside_the_block_is_refused(function_env, functions_stack):
     sql, ctx = instance(function_env, "fn-sa-refuse")
     prefix = f"sa-refuse-{uuid.uuid4().hex[:8]}-"
-    with pytest.raises(sql.TransactionControlError, match="commit"), sql.connection(ctx) as conn:
-        conn.execute(text("insert into items (name) values (:n)"), {"n": f"{prefix}x"})
-        conn.commit()
+
+    def commit_inside() -> None:
+        with sql.connection(ctx) as conn:
+            conn.execute(text("insert into items (name) values (:n)"), {"n": f"{prefix}x"})
+            conn.commit()
+
+    with pytest.raises(sql.TransactionControlError, match="commit"):
+        commit_inside()
     assert names_in_database(functions_stack, prefix) == []
     with sql.connection(ctx) as conn:
         with conn.begin_nested() as part:
