@@ -61,7 +61,13 @@ def test_unknown_items_and_bad_events_are_answered_4xx(function_env, functions_s
     function_env(AWS_LAMBDA_FUNCTION_NAME="fn-stock")
     stock = load_function_instance("stock")
     assert invoke(stock, {"item_id": 2**62, "change": 1})[0] == 404
-    for event in ({"item_id": "1", "change": 1}, {"item_id": 1}, {"item_id": 0, "change": 1}, []):
+    bad: list[Any] = [
+        {"item_id": "1", "change": 1},
+        {"item_id": 1},
+        {"item_id": 0, "change": 1},
+        [],
+    ]
+    for event in bad:
         status, body = invoke(stock, event)
         assert status == 400, event
         assert body["problems"]
