@@ -48,6 +48,7 @@ lint:
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	$(RUN) zizmor --offline --config .github/zizmor.yml .github/workflows
 
 docs:
 	$(RUN) python -m slotguard.settings_reference

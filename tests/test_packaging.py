@@ -71,7 +71,9 @@ def test_the_handlers_import_from_the_artifact_in_a_clean_interpreter(built, wor
         f"sys.path.insert(0, {str(unpacked)!r})\n"
         "assert not any('site-packages' in p for p in sys.path), sys.path\n"
         "import functions.api, functions.health, functions.bootstrap, psycopg\n"
+        "import functions.sqlalchemy_db, functions.stock, sqlalchemy\n"
         "assert functions.api.__file__.startswith(sys.path[0]), functions.api.__file__\n"
+        "assert sqlalchemy.__file__.startswith(sys.path[0]), sqlalchemy.__file__\n"
         "assert psycopg.pq.__impl__ == 'binary', psycopg.pq.__impl__\n"
         "print(functions.api.handler.__name__, functions.bootstrap.MIGRATIONS_DIR.is_dir())\n"
     )
