@@ -1,0 +1,138 @@
+"""`slotguard storm --wiring all` runs to its report while the database refuses every new login.
+
+A direct fleet of a thousand leaves, after its burst, logins in progress that the server only
+ends at `authentication_timeout`; once the postmaster's children reach its cap it answers
+"sorry, too many clients already" to everyone, the superuser included. Here a burst of the dev
+stack's size saturates app_user's slots, and sockets left mid-login stand in for the thousand
+abandoned logins (a small burst on two cores leaves too few to reach the cap by itself): the
+next wiring must still be prepared over the storm's kept connection, wait for the logins to end,
+and the command must end with the table of all three wirings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+import slotguard.commands.storm as storm_command
+from slotguard.cli import app
+from slotguard.local.control import down, up
+from slotguard.local.fleet import starting_backends
+from slotguard.local.stack import StackPlan, master_conninfo
+from slotguard.local.state import STATE_DIR_ENV, StackRecord
+from slotguard.local.targets import StormTarget
+from slotguard.storm import Wiring
+from tests.scratch import reachable_temp_dir
+
+pytestmark = pytest.mark.integration
+
+BURST = 60  # > app_user's CONNECTION LIMIT (19): the direct wirings run out of slots
+# Longer than the 30 s the storm once retried a fresh admin connection for before giving up.
+HOLD_S = 35.0
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[StackPlan]:
+    base = reachable_temp_dir("slotguard-saturation-")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(STATE_DIR_ENV, str(base))
+        plan = StackPlan.load("dev", base=base)
+        assert not up(plan).already_running
+        try:
+            yield plan
+        finally:
+            down(plan)
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def refused(record: StackRecord) -> str | None:
+    """The error a fresh superuser login meets now, or None if it is let in."""
+    try:
+        psycopg.connect(master_conninfo(record), autocommit=True).close()
+    except psycopg.OperationalError as exc:
+        return str(exc)
+    return None
+
+
+class StalledLogins:
+    """TCP connections to the database that never send a startup packet, until closed."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sockets: list[socket.socket] = []
+
+    def fill(self, record: StackRecord, most: int = 400) -> str:
+        """Open stalled logins until a superuser is refused; return the refusal."""
+        while len(self.sockets) < most:
+            self.sockets.extend(
+                socket.create_connection(("127.0.0.1", self.port)) for _ in range(10)
+            )
+            error = refused(record)
+            if error is not None:
+                return error
+        raise AssertionError(f"{most} stalled logins did not saturate the server")
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_all_wirings_report_although_the_server_refuses_every_new_login(stack, monkeypatch):
+    record = up(stack).record
+    seen: dict[str, Any] = {}
+    real_local_target = storm_command.local_target
+
+    def saturating_target(*args: Any, **kwargs: Any) -> StormTarget:
+        target = real_local_target(*args, **kwargs)
+        prepare = target.before_each
+        assert prepare is not None
+
+        def before_each(wiring: Wiring) -> None:
+            if wiring.name == "naive":  # just after the direct burst
+                logins = StalledLogins(record.ports.postgres)
+                seen["refusal"] = logins.fill(record)
+                seen["stalled"] = len(logins.sockets)
+                threading.Timer(HOLD_S, logins.close).start()
+            prepare(wiring)
+            if wiring.name == "naive":
+                with psycopg.connect(master_conninfo(record), autocommit=True) as conn:
+                    seen["starting_after_release"] = starting_backends(conn)
+
+        target.before_each = before_each
+        return target
+
+    monkeypatch.setattr(storm_command, "local_target", saturating_target)
+    out: Path = reachable_temp_dir("slotguard-saturation-out-") / "storm.json"
+    result = CliRunner().invoke(
+        app,
+        ["storm", "--stack", "dev", "--wiring", "all", "--burst", str(BURST), "--json", str(out)],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code == 0, result.output
+    # The server was saturated as after a large direct burst: even the superuser was refused.
+    assert "too many clients" in seen["refusal"], seen
+    # The naive wiring started only once every stalled login had ended.
+    assert seen["starting_after_release"] == 0
+    report = json.loads(out.read_text())
+    assert report["skipped"] == {}
+    by_name = {w["wiring"]: w for w in report["wirings"]}
+    assert list(by_name) == ["pooled", "direct", "naive"]
+    assert all(w["invocations"] == BURST for w in by_name.values())
+    assert by_name["pooled"]["failed"] == 0
+    # The direct wirings saturate app_user's slots: some of their invocations are refused.
+    assert by_name["direct"]["failed_by_cause"].get("too many connections", 0) > 0
+    assert by_name["naive"]["failed_by_cause"].get("too many connections", 0) > 0
+    for wiring in ("pooled", "direct", "naive"):
+        assert wiring in result.output
+    assert "before naive: released" in result.output
+    shutil.rmtree(out.parent, ignore_errors=True)
