@@ -123,7 +123,7 @@ def test_list_functions_pages_through_every_function(runtime, client_for):
 
 def test_boto3_waiters_see_the_functions_ready(runtime, client_for):
     client = client_for(runtime)
-    # Both poll GetFunction: FunctionActiveV2 until Configuration.State is Active (botocore.s
+    # Both poll GetFunction: FunctionActiveV2 until Configuration.State is Active (botocore's
     # waiters-2.json for Lambda).
     client.get_waiter("function_exists").wait(FunctionName="gamma")
     client.get_waiter("function_active_v2").wait(FunctionName="gamma")
