@@ -1,4 +1,5 @@
-"""`slotguard storm --wiring all` runs to its report while the database refuses every new login.
+"""The commands against one running dev stack: `status` (where the stack is, also as JSON), and
+`storm --wiring all` running to its report while the database refuses every new login.
 
 A direct fleet of a thousand leaves, after its burst, logins in progress that the server only
 ends at `authentication_timeout`; once the postmaster's children reach its cap it answers
@@ -30,7 +31,7 @@ from slotguard.local.fleet import starting_backends
 from slotguard.local.stack import StackPlan, master_conninfo
 from slotguard.local.state import STATE_DIR_ENV, StackRecord
 from slotguard.local.targets import StormTarget
-from slotguard.storm import Wiring
+from slotguard.storm import Wiring, lambda_client
 from tests.scratch import reachable_temp_dir
 
 pytestmark = pytest.mark.integration
@@ -52,6 +53,53 @@ def stack() -> Iterator[StackPlan]:
         finally:
             down(plan)
             shutil.rmtree(base, ignore_errors=True)
+
+
+def test_status_shows_where_the_stack_is_as_up_does_and_as_json(stack):
+    record = up(stack).record
+    shown = CliRunner().invoke(app, ["status", "--stack", "dev"], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    for text in (
+        f"127.0.0.1:{record.ports.postgres} (max_connections 25, TLS)",
+        f"127.0.0.1:{record.ports.pgbouncer} (2 PgBouncer processes, ceiling 19)",
+        record.runtime_url,
+        record.aws_url,
+        str(stack.paths.root),
+        "health: 200 ok",
+    ):
+        assert text in shown.output, text
+    result = CliRunner().invoke(app, ["status", "--stack", "dev", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["state_dir"] == str(stack.paths.root)
+    assert (document["database"]["port"], document["pooler"]["port"]) == (
+        record.ports.postgres,
+        record.ports.pgbouncer,
+    )
+    assert document["health"]["status"] == 200
+    assert document["database_connections"]["max_connections"] == 25
+    assert {a["key"] for a in document["alarms"]} >= {"db-connections-bypass"}
+    assert "api" in document["function_stats"]
+    # The addresses are the live ones: the functions endpoint lists the functions, and the
+    # database answers on the port given.
+    client = lambda_client(endpoint_url=document["functions"]["endpoint_url"], region_name="x")
+    listed = {f["FunctionName"] for f in client.list_functions()["Functions"]}
+    assert set(document["functions"]["names"]) <= listed
+    database = document["database"]
+    conninfo = psycopg.conninfo.make_conninfo(
+        master_conninfo(record), host=database["host"], port=database["port"]
+    )
+    with psycopg.connect(conninfo) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_status_json_of_a_stopped_stack_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path))
+    result = CliRunner().invoke(app, ["status", "--stack", "dev", "--json"])
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert document["running"] is False
+    assert "slotguard up --stack dev" in document["error"]
 
 
 def refused(record: StackRecord) -> str | None:
