@@ -24,13 +24,12 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-import slotguard.commands.storm as storm_command
 from slotguard.cli import app
 from slotguard.local.control import down, up
 from slotguard.local.fleet import starting_backends
 from slotguard.local.stack import StackPlan, master_conninfo
 from slotguard.local.state import STATE_DIR_ENV, StackRecord
-from slotguard.local.targets import StormTarget
+from slotguard.local.targets import StormTarget, local_target
 from slotguard.storm import Wiring, lambda_client
 from tests.scratch import reachable_temp_dir
 
@@ -137,7 +136,7 @@ class StalledLogins:
 def test_all_wirings_report_although_the_server_refuses_every_new_login(stack, monkeypatch):
     record = up(stack).record
     seen: dict[str, Any] = {}
-    real_local_target = storm_command.local_target
+    real_local_target = local_target
 
     def saturating_target(*args: Any, **kwargs: Any) -> StormTarget:
         target = real_local_target(*args, **kwargs)
@@ -158,7 +157,8 @@ def test_all_wirings_report_although_the_server_refuses_every_new_login(stack, m
         target.before_each = before_each
         return target
 
-    monkeypatch.setattr(storm_command, "local_target", saturating_target)
+    # The command builds its target through this name: the wrapper saturates the server.
+    monkeypatch.setattr("slotguard.commands.storm.local_target", saturating_target)
     out: Path = reachable_temp_dir("slotguard-saturation-out-") / "storm.json"
     result = CliRunner().invoke(
         app,
