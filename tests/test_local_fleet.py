@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -13,7 +14,7 @@ from slotguard.local.fleet import release_fleet, starting_backends
 pytestmark = pytest.mark.integration
 
 
-def wait_for(predicate, timeout_s: float = 10.0) -> bool:
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
