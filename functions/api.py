@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .db import transaction
 from .errors import DatabaseUnavailableError
-from .observability import flush, logger, metrics, note_invocation
+from .observability import flush, logger, metrics, with_lambda_context
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_BIGINT = 2**63 - 1
@@ -366,9 +366,8 @@ def openapi_json() -> str:
     return json.dumps(json.loads(schema), indent=2, sort_keys=True) + "\n"
 
 
-@logger.inject_lambda_context
+@with_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    note_invocation()
     try:
         rejected = precheck(event)
         if rejected is not None:

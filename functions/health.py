@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .db import database, transaction
 from .errors import DatabaseUnavailableError
-from .observability import flush, logger, metrics, note_invocation
+from .observability import flush, logger, metrics, with_lambda_context
 
 
 def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -75,9 +75,8 @@ def check(context: LambdaContext | None) -> tuple[int, dict[str, Any]]:
     return (503 if saturated else 200), body
 
 
-@logger.inject_lambda_context
+@with_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    note_invocation()
     try:
         status, body = check(context)
         if status != 200:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +14,7 @@ from infra.settings import SettingsError
 from slotguard.commands.common import ProjectDirOption, project_root
 from slotguard.local.control import StackError, StatusReport, down, status, up
 from slotguard.local.stack import StackPlan, StackStartError
+from slotguard.local.state import StackRecord
 from slotguard.local.system import MissingSystemPackageError
 
 StackOption = Annotated[str, typer.Option(help="Stack name: the Pulumi.<stack>.yaml to rehearse.")]
@@ -42,22 +44,54 @@ def up_command(stack: StackOption = "dev", project_dir: ProjectDirOption = None)
     if result.already_running:
         console.print(f"stack [bold]{stack}[/] is already running (state {plan.paths.root})")
         return
+    console.print(where_table(plan, record, f"stack {stack} is up"))
+
+
+def addresses(plan: StackPlan, record: StackRecord) -> dict[str, Any]:
+    """Where the stack's parts listen and keep their state (`up` prints it, `status` too)."""
     pb = plan.budget.pgbouncer
     assert pb is not None
-    table = Table(title=f"stack {stack} is up", title_justify="left", show_header=False)
+    return {
+        "database": {
+            "host": "127.0.0.1",
+            "port": record.ports.postgres,
+            "max_connections": plan.budget.max_connections,
+            "tls": True,
+        },
+        "pooler": {
+            "host": "127.0.0.1",
+            "port": record.ports.pgbouncer,
+            "processes": pb.processes,
+            "ceiling": plan.budget.pooler_ceiling,
+        },
+        "functions": {"endpoint_url": record.runtime_url, "names": list(record.functions)},
+        "aws": {"endpoint_url": record.aws_url, "services": ["Secrets Manager", "CloudWatch"]},
+        "state_dir": str(plan.paths.root),
+    }
+
+
+def where_table(plan: StackPlan, record: StackRecord, title: str) -> Table:
+    where = addresses(plan, record)
+    db, pooler, functions, aws = (
+        where["database"],
+        where["pooler"],
+        where["functions"],
+        where["aws"],
+    )
+    table = Table(title=title, title_justify="left", show_header=False)
     table.add_row(
         "database",
-        f"127.0.0.1:{record.ports.postgres} (max_connections {plan.budget.max_connections}, TLS)",
+        f"{db['host']}:{db['port']} (max_connections {db['max_connections']}, TLS)",
     )
     table.add_row(
         "pooler",
-        f"127.0.0.1:{record.ports.pgbouncer} ({pb.processes} PgBouncer "
-        f"processes, ceiling {plan.budget.pooler_ceiling})",
+        f"{pooler['host']}:{pooler['port']} ({pooler['processes']} PgBouncer "
+        f"processes, ceiling {pooler['ceiling']})",
     )
-    table.add_row("functions", f"{record.runtime_url} ({', '.join(record.functions)})")
-    table.add_row("AWS APIs", f"{record.aws_url} (Secrets Manager, CloudWatch)")
-    table.add_row("state", str(plan.paths.root))
-    console.print(table)
+    table.add_row("functions", f"{functions['endpoint_url']} ({', '.join(functions['names'])})")
+    table.add_row("AWS APIs", f"{aws['endpoint_url']} ({', '.join(aws['services'])})")
+    table.add_row("state", where["state_dir"])
+    return table
 
 
 def down_command(stack: StackOption = "dev", project_dir: ProjectDirOption = None) -> None:
@@ -71,15 +105,47 @@ def down_command(stack: StackOption = "dev", project_dir: ProjectDirOption = Non
     console.print(f"stack [bold]{stack}[/] stopped{note}")
 
 
-def status_command(stack: StackOption = "dev", project_dir: ProjectDirOption = None) -> None:
-    """Health, connections against max_connections, pooler pools and alarm states."""
+def status_command(
+    stack: StackOption = "dev",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the same as one JSON document on stdout.")
+    ] = False,
+    project_dir: ProjectDirOption = None,
+) -> None:
+    """Where the stack listens, health, connections against max_connections, pools and alarms."""
     plan = load_plan(stack, project_dir)
     try:
         report = status(plan)
     except StackError as exc:
-        console.print(f"[red]{exc}[/]")
+        if as_json:
+            typer.echo(json.dumps({"stack": stack, "running": False, "error": str(exc)}))
+        else:
+            console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(status_document(plan, report), indent=2, default=str))
+        return
+    console.print(where_table(plan, report.record, f"stack {stack}"))
     print_status(report, console)
+
+
+def status_document(plan: StackPlan, report: StatusReport) -> dict[str, Any]:
+    """`status --json`: the addresses `up` prints and everything the status tables show."""
+    return {
+        "stack": plan.stack,
+        "running": True,
+        **addresses(plan, report.record),
+        "health": {"status": report.health_status, "body": report.health_body},
+        "database_connections": {
+            "total": report.db_connections,
+            "max_connections": report.max_connections,
+            "pooler_ceiling": report.ceiling,
+            "by_application": report.by_application,
+        },
+        "pools": report.pools,
+        "alarms": report.alarms,
+        "function_stats": report.functions,
+    }
 
 
 def print_status(report: StatusReport, out: Console) -> None:

@@ -109,6 +109,8 @@ def storm(  # every option is keyword-only: Typer reads them by name
     finally:
         storm_target.close()
     console.print(storm_table(report.wirings, title=f"storm {storm_target.name}, burst {burst}"))
+    for name, why in report.skipped.items():
+        console.print(f"[red]{name} not run:[/] {why}")
     for note in storm_target.notes:
         console.print(f"[dim]{note}[/]")
     if json_path is not None:
@@ -187,6 +189,8 @@ def run_target(
 def pooled_problems(report: StormReport) -> list[str]:
     """What makes a pooled run a failure: any failed invocation, a peak above ceiling + margin."""
     problems = []
+    if "pooled" in report.skipped:
+        problems.append(f"the pooled wiring did not run: {report.skipped['pooled']}")
     for result in report.wirings:
         if result.wiring != "pooled":
             continue

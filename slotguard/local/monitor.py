@@ -28,13 +28,19 @@ class DatabaseObserver:
         self.conninfo = conninfo
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
-    def connections(self) -> int:
+    def connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The kept connection (opened now if there is none): open it before a storm, while the
+        database has free slots, and it serves through the storm however full the server gets."""
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.conninfo, autocommit=True)
+        return self._conn
+
+    def connections(self) -> int:
+        conn = self.connection()
         try:
-            row = self._conn.execute(CONNECTIONS_QUERY).fetchone()
+            row = conn.execute(CONNECTIONS_QUERY).fetchone()
         except psycopg.OperationalError:
-            self._conn.close()
+            conn.close()
             raise
         return int(row[0]) if row else 0
 

@@ -21,6 +21,7 @@ from psycopg import sql
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from slotguard.local.control import require_running
+from slotguard.local.fleet import release_fleet
 from slotguard.local.monitor import DatabaseObserver, PoolerObserver
 from slotguard.local.pgbouncer import ADMIN_USER
 from slotguard.local.runtime import RuntimeAdminClient
@@ -158,13 +159,38 @@ def local_target(
         Wiring(name, local_function(name, retries=retries, query_ms=query_ms), client, payload)
         for name in wirings
     ]
+    # The storm's own connections are opened now, before any burst, and kept to the end: one
+    # superuser session serves the sampler and every release between wirings, and the pooler
+    # consoles are PgBouncer's own. Counted in the budget's admin margin (see docs/storm.md).
     db = DatabaseObserver(master_conninfo(record))
     pooler = PoolerObserver(admin_conninfos(record, plan.paths))
+    try:
+        _keep_open(db)
+        pooler.waiting()
+    except psycopg.Error as exc:
+        db.close()
+        pooler.close()
+        raise TargetError(
+            f"the storm could not open its observer connections to stack {plan.stack}: "
+            f"{_one_line(exc)}; wait for the database to settle (`slotguard status --stack "
+            f"{plan.stack}`) and run it again"
+        ) from None
     runtime = RuntimeAdminClient(record.runtime_url, timeout_s=300)
     functions = {w.function_name for w in storm_wirings}
     direct_names = direct_function_names(record)
     started: dict[str, float] = {}
     frozen_at: dict[str, float] = {}
+    notes: list[str] = []
+
+    def release(when: str) -> None:
+        # The fleet of an earlier direct wiring (and its warm-up) is gone before anything else
+        # starts: its idle backends terminated, its logins in progress ended.
+        released = release_fleet(db.connection(), direct_names)
+        if released.waited_s >= 1.0:
+            say(f"{when}: {released.describe()}")
+        if not released.complete:
+            notes.append(f"{when}: {released.describe()}")
+        close_idle_pooler_servers(plan, record, conn=db.connection())
 
     def observe() -> DbSample:
         return DbSample(db_connections=db.connections(), waiting=pooler.waiting())
@@ -173,13 +199,11 @@ def local_target(
         # Each wiring starts from the same database: connections that frozen instances of an
         # earlier direct wiring still hold are closed server-side (their instances notice on
         # next use, as after any server restart), then the frozen instances are set up.
-        release_direct_connections(master_conninfo(record), direct_names)
-        close_idle_pooler_servers(plan, record)
+        release(f"before {wiring.name}")
         if warm:
             say(f"{wiring.name}: warming {wiring.function_name} up to {burst:,} instances")
             warm_up(runtime, wiring.function_name, burst, payload)
-            release_direct_connections(master_conninfo(record), direct_names)
-            close_idle_pooler_servers(plan, record)
+            release(f"after warming {wiring.function_name}")
         if frozen:
             holder = sibling(wiring.function_name)
             say(f"{wiring.name}: leaving {frozen:,} instances of {holder} frozen")
@@ -197,12 +221,12 @@ def local_target(
         reserved=plan.budget.reserved_connections,
         admin_margin=plan.budget.admin_margin,
     )
-    notes = []
     if frozen:
         notes.append(
             f"{frozen} frozen instances per wiring, held by its sibling function so the burst "
             "cannot thaw them"
         )
+    notes.append(f"functions: {', '.join(sorted(functions))}")
     return StormTarget(
         name=f"local:{plan.stack}",
         wirings=storm_wirings,
@@ -213,11 +237,11 @@ def local_target(
         # Frozen direct instances would keep app_user's slots, which the pooler's server
         # connections share (CONNECTION LIMIT = the ceiling): leave the stack as it was found.
         closers=[
+            lambda: release("after the storm"),
             db.close,
             pooler.close,
-            lambda: release_direct_connections(master_conninfo(record), direct_names),
         ],
-        notes=[*notes, f"functions: {', '.join(sorted(functions))}"],
+        notes=notes,  # the same list: releases between wirings add to it
         frozen_at=frozen_at,
     )
 
@@ -236,7 +260,13 @@ def warm_up(runtime: RuntimeAdminClient, function_name: str, count: int, payload
         have += step
 
 
-def close_idle_pooler_servers(plan: StackPlan, record: StackRecord, wait_s: float = 10.0) -> None:
+def close_idle_pooler_servers(
+    plan: StackPlan,
+    record: StackRecord,
+    wait_s: float = 10.0,
+    *,
+    conn: psycopg.Connection[Any] | None = None,
+) -> None:
     """Have PgBouncer close its idle server connections (RECONNECT) and wait until they are gone.
 
     They are `app_user` sessions, and `app_user`'s CONNECTION LIMIT is the pooler ceiling: left
@@ -247,7 +277,9 @@ def close_idle_pooler_servers(plan: StackPlan, record: StackRecord, wait_s: floa
             c.execute("RECONNECT")
     role = plan.budget.app_user.name
     deadline = time.monotonic() + wait_s
-    with _admin_connection(master_conninfo(record)) as conn:
+    with contextlib.ExitStack() as stack:
+        if conn is None:  # `conn`: a kept admin connection, when the caller has one
+            conn = stack.enter_context(_admin_connection(master_conninfo(record)))
         while time.monotonic() < deadline:
             row = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND state = 'idle'",
@@ -261,6 +293,22 @@ def close_idle_pooler_servers(plan: StackPlan, record: StackRecord, wait_s: floa
 def direct_function_names(record: StackRecord) -> list[str]:
     """The local functions wired straight to the database (their application_name)."""
     return sorted(n for n in record.functions if n.endswith((DIRECT_SUFFIX, NAIVE_SUFFIX)))
+
+
+def _keep_open(db: DatabaseObserver) -> None:
+    """Open the observer's kept connection, retried as `_admin_connection` is."""
+    for attempt in Retrying(
+        stop=stop_after_delay(30),
+        wait=wait_fixed(0.2),
+        retry=retry_if_exception_type(psycopg.OperationalError),
+        reraise=True,
+    ):
+        with attempt:
+            db.connection()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _admin_connection(conninfo: str) -> psycopg.Connection[Any]:

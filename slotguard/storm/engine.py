@@ -163,20 +163,26 @@ def run_storm(
     """Burst each wiring in turn (never at once: they would share the database) with one bar each.
 
     `before_each` runs before a wiring's burst (e.g. freeze instances, let connections drain);
-    `alarms(wiring)` is asked after it for the alarms that fired during that burst.
+    `alarms(wiring)` is asked after it for the alarms that fired during that burst. A wiring
+    whose `before_each` fails is not burst and is named in the report's `skipped` with why.
     """
     wiring_list = list(wirings)
     names = [w.name for w in wiring_list]
     if len(set(names)) != len(names):
         raise ValueError(f"wiring names must be unique, got {names}")
     results: list[WiringResult] = []
+    skipped: dict[str, str] = {}
     progress = _progress(console) if show_progress else None
     if progress is not None:
         progress.start()
     try:
         for wiring in wiring_list:
             if before_each is not None:
-                before_each(wiring)
+                try:
+                    before_each(wiring)
+                except Exception as exc:  # the report of the other wirings must still be made
+                    skipped[wiring.name] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                    continue
             results.append(
                 run_burst(
                     wiring,
@@ -193,7 +199,7 @@ def run_storm(
         if progress is not None:
             progress.stop()
     run_settings = {"burst": burst, "concurrency": concurrency or burst, **(settings or {})}
-    return StormReport(wirings=results, settings=run_settings)
+    return StormReport(wirings=results, settings=run_settings, skipped=skipped)
 
 
 def _alarms_for(alarms: Callable[[Wiring], Sequence[str]] | None, wiring: Wiring) -> Alarms:

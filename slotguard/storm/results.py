@@ -164,9 +164,15 @@ class StormReport:
 
     wirings: list[WiringResult]
     settings: dict[str, Any] = field(default_factory=dict)
+    # Wirings that could not be prepared, by name, with why: the rest are still reported.
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"settings": self.settings, "wirings": [w.to_dict() for w in self.wirings]}
+        return {
+            "settings": self.settings,
+            "wirings": [w.to_dict() for w in self.wirings],
+            "skipped": dict(self.skipped),
+        }
 
     def write_json(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,18 @@ import urllib.parse
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import TimeoutError as FutureTimeoutError
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from slotguard.local.runtime.configuration import (
+    BadParameterError,
+    Registered,
+    function_configuration,
+    get_function,
+    list_functions,
+)
 from slotguard.local.runtime.logs import tail
 from slotguard.local.runtime.protocol import (
     FREEZE,
@@ -46,6 +54,10 @@ from slotguard.local.runtime.urls import (
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 FREEZE_PATH = re.compile(r"^/slotguard/runtime/functions/(?P<name>[^/]+)/freeze$")
 STATS_PATH = "/slotguard/runtime/stats"
+# ListFunctions, GetFunction, GetFunctionConfiguration (botocore's service-2.json requestUri).
+LIST_PATHS = {"/2015-03-31/functions", "/2015-03-31/functions/"}
+FUNCTION_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)$")
+CONFIGURATION_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/configuration$")
 LISTEN_BACKLOG = 4096
 # Lambda's synchronous invocation limit, for the request and for the response.
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
@@ -73,11 +85,13 @@ class LocalRuntime:
     ) -> None:
         self.settings = settings or RuntimeSettings()
         self._workers: dict[str, WorkerHandle] = {}
+        self._registered: dict[str, Registered] = {}
         self._lock = threading.Lock()
         for spec in functions:
             if spec.name in self._workers:
                 raise ValueError(f"function {spec.name!r} is registered twice")
             self._workers[spec.name] = WorkerHandle(spec, self.settings)
+            self._registered[spec.name] = self._describe(spec)
         self._server = _Server((host, port), _InvokeHandler)
         self._server.runtime = self
         self._thread: threading.Thread | None = None
@@ -120,8 +134,22 @@ class LocalRuntime:
         with self._lock:
             old = self._workers.get(spec.name)
             self._workers[spec.name] = worker
+            self._registered[spec.name] = self._describe(spec)
         if old is not None:
             old.stop()
+
+    def _describe(self, spec: FunctionSpec) -> Registered:
+        return Registered(spec, self.settings, datetime.now(UTC), str(uuid.uuid4()))
+
+    def registered(self, name: str | None = None) -> list[Registered]:
+        """The served functions as the Lambda API describes them (one, by name, or all)."""
+        with self._lock:
+            if name is None:
+                return list(self._registered.values())
+            found = self._registered.get(name)
+        if found is None:
+            raise FunctionNotFoundError(self.settings.function_arn(name))
+        return [found]
 
     def worker(self, name: str) -> WorkerHandle | None:
         with self._lock:
@@ -231,6 +259,15 @@ def function_name(path_segment: str) -> str:
     return name.split(":", 1)[0]
 
 
+def _qualifier(path_segment: str) -> str | None:
+    """The version or alias a name or ARN carries after the function name, if any."""
+    name = urllib.parse.unquote(path_segment)
+    if name.startswith("arn:") or ":function:" in name:
+        name = name.split(":function:", 1)[-1]
+    _, _, qualifier = name.partition(":")
+    return qualifier or None
+
+
 class _InvokeHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: boto3 reuses its pooled connections
     # Headers and body leave in two writes; with Nagle on, the body waits for the client's
@@ -271,7 +308,48 @@ class _InvokeHandler(BaseHTTPRequestHandler):
             stats = self.server.runtime.stats()
             self._json(HTTPStatus.OK, {name: s.as_dict() for name, s in stats.items()})
         else:
-            self._error(HTTPStatus.NOT_FOUND, "UnknownOperationException", f"no route {path}")
+            self._lambda_read(path)
+
+    # -- ListFunctions, GetFunction, GetFunctionConfiguration (runtime.configuration) ----------
+
+    def _lambda_read(self, path: str) -> None:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+
+        def one(key: str) -> str | None:
+            values = query.get(key)
+            return values[0] if values else None
+
+        runtime = self.server.runtime
+        try:
+            if path in LIST_PATHS:
+                document = list_functions(
+                    runtime.registered(), marker=one("Marker"), max_items=one("MaxItems")
+                )
+            elif match := CONFIGURATION_PATH.match(path):
+                document = function_configuration(self._one_function(match["name"], one))
+            elif match := FUNCTION_PATH.match(path):
+                document = get_function(self._one_function(match["name"], one))
+            else:
+                self._error(HTTPStatus.NOT_FOUND, "UnknownOperationException", f"no route {path}")
+                return
+        except FunctionNotFoundError as exc:
+            self._error(
+                HTTPStatus.NOT_FOUND, "ResourceNotFoundException", f"Function not found: {exc}"
+            )
+            return
+        except BadParameterError as exc:
+            self._error(HTTPStatus.BAD_REQUEST, "InvalidParameterValueException", str(exc))
+            return
+        self._json(HTTPStatus.OK, document)
+
+    def _one_function(self, segment: str, one: Any) -> Registered:
+        """The function a path names; only `$LATEST` exists here (no published versions)."""
+        runtime = self.server.runtime
+        name = function_name(segment)
+        qualifier = one("Qualifier") or _qualifier(segment)
+        if qualifier not in (None, "$LATEST"):
+            raise FunctionNotFoundError(f"{runtime.settings.function_arn(name)}:{qualifier}")
+        return runtime.registered(name)[0]
 
     def do_PUT(self) -> None:
         self._other_method("PUT")
