@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Logins (TLS 1.3 handshake + SCRAM-SHA-256 against an auth-file verifier) one PgBouncer 1.24.1
-# process completes per second of its own CPU time. Measured by `make bench` (benchmark 8:
-# `python -m slotguard.bench --only 8`): 1,000 logins through the local target's pooler, the
-# pooler process's utime + stime from /proc/<pid>/stat before and after, so only the pooler's CPU
-# counts, never the clients'. Figure of 2026-12-03 on a 2-core x86_64 machine: 0.96 ms of pooler
-# CPU per login, 1,040 logins per CPU-second.
-MEASURED_LOGINS_PER_CPU_SECOND = 1040.0
+# process completes per second of its own CPU time. Measured by `make bench` (benchmark 8,
+# `python -m slotguard.bench --only 8`): 1,000 logins through the local target's two pooler
+# processes, their utime + stime from /proc/<pid>/stat before and after, so only the pooler's CPU
+# counts, never the clients'. Two runs on 2026-12-03 on a shared 2-core x86_64 machine: 1.80 and
+# 1.66 ms of pooler CPU per login (555 and 602 logins per CPU-second); the lower, rounded down.
+MEASURED_LOGINS_PER_CPU_SECOND = 550.0
 FARGATE_CPU_UNITS_PER_VCPU = 1024
 
 

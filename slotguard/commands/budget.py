@@ -72,6 +72,8 @@ def budget(
         print(json.dumps({"ok": True, **result.to_json()}, indent=2))
         return
     console.print(render_table(result))
+    for warning in result.warnings:
+        console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
     console.print(
         f"[green]budget holds[/green]: at most {result.pooler_server_connections} pooler "
         f"connections of {result.max_connections} (ceiling {result.pooler_ceiling})"
