@@ -1020,8 +1020,7 @@ def _pgbouncer_extra_figures(budget: Budget) -> list[Figure]:
             round(pb.cold_burst_admission_s, 2),
             "s",
             f"{pb.cold_burst_clients} instances / ({pb.processes} processes x "
-            f"{pb.login_rate_per_process:.0f} logins/s)",
-            window,
-            "shortest connect timeout + retry budget",
+            f"{pb.login_rate_per_process:.0f} logins/s); shortest connect timeout + retry "
+            f"budget {window:g} s (a warning when longer, not a limit)",
         ),
     ]

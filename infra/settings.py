@@ -261,7 +261,7 @@ class PgBouncerSettings(_Section):
         description="`max_prepared_statements` (PgBouncer 1.21+): protocol-level prepared "
         "statements each server connection keeps, so drivers that prepare (psycopg 3, asyncpg, "
         "SQLAlchemy on either) work through transaction pooling. Empty: 200 from 1.21 (PgBouncer's "
-        "own default since 1.22: twice the 100 statements psycopg 3 and asyncpg each cache per "
+        "own default since 1.24: twice the 100 statements psycopg 3 and asyncpg each cache per "
         "connection, so a statement a driver still holds is rarely re-prepared), 0 before. 0 "
         "turns the support off and the functions stop preparing.",
     )
