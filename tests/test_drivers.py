@@ -255,8 +255,11 @@ def burst(driver: str, t: Target) -> list[BaseException]:
 
 
 DRIVERS = tuple(RUNNERS)
-# The drivers that prepare statements at their defaults (and so need the pooler's support).
+# Drivers that prepare statements at their defaults and so need the pooler's support (the async
+# psycopg and SQLAlchemy-on-asyncpg use the same mechanisms as these three), and those that never
+# leave a named statement behind.
 PREPARING = ("psycopg3", "sqlalchemy-psycopg3", "asyncpg")
+NEVER_PREPARE = ("psycopg2", "pg8000")
 
 
 @pytest.fixture(scope="module")
@@ -307,6 +310,16 @@ def test_without_prepared_statement_support_the_preparing_drivers_fail(
     assert failures, "expected prepared-statement failures with max_prepared_statements = 0"
     messages = " ".join(str(f) for f in failures)
     assert "prepared statement" in messages, failures[:3]
+
+
+@pytest.mark.parametrize("driver", NEVER_PREPARE)
+def test_drivers_that_never_prepare_need_nothing_from_the_pooler(
+    driver: str, pooler_without_prepared: LocalPgBouncer
+) -> None:
+    # psycopg2 binds parameters client-side; pg8000 uses the unnamed statement: neither leaves a
+    # named statement behind, so they work even with max_prepared_statements = 0.
+    failures = burst(driver, _target(pooler_without_prepared))
+    assert not failures, f"{len(failures)} of {CONNECTIONS} failed: {failures[:3]}"
 
 
 def test_extra_float_digits_is_accepted_and_options_are_refused(
