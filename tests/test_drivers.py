@@ -268,7 +268,7 @@ def driver_server(postgres_factory):
 
 
 def _pooler(pgbouncer_factory, server, max_prepared_statements: int) -> LocalPgBouncer:
-    return pgbouncer_factory(
+    bouncer: LocalPgBouncer = pgbouncer_factory(
         server,
         users={USER: PASSWORD},
         pool_size=POOL_SIZE,
@@ -279,6 +279,7 @@ def _pooler(pgbouncer_factory, server, max_prepared_statements: int) -> LocalPgB
         scram_iterations=4096,
         max_prepared_statements=max_prepared_statements,
     )
+    return bouncer
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,9 @@ def test_pgbouncer_1_21_and_later_keep_200_prepared_statements_and_functions_pre
     assert b.pgbouncer is not None
     assert b.pgbouncer.max_prepared_statements == DEFAULT_MAX_PREPARED_STATEMENTS == 200
     assert b.function_environment("api")["DB_PREPARE_THRESHOLD"] == "5"
-    assert budget_with(version="1.21.0").pgbouncer.max_prepared_statements == 200  # type: ignore[union-attr]
+    older = budget_with(version="1.21.0").pgbouncer
+    assert older is not None
+    assert older.max_prepared_statements == 200
 
 
 def test_older_pgbouncer_gets_none_and_functions_do_not_prepare():
