@@ -135,3 +135,11 @@ def test_a_build_the_service_account_cannot_reach_is_copied_beside_the_pooler(tm
     copy = runnable_pgbouncer(hidden / "pgbouncer", user, tmp_path / "bin")
     assert copy == tmp_path / "bin" / "pgbouncer"
     assert build.binary_version(copy) == PINNED
+
+
+def test_a_cached_build_says_what_it_was_built_from(tmp_path):
+    binary = build.cached_binary("1.24.1", tmp_path)
+    binary.parent.mkdir(parents=True)
+    assert build.build_source(binary) is None
+    (binary.parent.parent / build.SOURCE_NOTE).write_text("Debian source package pgbouncer x\n")
+    assert build.build_source(binary) == "Debian source package pgbouncer x"

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from infra.settings import SettingsError, load_stack, stack_file
 from slotguard.commands.common import ProjectDirOption, project_root
-from slotguard.local.pgbouncer_build import binary_version
+from slotguard.local.pgbouncer_build import binary_version, build_source
 from slotguard.local.system import (
     PGBOUNCER_VERSION_ENV,
     MissingSystemPackageError,
@@ -54,3 +54,6 @@ def doctor(
     console.print(
         f"pgbouncer:  {binary} (PgBouncer {found}; the stack pins {pinned_pgbouncer_version()})"
     )
+    source = build_source(binary) if binary is not None else None
+    if source:
+        console.print(f"            built from {source}")

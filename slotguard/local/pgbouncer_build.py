@@ -30,6 +30,8 @@ BUILD_DEPENDENCIES = ("build-essential", "libevent-dev", "libc-ares-dev", "libss
 CONFIGURE_FLAGS = ("--without-pam", "--without-systemd")
 ARCHIVE_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 SOURCE_LISTS = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
+# Written next to bin/ so `slotguard doctor` can say which Debian source package was built.
+SOURCE_NOTE = "SOURCE"
 UPSTREAM_TARBALL = "https://www.pgbouncer.org/downloads/files/{v}/pgbouncer-{v}.tar.gz"
 
 
@@ -279,6 +281,10 @@ def build(version: str, root: Path | None = None, *, jobs: int = 2) -> Path:
         _run(["make", f"-j{jobs}"], tree, log)
         _run(["make", "install", f"DESTDIR={staging}"], tree, log)
         built = staging / target.relative_to("/")
+        (built / SOURCE_NOTE).write_text(
+            f"Debian source package {SOURCE_PACKAGE} {debian_version}, configured with "
+            f"{' '.join(CONFIGURE_FLAGS)}\n"
+        )
         shutil.rmtree(target, ignore_errors=True)
         built.rename(target)
         shutil.rmtree(staging, ignore_errors=True)
@@ -290,6 +296,12 @@ def build(version: str, root: Path | None = None, *, jobs: int = 2) -> Path:
         )
     binary_dir_reachable(target)
     return binary
+
+
+def build_source(binary: Path) -> str | None:
+    """What a cached build was built from (its SOURCE note), None for any other binary."""
+    note = binary.parent.parent / SOURCE_NOTE
+    return note.read_text().strip() if note.exists() else None
 
 
 def binary_dir_reachable(target: Path) -> None:
