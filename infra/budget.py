@@ -35,7 +35,7 @@ SOMAXCONN = 4096
 # PgBouncer reads `max_prepared_statements` from 1.21; the kit's default size from then on.
 PREPARED_STATEMENTS_SINCE = (1, 21)
 DEFAULT_MAX_PREPARED_STATEMENTS = 200
-# psycopg 3's default `prepare_threshold`: a query is prepared at its 5th execution on a
+# psycopg 3's default `prepare_threshold`: a query is prepared once it ran 5 times on a
 # connection, so one-off queries are never prepared; the kept connection makes repeats common.
 PSYCOPG_PREPARE_THRESHOLD = 5
 
