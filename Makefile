@@ -5,7 +5,7 @@ RUN := uv run --frozen
 .PHONY: setup up down status storm test lint bench drills budget policy docs
 
 setup:
-	@bash scripts/setup.sh
+	@STACK=$(STACK) bash scripts/setup.sh
 
 ## The local target: bring the stack up, show it working with a short burst.
 BURST ?= 300

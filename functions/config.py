@@ -11,7 +11,14 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
@@ -34,6 +41,7 @@ ENV_NAMES: dict[str, str] = {
     "DB_IDLE_DISCARD_S": "idle_discard_s",
     "DB_RETRY_BUDGET_S": "retry_budget_s",
     "DB_RETRIES": "retries",
+    "DB_PREPARE_THRESHOLD": "prepare_threshold",
     "HEALTH_ALARM_PERCENT": "health_alarm_percent",
     "AWS_REGION": "region",
 }
@@ -59,8 +67,17 @@ class DbSettings(BaseModel):
     idle_discard_s: float = Field(default=240.0, gt=0)
     retry_budget_s: float = Field(default=10.0, ge=0)
     retries: Literal["on", "off"] = "on"
+    # psycopg's prepare_threshold, or `off` (None): prepared statements only where the pooler
+    # keeps them across server connections (PgBouncer 1.21+ with max_prepared_statements > 0);
+    # the deployment derives it from the connection budget. Off unless said, as any pooler allows.
+    prepare_threshold: int | None = Field(default=None, ge=0)
     health_alarm_percent: float = Field(default=80.0, gt=0, le=100)
     region: str | None = None
+
+    @field_validator("prepare_threshold", mode="before")
+    @classmethod
+    def _off_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() == "off" else value
 
     @model_validator(mode="after")
     def _auth_needs_its_inputs(self) -> DbSettings:

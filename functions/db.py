@@ -4,9 +4,10 @@ Why it looks like this:
 - A Lambda instance serves one invocation at a time, so one connection per instance (opened at
   first use, kept at module scope across warm invocations) is the most it ever needs, and the
   pooler multiplexes those client connections onto a few server connections.
-- Transaction pooling hands each *transaction* a different server connection, so server-side
-  prepared statements are off (`prepare_threshold=None`) and session state is never relied on;
-  timeouts live on the role, not in startup parameters.
+- Transaction pooling hands each *transaction* a different server connection, so session state
+  is never relied on and timeouts live on the role, not in startup parameters. Prepared
+  statements are used only where the pooler keeps them across server connections (PgBouncer
+  1.21+ with `max_prepared_statements`): `DB_PREPARE_THRESHOLD` says so, else they are off.
 - A frozen instance can wake up holding a connection the pooler already reaped, so a connection
   idle longer than `DB_IDLE_DISCARD_S` (set below the pooler's client idle timeout) is discarded,
   and one whose socket has anything to say while idle (the server's goodbye) is replaced.
@@ -155,7 +156,7 @@ class Database:
                     connect_timeout=timeout_s,
                     application_name=self.application_name,
                     autocommit=True,
-                    prepare_threshold=None,
+                    prepare_threshold=s.prepare_threshold,
                     row_factory=dict_row,
                 )
             except psycopg.Error as exc:

@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from infra.pooler_logins import admission
 from infra.settings import StackSettings
 
 # RDS's default `max_connections` formula is LEAST(DBInstanceClassMemory/9531392, 5000).
@@ -41,6 +42,13 @@ DRAIN_MARGIN_S = 5
 # NLB target group health check: a TCP connect every 10 s, two results to change state.
 NLB_HEALTH_INTERVAL_S = 10
 NLB_HEALTHY_THRESHOLD = 2
+
+# PgBouncer reads `max_prepared_statements` from 1.21; the kit's default size from then on.
+PREPARED_STATEMENTS_SINCE = (1, 21)
+DEFAULT_MAX_PREPARED_STATEMENTS = 200
+# psycopg 3's default `prepare_threshold`: a query is prepared once it ran 5 times on a
+# connection, so one-off queries are never prepared; the kept connection makes repeats common.
+PSYCOPG_PREPARE_THRESHOLD = 5
 
 # Memory in GiB of the common RDS instance classes (AWS's published figures). RDS computes the
 # default from DBInstanceClassMemory, which is somewhat below the nominal figure; the kit always
@@ -169,6 +177,11 @@ class PgBouncerBudget:
     tcp_keepalive_count: int
     deploy: PoolerDeployPlan
     port: int = PGBOUNCER_PORT
+    # -- prepared statements and login cost (see _pgbouncer_prepared, _pgbouncer_logins) ----------
+    max_prepared_statements: int = 0
+    login_rate_per_process: float = 0.0
+    cold_burst_clients: int = 0
+    cold_burst_admission_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -292,6 +305,8 @@ class Budget:
     functions: dict[str, FunctionBudget]
     alarms: AlarmThresholds
     figures: tuple[Figure, ...] = field(repr=False)
+    # Numbers that hold but deserve attention (each with its arithmetic).
+    warnings: tuple[str, ...] = ()
 
     @property
     def reserved_concurrency_total(self) -> int:
@@ -312,7 +327,21 @@ class Budget:
             "DB_IDLE_DISCARD_S": str(fn.idle_discard_s),
             "DB_RETRY_BUDGET_S": f"{fn.retry_budget_s:g}",
             "DB_RETRIES": "on",
+            "DB_PREPARE_THRESHOLD": self.prepare_threshold,
         }
+
+    @property
+    def prepare_threshold(self) -> str:
+        """psycopg's `prepare_threshold` for the functions: only where the pooler keeps them.
+
+        PgBouncer 1.21+ with `max_prepared_statements` > 0 tracks protocol-level prepared
+        statements across server connections. RDS Proxy is left off: its pinning conditions
+        (docs/drivers.md) list prepared statements, and a pinned session defeats the proxy.
+        """
+        pb = self.pgbouncer
+        if pb is not None and pb.max_prepared_statements > 0:
+            return str(PSYCOPG_PREPARE_THRESHOLD)
+        return "off"
 
     def bootstrap_event(self, database: str) -> dict[str, Any]:
         """What the bootstrap function is invoked with: the roles as the budget decided them.
@@ -756,6 +785,10 @@ def compute_budget(settings: StackSettings) -> Budget:
         reap = rds_proxy.idle_client_timeout_s
         port = rds_proxy.port
     functions = _functions(settings, queue_wait, queue_setting, reap, out)
+    warnings: list[str] = []
+    if pgbouncer is not None:
+        pgbouncer = _pgbouncer_prepared(settings, pgbouncer, out)
+        pgbouncer = _pgbouncer_logins(settings, pgbouncer, functions, warnings)
 
     demand = sum(f.reserved_concurrency for f in settings.functions.values())
     reservable = settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM
@@ -842,8 +875,67 @@ def compute_budget(settings: StackSettings) -> Budget:
         functions=functions,
         alarms=alarms,
         figures=(),
+        warnings=tuple(warnings),
     )
     return _with_figures(budget, settings)
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _pgbouncer_prepared(
+    settings: StackSettings, pb: PgBouncerBudget, out: list[Violation]
+) -> PgBouncerBudget:
+    """`max_prepared_statements`: the setting, else 200 from PgBouncer 1.21 and 0 before."""
+    wanted = settings.pooler.pgbouncer.max_prepared_statements
+    supported = _version(pb.version) >= PREPARED_STATEMENTS_SINCE
+    if wanted is None:
+        wanted = DEFAULT_MAX_PREPARED_STATEMENTS if supported else 0
+    elif wanted > 0 and not supported:
+        out.append(
+            Violation(
+                "pooler.pgbouncer.max_prepared_statements",
+                f"{wanted} needs PgBouncer 1.21+ (pooler.pgbouncer.version is {pb.version}); "
+                "set it to 0 or pin a newer release",
+            )
+        )
+    return replace(pb, max_prepared_statements=wanted)
+
+
+def _pgbouncer_logins(
+    settings: StackSettings,
+    pb: PgBouncerBudget,
+    functions: dict[str, FunctionBudget],
+    warnings: list[str],
+) -> PgBouncerBudget:
+    """The largest cold burst (every reserved instance at once) against the pooler's login rate.
+
+    A warning, not a violation: a function whose connect window (connect timeout + retry
+    budget) is shorter than the admission time may fail to log in during that burst.
+    """
+    burst = sum(f.reserved_concurrency for f in functions.values())
+    ps = settings.pooler.pgbouncer
+    result = admission(
+        burst, tasks=pb.tasks, processes_per_task=pb.processes_per_task, task_cpu_units=ps.cpu
+    )
+    for fn in functions.values():
+        window = fn.connect_timeout_s + fn.retry_budget_s
+        if result.seconds > window:
+            warnings.append(
+                f"functions.{fn.name}: a cold burst takes {result.arithmetic()} to log in at "
+                f"{ps.cpu} CPU units per task ({result.vcpu_per_process:g} vCPU per process), "
+                f"longer than its connect timeout {fn.connect_timeout_s} s + retry budget "
+                f"{fn.retry_budget_s:g} s = {window:g} s: raise pooler.pgbouncer.cpu or "
+                f"pooler.pgbouncer.tasks, or functions.{fn.name}.retry_budget_s"
+            )
+    return replace(
+        pb,
+        login_rate_per_process=result.logins_per_second_per_process,
+        cold_burst_clients=burst,
+        cold_burst_admission_s=result.seconds,
+    )
 
 
 def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
@@ -1114,6 +1206,7 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
                 "half the borrow timeout",
             )
         )
+    figs += _pgbouncer_extra_figures(budget)
     return replace(budget, figures=tuple(figs))
 
 
@@ -1228,3 +1321,32 @@ def _operations_figures(budget: Budget) -> list[Figure]:
         ),
     ]
     return figs
+
+def _pgbouncer_extra_figures(budget: Budget) -> list[Figure]:
+    """Prepared statements and the cold burst's login time (PgBouncer stacks only)."""
+    pb = budget.pgbouncer
+    if pb is None:
+        return []
+    window = min(f.connect_timeout_s + f.retry_budget_s for f in budget.functions.values())
+    return [
+        Figure(
+            "pgbouncer.max_prepared_statements",
+            pb.max_prepared_statements,
+            "statements/server connection",
+            "setting or 200 from PgBouncer 1.21 (0 before)",
+        ),
+        Figure(
+            "pgbouncer.login_rate",
+            round(pb.login_rate_per_process, 1),
+            "logins/s/process",
+            "measured logins per CPU-second x the process's vCPU share",
+        ),
+        Figure(
+            "pgbouncer.cold_burst_admission",
+            round(pb.cold_burst_admission_s, 2),
+            "s",
+            f"{pb.cold_burst_clients} instances / ({pb.processes} processes x "
+            f"{pb.login_rate_per_process:.0f} logins/s); shortest connect timeout + retry "
+            f"budget {window:g} s (a warning when longer, not a limit)",
+        ),
+    ]

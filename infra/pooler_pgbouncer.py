@@ -139,6 +139,7 @@ def task_environment(
         f"{p}TCP_KEEPIDLE_S": str(pb.tcp_keepalive_idle_s),
         f"{p}TCP_KEEPINTVL_S": str(pb.tcp_keepalive_interval_s),
         f"{p}TCP_KEEPCNT": str(pb.tcp_keepalive_count),
+        f"{p}MAX_PREPARED_STATEMENTS": str(pb.max_prepared_statements),
         f"{p}DATABASE_SHARE": str(pb.server_connections_per_task),
         f"{p}DB_HOST": database_address,
         f"{p}DB_PORT": pulumi.Output.from_input(database_port).apply(str),

@@ -255,6 +255,17 @@ class PgBouncerSettings(_Section):
         256, description="Fargate task CPU units (256 = 0.25 vCPU). Must pair with `memory_mb`."
     )
     memory_mb: int = Field(512, description="Fargate task memory, in MiB.")
+    max_prepared_statements: int | None = Field(
+        None,
+        ge=0,
+        le=5000,
+        description="`max_prepared_statements` (PgBouncer 1.21+): protocol-level prepared "
+        "statements each server connection keeps, so drivers that prepare (psycopg 3, asyncpg, "
+        "SQLAlchemy on either) work through transaction pooling. Empty: 200 from 1.21 (PgBouncer's "
+        "own default since 1.24: twice the 100 statements psycopg 3 and asyncpg each cache per "
+        "connection, so a statement a driver still holds is rarely re-prepared), 0 before. 0 "
+        "turns the support off and the functions stop preparing.",
+    )
     # -- operations: deploys and scaling (the budget plans them; see the README's deploy plan) --
     max_tasks: int | None = Field(
         None,

@@ -49,6 +49,14 @@ SINCE: dict[str, Version] = {
 }
 OLDEST_SUPPORTED: Version = (1, 12)
 
+# Startup parameters PgBouncer accepts and drops instead of refusing the login. Only
+# `extra_float_digits`, which pgjdbc (3) and lib/pq (2) send with every connection: on PostgreSQL
+# 12 and later any value above 0 selects the same shortest-precise float output as the default 1,
+# so dropping it changes nothing (the stack runs PostgreSQL 13+). `options` is not in the list: a
+# client passing `-c statement_timeout=...` there is refused with a message naming it rather
+# than silently losing it (timeouts live on the role).
+IGNORED_STARTUP_PARAMETERS: tuple[str, ...] = ("extra_float_digits",)
+
 
 def parse_version(text: str) -> Version:
     """`"1.18.0"`, `"PgBouncer 1.24.1"` or `"1.24"` -> `(1, 18)`; the patch level never matters."""
@@ -365,9 +373,8 @@ def _process_settings(s: PgBouncerSettings, index: int) -> dict[str, object]:
         "server_reset_query": "",
         "server_check_query": "select 1",
         "server_check_delay": 30,
-        # ignore_startup_parameters stays empty: a client sending `options` or
-        # `extra_float_digits` is refused with a message naming it instead of silently losing
-        # them (role settings carry the timeouts).
+        # See IGNORED_STARTUP_PARAMETERS: `extra_float_digits` only; `options` stays refused.
+        "ignore_startup_parameters": ",".join(IGNORED_STARTUP_PARAMETERS),
         "application_name_add_host": 0,
         "tcp_keepalive": 1,
         "tcp_keepidle": s.tcp_keepidle_s,

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Everything a fresh machine needs for the local target and the tests: uv, the locked Python
 # environment, and PostgreSQL + PgBouncer (installed with apt-get when run as root on Debian/Ubuntu,
-# otherwise the exact install command is printed).
+# otherwise the exact install command is printed). When the machine's PgBouncer is older than the
+# stack's pooler.pgbouncer.version, that release is built once from Debian's source package into
+# ${SLOTGUARD_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/slotguard}/pgbouncer/<version>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v uv >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check uv
 fi
 uv sync --frozen --quiet
-uv run --frozen slotguard doctor --install
+uv run --frozen slotguard doctor --install --stack "${STACK:-dev}"

@@ -63,7 +63,7 @@ def test_transaction_pooling_with_scram_and_tls_on_both_legs():
     assert bouncer["client_tls_sslmode"] == "require"
     assert bouncer["tcp_keepalive"] == "1"
     assert int(bouncer["tcp_keepidle"]) < 350
-    assert "ignore_startup_parameters" not in bouncer
+    assert bouncer["ignore_startup_parameters"] == "extra_float_digits"
     assert ini["databases"]["app"] == "host=db.internal port=5432 dbname=app"
 
 

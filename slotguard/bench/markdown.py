@@ -182,6 +182,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> Path:
             "",
             f"Latency ratio pooled / direct: **{r['latency_ratio']:.2f}**.",
         ]
+    lines += _prepared_and_logins_sections(results)
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -239,4 +240,61 @@ def _summary_rows(results: dict[str, Any]) -> list[str]:
     if "6" in results:
         r = results["6"]
         rows.append(f"| 6 | pgbench -S, 8 clients | ratio <= 1.5 | {r['latency_ratio']:.2f} |")
+    if "7" in results:
+        r = results["7"]
+        rows.append(
+            f"| 7 | pgbench -S -M prepared, 8 clients | ratio <= 1.5 | {r['latency_ratio']:.2f} |"
+        )
+    if "8" in results:
+        r = results["8"]
+        rows.append(
+            f"| 8 | logins per PgBouncer process | {r['documented_logins_per_cpu_second']:,.0f} "
+            f"per CPU-second (the budget's) | {r['logins_per_cpu_second']:,.0f} per CPU-second "
+            f"({r['cpu_ms_per_login']:.2f} ms each), {r['failed']} failed |"
+        )
     return rows
+
+
+def _prepared_and_logins_sections(results: dict[str, Any]) -> list[str]:
+    """Benchmarks 7 (prepared statements through the pooler) and 8 (login cost)."""
+    lines: list[str] = []
+    if "7" in results:
+        r = results["7"]
+        lines += [
+            "",
+            "## 7. pgbench -S -M prepared, 8 clients",
+            "",
+            "As benchmark 6 with protocol-level prepared statements, which reach the database "
+            f"through PgBouncer's `max_prepared_statements` ({r['max_prepared_statements']}).",
+            "",
+            "| path | tps | latency average |",
+            "|---|---:|---:|",
+            f"| through PgBouncer | {r['pooled']['tps']:,.0f} | "
+            f"{r['pooled']['latency_ms']:.3f} ms |",
+            f"| direct | {r['direct']['tps']:,.0f} | {r['direct']['latency_ms']:.3f} ms |",
+            "",
+            f"Latency ratio pooled / direct: **{r['latency_ratio']:.2f}**.",
+        ]
+    if "8" in results:
+        r = results["8"]
+        lines += [
+            "",
+            "## 8. Logins per PgBouncer process",
+            "",
+            f"{r['logins']:,} TLS + SCRAM logins (connect, close) through the stack's "
+            f"{r['pooler_processes']} PgBouncer processes in {r['wall_s']:.1f} s; the processes "
+            f"used {r['pooler_cpu_s']:.2f} s of CPU (utime + stime from /proc), "
+            f"{r['cpu_ms_per_login']:.2f} ms per login: **{r['logins_per_cpu_second']:,.0f} "
+            "logins per CPU-second**, the clients' CPU not counted. The budget uses "
+            f"{r['documented_logins_per_cpu_second']:,.0f} (`infra/pooler_logins.py`).",
+        ]
+        stack = r.get("stack") or {}
+        if stack:
+            lines += [
+                "",
+                f"At this rate a process of a {stack['task_cpu_units']}-CPU-unit task logs in "
+                f"{stack['logins_per_second_per_process']:,.0f} clients per second, and the "
+                f"stack's largest cold burst ({stack['cold_burst_clients']:,} instances) is "
+                f"admitted in {stack['cold_burst_admission_s']:.1f} s.",
+            ]
+    return lines

@@ -80,14 +80,26 @@ def _master(record: StackRecord) -> str:
 
 
 def run(
-    record: StackRecord, port: int, app_role: str, *, clients: int = 8, seconds: int = 10
+    record: StackRecord,
+    port: int,
+    app_role: str,
+    *,
+    clients: int = 8,
+    seconds: int = 10,
+    protocol: str = "simple",
 ) -> PgbenchRun:
-    """`pgbench -S -c CLIENTS -j 2 -T SECONDS` as the application role on `port`."""
+    """`pgbench -S -M PROTOCOL -c CLIENTS -j 2 -T SECONDS` as the application role on `port`.
+
+    `protocol` `prepared` prepares each statement once per connection; through PgBouncer that
+    needs `max_prepared_statements` (1.21+).
+    """
     result = subprocess.run(
         [
             _pgbench(),
             "-S",
             "-n",
+            "-M",
+            protocol,
             "-c",
             str(clients),
             "-j",

@@ -1,4 +1,4 @@
-"""`python -m slotguard.bench`: the local target's six benchmarks, figures printed and written.
+"""`python -m slotguard.bench`: the local target's eight benchmarks, figures printed and written.
 
 1. 1,000 concurrent invocations of the real API through the runtime: pooled, direct (the
    helper's retries) and naive (direct, no retries), side by side.
@@ -7,6 +7,9 @@
 4. A sustained warm run against the pool's physical limit (server connections / query time).
 5. 1,000 frozen instances holding client connections, a burst of 1,000, then the pooler's reaping.
 6. pgbench `-S` at 8 clients through the pooler and directly.
+7. pgbench `-S -M prepared` at 8 clients through the pooler and directly (prepared statements
+   through PgBouncer's `max_prepared_statements`).
+8. Logins per second per PgBouncer process, the pooler's CPU only (slotguard.bench.logins).
 
 JSON goes to `build/bench/`, the tables and chart to `docs/benchmarks.md` and `docs/`.
 """
@@ -30,6 +33,7 @@ import typer
 from rich.console import Console
 
 from slotguard.bench import pgbench
+from slotguard.bench.logins import bench_logins
 from slotguard.bench.markdown import write_markdown
 from slotguard.bench.simulated import InstanceSpec, SimulationResult, simulate
 from slotguard.commands.storm import run_target
@@ -273,6 +277,30 @@ def bench_pgbench(plan: StackPlan, record: StackRecord, seconds: int) -> dict[st
     }
 
 
+def bench_pgbench_prepared(plan: StackPlan, record: StackRecord, seconds: int) -> dict[str, Any]:
+    console.rule("7. pgbench -S -M prepared, 8 clients, through the pooler and directly")
+    role = plan.budget.app_user.name
+    schema = plan.budget.app_user.schema_name
+    pgbench.prepare(record, schema, role)
+    try:
+        free_role_slots(plan, record, role, needed=8)
+        direct = pgbench.run(
+            record, record.ports.postgres, role, seconds=seconds, protocol="prepared"
+        )
+        pooled = pgbench.run(
+            record, record.ports.pgbouncer, role, seconds=seconds, protocol="prepared"
+        )
+    finally:
+        pgbench.drop(record, schema)
+    pb = plan.budget.pgbouncer
+    return {
+        "pooled": asdict(pooled),
+        "direct": asdict(direct),
+        "latency_ratio": pooled.latency_ms / direct.latency_ms,
+        "max_prepared_statements": pb.max_prepared_statements if pb is not None else None,
+    }
+
+
 def free_role_slots(plan: StackPlan, record: StackRecord, role: str, *, needed: int) -> None:
     """Close the role's idle connections (direct instances', the pooler's) until `needed` fit."""
     release_direct_connections(master_conninfo(record), direct_function_names(record))
@@ -305,7 +333,7 @@ def main(  # every option is keyword-only: Typer reads them by name
     stack: Annotated[str, typer.Option(help="Stack to benchmark (started if needed).")] = "dev",
     burst: Annotated[int, typer.Option(help="Benchmarks 1 and 5: invocations, frozen.")] = 1000,
     instances: Annotated[int, typer.Option(help="Benchmark 2: simulated instances.")] = 10000,
-    only: Annotated[str, typer.Option(help="Benchmarks to run (3 is derived).")] = "1,2,4,5,6",
+    only: Annotated[str, typer.Option(help="Benchmarks to run (3 is derived).")] = "1,2,4,5,6,7,8",
     out: Annotated[Path, typer.Option(help="Where the JSON goes.")] = KIT_ROOT / "build" / "bench",
     docs: Annotated[Path, typer.Option(help="The generated page.")] = KIT_ROOT
     / "docs"
@@ -324,6 +352,8 @@ def main(  # every option is keyword-only: Typer reads them by name
         ("4", lambda: bench_sustained(plan, record, 50.0, 15.0, 200)),
         ("5", lambda: bench_frozen(plan, record, out, burst)),
         ("6", lambda: bench_pgbench(plan, record, 10)),
+        ("7", lambda: bench_pgbench_prepared(plan, record, 10)),
+        ("8", lambda: bench_logins(plan, record)),
     ]
     for key, step in steps:
         if key in chosen:

@@ -72,6 +72,8 @@ def budget(
         print(json.dumps({"ok": True, **result.to_json()}, indent=2))
         return
     console.print(render_table(result))
+    for warning in result.warnings:
+        console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
     for line in deploy_plan_lines(result):
         console.print(line, highlight=False)
     console.print(

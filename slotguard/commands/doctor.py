@@ -2,30 +2,58 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from infra.settings import SettingsError, load_stack, stack_file
+from slotguard.commands.common import ProjectDirOption, project_root
+from slotguard.local.pgbouncer_build import binary_version, build_source
 from slotguard.local.system import (
+    PGBOUNCER_VERSION_ENV,
     MissingSystemPackageError,
     ensure_programs,
     pgbouncer_binary,
+    pinned_pgbouncer_version,
     postgres_bindir,
 )
 
 
 def doctor(
     install: Annotated[
-        bool, typer.Option(help="Install missing packages with apt-get when running as root.")
+        bool,
+        typer.Option(
+            help="Install missing packages with apt-get, and build the stack's pinned PgBouncer "
+            "release when the machine's is older, when running as root."
+        ),
     ] = False,
+    stack: Annotated[
+        str, typer.Option(help="The stack whose pooler.pgbouncer.version to rehearse.")
+    ] = "dev",
+    project_dir: ProjectDirOption = None,
 ) -> None:
-    """Report where PostgreSQL and PgBouncer are; install them with --install when missing."""
+    """Report where PostgreSQL and PgBouncer are; install (or build) them with --install."""
     console = Console()
+    root = project_root(project_dir)
+    if stack_file(stack, root).exists() and not os.environ.get(PGBOUNCER_VERSION_ENV):
+        try:
+            os.environ[PGBOUNCER_VERSION_ENV] = load_stack(stack, root).pooler.pgbouncer.version
+        except SettingsError as error:
+            console.print(f"[red]{error}[/red]")
+            raise typer.Exit(2) from error
     try:
         ensure_programs(install=install)
     except MissingSystemPackageError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from error
+    binary = pgbouncer_binary()
+    found = binary_version(binary) if binary is not None else None
     console.print(f"postgresql: {postgres_bindir()}")
-    console.print(f"pgbouncer:  {pgbouncer_binary()}")
+    console.print(
+        f"pgbouncer:  {binary} (PgBouncer {found}; the stack pins {pinned_pgbouncer_version()})"
+    )
+    source = build_source(binary) if binary is not None else None
+    if source:
+        console.print(f"            built from {source}")

@@ -1,7 +1,7 @@
 """A real PgBouncer for the local target and the tests, started from the image's own rendering.
 
 The configuration text comes from `pgbouncer.config.render`, the code the container entrypoint
-runs, so what is rehearsed here is what runs on ECS (for the version installed on this machine).
+runs, so what is rehearsed here is what runs on ECS (the pinned release: `slotguard.local.system`).
 Processes run as the unprivileged service account, one per `processes`, each with its own pid file
 and unix socket directory; they start in their own session so the local target can leave them
 running after the command that started them exits.
@@ -36,7 +36,13 @@ from pgbouncer.exporter import show_rows
 from slotguard.local.ports import free_port
 from slotguard.local.postgres import LocalPostgres
 from slotguard.local.state import alive
-from slotguard.local.system import ServiceUser, ensure_programs, hand_over, pgbouncer_binary
+from slotguard.local.system import (
+    ServiceUser,
+    ensure_programs,
+    hand_over,
+    pgbouncer_binary,
+    runnable_pgbouncer,
+)
 from slotguard.local.tls import TlsFiles
 
 ADMIN_USER = "pgbouncer_admin"
@@ -176,6 +182,7 @@ class LocalPgBouncer:
             ensure_programs()
             binary = pgbouncer_binary()
         assert binary is not None
+        binary = runnable_pgbouncer(binary, self.user, self.root / "bin")
         self.write_files()
         kwargs: dict[str, object] = {}
         if self.user is not None:

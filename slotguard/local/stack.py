@@ -144,6 +144,7 @@ def pgbouncer_settings(plan: StackPlan, ports: Ports, tls: TlsFiles) -> PgBounce
         tcp_keepidle_s=pb.tcp_keepalive_idle_s,
         tcp_keepintvl_s=pb.tcp_keepalive_interval_s,
         tcp_keepcnt=pb.tcp_keepalive_count,
+        max_prepared_statements=pb.max_prepared_statements,
     )
 
 

@@ -1,7 +1,9 @@
 """Find (and, as root on Debian or Ubuntu, install) the system programs the local target runs.
 
-The local target uses the distribution's PostgreSQL and PgBouncer rather than bundled binaries, so
-this module is where a missing program becomes either an install or an error naming the command.
+The local target uses the distribution's PostgreSQL, and the PgBouncer release the image pins:
+the distribution's when it is that release (or newer), else a build of the pinned release from
+Debian's source package, cached outside the checkout (`slotguard.local.pgbouncer_build`). This
+module is where a missing program becomes either an install or an error naming the command.
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.settings import PgBouncerSettings as PgBouncerStackSettings
+from slotguard.local import pgbouncer_build
+
 SERVICE_USER = "slotguard"
 APT_PACKAGES = ("postgresql", "postgresql-contrib", "pgbouncer")
 INSTALL_COMMAND = "sudo apt-get install -y " + " ".join(APT_PACKAGES)
+# The release to rehearse when nothing else is said: the stack setting's default, the image's pin.
+PGBOUNCER_VERSION_ENV = "SLOTGUARD_PGBOUNCER_VERSION"
 
 
 class MissingSystemPackageError(RuntimeError):
@@ -43,12 +50,66 @@ def postgres_bindir() -> Path | None:
     return Path(found).resolve().parent if found else None
 
 
-def pgbouncer_binary() -> Path | None:
-    """The PgBouncer executable, or None."""
+def pinned_pgbouncer_version() -> str:
+    """`$SLOTGUARD_PGBOUNCER_VERSION`, else the default of `pooler.pgbouncer.version`."""
+    override = os.environ.get(PGBOUNCER_VERSION_ENV, "").strip()
+    if override:
+        return override
+    return str(PgBouncerStackSettings.model_fields["version"].default)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def system_pgbouncer() -> Path | None:
+    """The distribution's PgBouncer executable, or None."""
     for candidate in (shutil.which("pgbouncer"), "/usr/sbin/pgbouncer"):
         if candidate and Path(candidate).exists():
             return Path(candidate)
     return None
+
+
+def pgbouncer_binary(version: str | None = None) -> Path | None:
+    """The PgBouncer to run: the cached build of the pinned release, else the system's, or None.
+
+    The system's is returned even when older than the pinned release (so `doctor` can report
+    it); `missing_programs` counts that case as missing, which makes `--install` build the pin.
+    """
+    wanted = version or pinned_pgbouncer_version()
+    cached = pgbouncer_build.usable_cached_binary(wanted)
+    return cached if cached is not None else system_pgbouncer()
+
+
+def pgbouncer_too_old(version: str | None = None) -> str | None:
+    """Why the PgBouncer found is older than the pinned release, or None when it is not."""
+    wanted = version or pinned_pgbouncer_version()
+    binary = pgbouncer_binary(wanted)
+    if binary is None:
+        return None
+    found = pgbouncer_build.binary_version(binary)
+    if found is not None and _release(found) >= _release(wanted):
+        return None
+    return (
+        f"{binary} is PgBouncer {found or 'of unknown version'}, older than {wanted} "
+        f"(pooler.pgbouncer.version)"
+    )
+
+
+def runnable_pgbouncer(binary: Path, user: ServiceUser | None, spare_dir: Path) -> Path:
+    """`binary`, or a copy in `spare_dir` when the service account cannot reach it.
+
+    A cache under root's home (mode 0700) holds a build the unprivileged account may not
+    execute; a copy beside the pooler's other files (which that account owns) can be.
+    """
+    if user is None or all(p.stat().st_mode & 0o001 for p in binary.resolve().parents):
+        return binary
+    spare_dir.mkdir(parents=True, exist_ok=True)
+    copy = spare_dir / "pgbouncer"
+    if not copy.exists() or copy.stat().st_size != binary.stat().st_size:
+        shutil.copy2(binary, copy)
+    copy.chmod(0o755)
+    return copy
 
 
 def missing_programs() -> list[str]:
@@ -58,6 +119,8 @@ def missing_programs() -> list[str]:
         missing.append("postgresql (server)")
     if pgbouncer_binary() is None:
         missing.append("pgbouncer")
+    elif (why := pgbouncer_too_old()) is not None:
+        missing.append(f"pgbouncer {pinned_pgbouncer_version()} ({why})")
     return missing
 
 
@@ -65,6 +128,9 @@ def ensure_programs(*, install: bool = True) -> None:
     """Install PostgreSQL and PgBouncer when missing (root on Debian/Ubuntu), else explain how."""
     missing = missing_programs()
     if not missing:
+        return
+    if postgres_bindir() is not None and pgbouncer_binary() is not None:
+        _ensure_pinned_pgbouncer(install=install)
         return
     can_install = install and os.geteuid() == 0 and shutil.which("apt-get") is not None
     if not can_install:
@@ -79,9 +145,28 @@ def ensure_programs(*, install: bool = True) -> None:
         env=env,
         stdout=subprocess.DEVNULL,
     )
+    if pgbouncer_too_old() is not None:
+        _ensure_pinned_pgbouncer(install=install)
     still = missing_programs()
     if still:
         raise MissingSystemPackageError(f"apt-get ran but {', '.join(still)} is still missing")
+
+
+def _ensure_pinned_pgbouncer(*, install: bool) -> None:
+    """Build the pinned release into the cache (once), or explain how to get it."""
+    version = pinned_pgbouncer_version()
+    why = pgbouncer_too_old(version)
+    if why is None:
+        return
+    if not install:
+        raise MissingSystemPackageError(
+            f"{why}; build it with: sudo uv run --frozen slotguard doctor --install "
+            f"(into {pgbouncer_build.prefix(version)})"
+        )
+    try:
+        pgbouncer_build.build(version)
+    except pgbouncer_build.PgBouncerBuildError as error:
+        raise MissingSystemPackageError(f"{why}: {error}") from error
 
 
 def service_user() -> ServiceUser | None:
