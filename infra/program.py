@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 
+from infra.account import check_account
 from infra.alarms import Alarms, AlarmsArgs
 from infra.app_user import AppUser, AppUserArgs
 from infra.budget import Budget
@@ -63,6 +64,9 @@ def check_stack_name(stack: str) -> None:
 def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -> Stack:
     """Declare every resource of the stack; returns the components and the stack outputs."""
     check_stack_name(settings.stack)
+    # Look-ups against the account (they run at `pulumi preview` too): its Lambda quota and the
+    # engine versions RDS offers, refused here before anything is declared.
+    check_account(settings, budget)
     tags = settings.all_tags
     name = f"slotguard-{settings.stack}"
     network = Network(
@@ -94,10 +98,13 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             database_address=database.address,
             database_port=database.port,
             master_secret_arn=database.master_secret_arn,
+            database_resource_id=database.resource_id,
             subnet_ids=network.subnet_ids,
             bootstrap_sg_id=network.bootstrap_sg_id,
             tags=tags,
-            depends_on=[database.instance],
+            # The bootstrap reaches Secrets Manager through the endpoints and the database
+            # through the security-group rules: both in place before it runs.
+            depends_on=[database.instance, *network.ready],
         ),
     )
     pooler = create_pooler(
@@ -133,7 +140,7 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             tags=tags,
             sslrootcert=pooler.client_sslrootcert,
             layers=[pooler.client_ca_layer_arn] if pooler.client_ca_layer_arn is not None else [],
-            depends_on=[app_user.invocation],
+            depends_on=[app_user.invocation, *network.ready],
         ),
     )
     alarms = Alarms(

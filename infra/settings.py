@@ -112,10 +112,11 @@ class DatabaseSettings(_Section):
     """The RDS PostgreSQL instance."""
 
     engine_version: str = Field(
-        "16.4",
-        pattern=r"^(1[3-9])\.\d+$",
-        description="PostgreSQL `major.minor`. The parameter group family (`postgres16`) "
-        "follows the major version; 13 and later support SCRAM and the role settings used.",
+        "16",
+        description="PostgreSQL major version only (`16`): RDS creates the newest minor it "
+        "offers and upgrades minors itself (`auto_minor_version_upgrade`), and a pinned minor "
+        "would make a later update try to downgrade. The parameter group family (`postgres16`) "
+        "follows it; 13 and later support SCRAM and the role settings used.",
     )
     instance_class: str = Field(
         "db.t4g.micro",
@@ -164,9 +165,26 @@ class DatabaseSettings(_Section):
         description="Automated backups. Empty: 7 days for `prod`, 1 for `dev`.",
     )
 
+    @field_validator("engine_version")
+    @classmethod
+    def _major_only(cls, value: str) -> str:
+        # The provider keeps a configured prefix while RDS moves the minor (engine_version_actual);
+        # a full `16.4` is compared as-is and the next update after an automatic minor upgrade
+        # asks RDS for a downgrade, which it refuses.
+        if re.fullmatch(r"1[3-9]\.\d+(\.\d+)?", value):
+            major = value.split(".", maxsplit=1)[0]
+            raise ValueError(
+                f"give the major version only ({major!r}): RDS upgrades minor "
+                f"versions automatically, and a pinned {value!r} would make a later update try "
+                "to downgrade the instance"
+            )
+        if not re.fullmatch(r"1[3-9]", value):
+            raise ValueError('must be a PostgreSQL major version from 13 on, e.g. "16"')
+        return value
+
     @property
     def engine_major(self) -> int:
-        return int(self.engine_version.split(".")[0])
+        return int(self.engine_version)
 
     @property
     def parameter_group_family(self) -> str:
@@ -384,6 +402,18 @@ class FunctionSettings(_Section):
         description="Time a function may spend retrying connects within one invocation.",
     )
     url: bool = Field(False, description="Expose the function through a Function URL.")
+
+    @model_validator(mode="after")
+    def _packable(self) -> FunctionSettings:
+        # psycopg-binary publishes aarch64 wheels only for manylinux_2_28 (glibc 2.28), and
+        # python3.11 runs on Amazon Linux 2 (glibc 2.26): no artifact can be built for the pair.
+        if self.runtime == "python3.11" and self.architecture == "arm64":
+            raise ValueError(
+                "runtime python3.11 cannot run psycopg on arm64 (its aarch64 wheels need glibc "
+                "2.28; python3.11 runs on Amazon Linux 2 with 2.26): use runtime python3.12 or "
+                "later, or architecture x86_64"
+            )
+        return self
 
 
 def _default_functions() -> dict[str, FunctionSettings]:
