@@ -71,9 +71,10 @@ class NetworkSettings(_Section):
     )
     vpc_endpoints: bool = Field(
         True,
-        description="Interface endpoints (Secrets Manager, Logs, CloudWatch, ECR) and an S3 "
-        "gateway endpoint instead of a NAT gateway: private subnets stay private and there is "
-        "no per-GB NAT charge.",
+        description="VPC endpoints instead of a NAT gateway, only those the pooler kind needs "
+        "(Secrets Manager; with PgBouncer also Logs, CloudWatch, ECR and an S3 gateway endpoint "
+        "limited to ECR's layer bucket): private subnets stay private and there is no per-GB NAT "
+        "charge. In an existing VPC, an endpoint that already exists for a service is reused.",
     )
 
     @field_validator("cidr", mode="before")
