@@ -274,6 +274,8 @@ class Budget:
             "app_user": {
                 "name": au.name,
                 "connection_limit": au.connection_limit,
+                # The bootstrap holds the limit within the running server's max_connections too.
+                "admin_margin": self.admin_margin,
                 "statement_timeout_ms": au.statement_timeout_ms,
                 "idle_in_transaction_session_timeout_ms": au.idle_in_transaction_session_timeout_ms,
                 "lock_timeout_ms": au.lock_timeout_ms,
