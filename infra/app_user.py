@@ -207,6 +207,7 @@ class AppUser(pulumi.ComponentResource):
                 ],
                 log_retention_days=LOG_RETENTION_DAYS[s.environment],
                 tags=args.tags,
+                depends_on=list(args.depends_on),
             ),
             opts=child,
         )
