@@ -160,7 +160,7 @@ def test_preview_refuses_reservations_the_account_cannot_take(quota: int, advice
 
 
 def _s3_tables(run: OfflineRun) -> list[str]:
-    return run.one(VPCE, "-vpce-s3").input("routeTableIds")
+    return list(run.one(VPCE, "-vpce-s3").input("routeTableIds"))
 
 
 def test_subnet_without_association_routes_through_the_main_table() -> None:
@@ -299,7 +299,8 @@ def test_the_task_definition_waits_for_the_secret_values() -> None:
 
 
 def _policy(record: Any) -> dict[str, Any]:
-    return json.loads(record.input("policy"))
+    policy: dict[str, Any] = json.loads(record.input("policy"))
+    return policy
 
 
 @pytest.mark.parametrize("variant", ["dev", "prod", "dev-existing"])
