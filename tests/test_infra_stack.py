@@ -283,6 +283,7 @@ def test_bootstrap_sets_the_budget_on_the_role(variant: str) -> None:
     assert event["app_user"] == {
         "name": au.name,
         "connection_limit": au.connection_limit,
+        "admin_margin": run.budget.admin_margin,
         "statement_timeout_ms": au.statement_timeout_ms,
         "idle_in_transaction_session_timeout_ms": au.idle_in_transaction_session_timeout_ms,
         "lock_timeout_ms": au.lock_timeout_ms,
