@@ -427,7 +427,11 @@ def _layer(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
 
 
 def _invocation(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
-    return f"{a.name}-id", {"result": json.dumps({"changed": True})}
+    # The bootstrap's report, as the function answers on a server already at the budget's size.
+    event = json.loads(str(a.inputs.get("input") or "{}"))
+    limit = event.get("app_user", {}).get("connection_limit")
+    report = {"changed": True, "connection_limit": limit, "waiting_for_restart": False}
+    return f"{a.name}-id", {"result": json.dumps(report)}
 
 
 def _load_balancer(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
@@ -546,7 +550,11 @@ def offline_artifacts(image: ImageSource | None = None) -> Artifacts:
 
 @contextlib.contextmanager
 def mocked(
-    stack: str, region: str = DEFAULT_REGION, account: MockAccount | None = None
+    stack: str,
+    region: str = DEFAULT_REGION,
+    account: MockAccount | None = None,
+    *,
+    preview: bool = False,
 ) -> Iterator[RecordingMonitor]:
     """Pulumi's runtime on offline mocks, on a fresh event loop, for one program run.
 
@@ -564,7 +572,7 @@ def mocked(
     asyncio.set_event_loop(loop)
     monitor = RecordingMonitor(OfflineMocks(region, account))
     pulumi_mocks.set_mocks(
-        monitor.mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor
+        monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor
     )
     try:
         yield monitor
@@ -578,6 +586,8 @@ def run_offline(
     budget: Budget | None = None,
     artifacts: Artifacts | None = None,
     account: MockAccount | None = None,
+    *,
+    preview: bool = False,
 ) -> OfflineRun:
     """Run `build_stack` under mocks (not a preview) and return what it registered.
 
@@ -596,7 +606,7 @@ def run_offline(
         stack = build_stack(settings, the_budget, the_artifacts)
         return pulumi.Output.from_input(stack.outputs).apply(captured.update)
 
-    with mocked(settings.stack, region, account) as monitor:
+    with mocked(settings.stack, region, account, preview=preview) as monitor:
         pulumi.runtime.test(program)()  # type: ignore[no-untyped-call]
     return OfflineRun(
         settings=settings,

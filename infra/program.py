@@ -6,6 +6,7 @@ the pooler image), so the same program runs under `pulumi up` and offline under 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -171,8 +172,24 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
         "master_secret_arn": database.master_secret_arn,
         "max_connections": budget.max_connections,
         "pooler_ceiling": budget.pooler_ceiling,
+        # max_connections changes wait for a reboot; until then the bootstrap holds app_user's
+        # limit within the running server's. After the reboot, invoke the bootstrap function
+        # with this event again to raise it (README, "Changing max_connections").
+        "bootstrap_function": app_user.bootstrap.function.name,
+        "bootstrap_event": json.dumps(budget.bootstrap_event(settings.database.name)),
+        "app_user_connection_limit": app_user.invocation.result.apply(_applied_limit),
     }
     return Stack(network, database, app_user, pooler, functions, alarms, outputs)
+
+
+def _applied_limit(result: str | None) -> int | None:
+    """The CONNECTION LIMIT the bootstrap set (its report), or None before it ran."""
+    try:
+        report = json.loads(result or "{}")
+    except json.JSONDecodeError:
+        return None
+    limit = report.get("connection_limit") if isinstance(report, dict) else None
+    return int(limit) if isinstance(limit, int) else None
 
 
 def export(stack: Stack) -> None:

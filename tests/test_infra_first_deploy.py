@@ -417,3 +417,31 @@ def test_prod_final_snapshot_name_is_unique_per_instance() -> None:
     assert not name.endswith("-")
     assert "--" not in name
     assert stack("dev").one("aws:rds/instance:Instance").input("skipFinalSnapshot") is True
+
+
+# -- 8. max_connections waits for a reboot: the bootstrap's re-run path ---------------------------
+
+
+def test_outputs_carry_the_bootstrap_rerun_after_a_reboot() -> None:
+    # Static parameters apply at the next reboot ("pending-reboot",
+    # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_WorkingWithParamGroups.html);
+    # the bootstrap must run again afterwards to raise app_user's limit (README, "Changing
+    # max_connections"); the outputs give the function and its event.
+    run = stack("dev")
+    invocation = run.one(INVOCATION)
+    assert json.loads(run.outputs["bootstrap_event"]) == json.loads(invocation.input("input"))
+    assert run.outputs["bootstrap_function"] == "slotguard-dev-bootstrap"
+    assert run.outputs["app_user_connection_limit"] == run.budget.pooler_ceiling
+    readme = (ROOT / "README.md").read_text()
+    assert "### Changing `max_connections`" in readme
+    assert "pulumi stack output bootstrap_event" in readme
+
+
+def test_preview_alone_refuses_what_the_account_cannot_take() -> None:
+    # Provider look-ups run during `pulumi preview` as during an update (issue 12): the same
+    # refusal with the engine in preview mode.
+    with pytest.raises(SettingsError, match=r"functions\.reserved_concurrency"):
+        run_offline(
+            variant_settings("dev"), account=MockAccount(lambda_concurrency_quota=10), preview=True
+        )
+    assert run_offline(variant_settings("dev-existing"), preview=True).resources
