@@ -470,7 +470,8 @@ class StackSettings(_Section):
         ge=100,
         le=1_000_000,
         description="The account's Lambda concurrent executions quota in this region (1,000 "
-        "unless raised in Service Quotas). Reserved concurrency must leave 100 unreserved.",
+        "unless raised in Service Quotas). Reserved concurrency, the bootstrap's 1 included, "
+        "must leave 100 unreserved; `pulumi preview` also reads the account's real quota.",
     )
     tags: dict[str, str] = Field(
         default_factory=dict, description="Tags added to every taggable resource."
