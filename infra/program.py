@@ -16,11 +16,12 @@ from infra.account import check_account
 from infra.alarms import Alarms, AlarmsArgs
 from infra.app_user import AppUser, AppUserArgs
 from infra.budget import Budget
-from infra.database import Database, DatabaseArgs
+from infra.database import Database, DatabaseArgs, parameters
 from infra.functions import CodeSource, FunctionCode, Functions, FunctionsArgs
 from infra.network import Network, NetworkArgs
 from infra.pooler import Pooler, PoolerArgs, create_pooler
 from infra.pooler_pgbouncer import DockerBuild, ImageSource, PrebuiltImage
+from infra.reboot import ParameterReboot, ParameterRebootArgs
 from infra.settings import SettingsError, StackSettings
 
 
@@ -108,6 +109,20 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             depends_on=[database.instance, *network.ready],
         ),
     )
+    if settings.reboot_for_parameters:
+        # After the first bootstrap run (which already lowered app_user's limit on a decrease):
+        # reboot when max_connections waits for it, then let the bootstrap raise the limit.
+        ParameterReboot(
+            name,
+            ParameterRebootArgs(
+                identifier=database.identifier,
+                parameters=parameters(settings, budget),
+                region=settings.region or "",  # empty: boto3's own region setting
+                bootstrap_function=app_user.bootstrap.function.name,
+                bootstrap_event=budget.bootstrap_event(settings.database.name),
+                depends_on=[app_user.invocation, database.parameter_group, database.instance],
+            ),
+        )
     pooler = create_pooler(
         name,
         PoolerArgs(

@@ -165,6 +165,13 @@ class DatabaseSettings(_Section):
         le=35,
         description="Automated backups. Empty: 7 days for `prod`, 1 for `dev`.",
     )
+    reboot_for_parameters: bool | None = Field(
+        None,
+        description="Reboot the instance during `pulumi up` when a changed `max_connections` "
+        "waits for one (pending-reboot), then run the bootstrap again to raise `app_user`'s "
+        "limit. Empty: on for `dev`, off for `prod` (reboot in your maintenance window; until "
+        "then the limit stays within the running server's).",
+    )
 
     @field_validator("engine_version")
     @classmethod
@@ -498,6 +505,11 @@ class StackSettings(_Section):
         if self.database.backup_retention_days is not None:
             return self.database.backup_retention_days
         return 7 if self.is_prod else 1
+
+    @property
+    def reboot_for_parameters(self) -> bool:
+        flag = self.database.reboot_for_parameters
+        return flag if flag is not None else not self.is_prod
 
     @property
     def deletion_protection(self) -> bool:

@@ -254,7 +254,7 @@ def test_bootstrap_reruns_for_a_new_instance_or_new_secrets(variant: str) -> Non
     # (`resource_id`); a new password is a new secret version (`version_id`).
     assert "when changed, will trigger a re-invocation" in _source(aws.lambda_.invocation)
     run = stack(variant)
-    invocation = run.one(INVOCATION)
+    invocation = run.one(INVOCATION, "-bootstrap-run")
     triggers = invocation.input("triggers")
     instance = run.one("aws:rds/instance:Instance")
     assert triggers["database"] == instance.outputs["resourceId"] != ""
@@ -282,7 +282,7 @@ def test_bootstrap_and_functions_wait_for_endpoints_and_rules(variant: str) -> N
         )
     ]
     assert needed
-    waiting = [run.one(INVOCATION), *run.of_type("aws:lambda/function:Function")]
+    waiting = [run.one(INVOCATION, "-bootstrap-run"), *run.of_type("aws:lambda/function:Function")]
     for resource in waiting:
         missing = [n.name for n in needed if n.urn not in resource.dependencies]
         assert not missing, (resource.name, missing)
@@ -428,7 +428,7 @@ def test_outputs_carry_the_bootstrap_rerun_after_a_reboot() -> None:
     # the bootstrap must run again afterwards to raise app_user's limit (README, "Changing
     # max_connections"); the outputs give the function and its event.
     run = stack("dev")
-    invocation = run.one(INVOCATION)
+    invocation = run.one(INVOCATION, "-bootstrap-run")
     assert json.loads(run.outputs["bootstrap_event"]) == json.loads(invocation.input("input"))
     assert run.outputs["bootstrap_function"] == "slotguard-dev-bootstrap"
     assert run.outputs["app_user_connection_limit"] == run.budget.pooler_ceiling

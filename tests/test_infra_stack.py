@@ -277,7 +277,7 @@ def test_rds_proxy_pool_is_the_budget(variant: str) -> None:
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_bootstrap_sets_the_budget_on_the_role(variant: str) -> None:
     run = stack(variant)
-    invocation = run.one("aws:lambda/invocation:Invocation")
+    invocation = run.one("aws:lambda/invocation:Invocation", "-bootstrap-run")
     event = json.loads(invocation.input("input"))
     au = run.budget.app_user
     assert event["app_user"] == {
@@ -376,7 +376,7 @@ def test_database_is_private_encrypted_and_prod_is_protected(variant: str) -> No
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_bootstrap_runs_after_the_database_and_before_the_functions(variant: str) -> None:
     run = stack(variant)
-    invocation = run.one("aws:lambda/invocation:Invocation")
+    invocation = run.one("aws:lambda/invocation:Invocation", "-bootstrap-run")
     database = run.one(INSTANCE)
     assert database.urn in invocation.dependencies
     assert run.depends_on(invocation, bootstrap_function(run))
