@@ -21,7 +21,7 @@ from infra.functions import CodeSource, FunctionCode, Functions, FunctionsArgs
 from infra.network import Network, NetworkArgs
 from infra.pooler import Pooler, PoolerArgs, create_pooler
 from infra.pooler_pgbouncer import DockerBuild, ImageSource, PrebuiltImage
-from infra.reboot import ParameterReboot, ParameterRebootArgs
+from infra.reboot import ParameterRebootArgs, parameter_reboot
 from infra.settings import SettingsError, StackSettings
 
 
@@ -112,7 +112,7 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
     if settings.reboot_for_parameters:
         # After the first bootstrap run (which already lowered app_user's limit on a decrease):
         # reboot when max_connections waits for it, then let the bootstrap raise the limit.
-        ParameterReboot(
+        parameter_reboot(
             name,
             ParameterRebootArgs(
                 identifier=database.identifier,
@@ -122,6 +122,7 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
                 bootstrap_event=budget.bootstrap_event(settings.database.name),
                 depends_on=[app_user.invocation, database.parameter_group, database.instance],
             ),
+            opts=pulumi.ResourceOptions(parent=database),
         )
     pooler = create_pooler(
         name,

@@ -5,7 +5,8 @@ the instance's parameter group as `pending-reboot` until then (DBParameterGroupS
 `ParameterApplyStatus`: `applying`, `pending-reboot` or `in-sync`,
 https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_DBParameterGroupStatus.html).
 Where the stack's setting allows it, this step reboots during `pulumi up` and then invokes the
-bootstrap once more, which raises `app_user`'s limit to what the restarted server gives. The first
+bootstrap function once more with the deployment's event, which raises `app_user`'s limit to what
+the restarted server gives. The first
 bootstrap run (before this step) already lowered it on a decrease, so there is no moment at
 which the pooler may open more than the running server allows.
 
@@ -24,7 +25,6 @@ from typing import Any
 
 import boto3
 import pulumi
-import pulumi_aws as aws
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 PENDING_REBOOT = "pending-reboot"
@@ -102,19 +102,42 @@ def apply_pending_reboot(
     return True
 
 
+def rerun_bootstrap(client: Any, function: str, event: Mapping[str, Any]) -> dict[str, Any]:
+    """Invoke the bootstrap synchronously; its report, or an error naming the function's."""
+    answer = client.invoke(
+        FunctionName=function,
+        InvocationType="RequestResponse",
+        Payload=json.dumps(dict(event), sort_keys=True).encode(),
+    )
+    body = answer["Payload"].read()
+    if answer.get("FunctionError"):
+        raise RebootError(f"bootstrap {function} failed after the reboot: {body.decode()[:500]}")
+    report: dict[str, Any] = json.loads(body or b"{}")
+    return report
+
+
 class _Provider(ResourceProvider):
     """Creates and updates run the check; nothing to delete (a reboot leaves nothing behind)."""
 
     def _run(self, props: Mapping[str, Any]) -> dict[str, Any]:
-        client = boto3.client("rds", region_name=str(props.get("region") or "") or None)
-        rebooted = apply_pending_reboot(client, str(props["identifier"]))
-        return {**props, "rebooted": rebooted}
+        region = str(props.get("region") or "") or None
+        rds = boto3.client("rds", region_name=region)
+        rebooted = apply_pending_reboot(rds, str(props["identifier"]))
+        limit = None
+        if rebooted:
+            report = rerun_bootstrap(
+                boto3.client("lambda", region_name=region),
+                str(props["function"]),
+                json.loads(str(props["event"])),
+            )
+            limit = report.get("connection_limit")
+        return {**props, "rebooted": rebooted, "connection_limit": limit}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         return CreateResult(id_=str(props["identifier"]), outs=self._run(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = ("identifier", "parameters", "region")
+        keys = ("identifier", "parameters", "region", "function", "event")
         changed = [k for k in keys if olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
@@ -134,13 +157,18 @@ class PendingReboot(pulumi.dynamic.Resource):
         identifier: pulumi.Input[str],
         parameters: str,
         region: str,
+        function: pulumi.Input[str],
+        event: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
             "identifier": identifier,
             "parameters": parameters,
             "region": region,
+            "function": function,
+            "event": event,
             "rebooted": None,
+            "connection_limit": None,
         }
         super().__init__(_Provider(), name, props, opts)
 
@@ -160,31 +188,18 @@ class ParameterRebootArgs:
     depends_on: list[pulumi.Resource]
 
 
-class ParameterReboot(pulumi.ComponentResource):
-    """The reboot step and the bootstrap's second run after it."""
-
-    def __init__(
-        self, name: str, args: ParameterRebootArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__("slotguard:reboot:ParameterReboot", name, None, opts)
-        digest = parameters_digest(args.parameters)
-        self.reboot = PendingReboot(
-            f"{name}-reboot",
-            identifier=args.identifier,
-            parameters=digest,
-            region=args.region,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
-        )
-        # Runs again whenever the reboot step ran for new parameters: raises the limit to what
-        # the restarted server gives (or confirms it, when nothing waited for a reboot).
-        self.settle = aws.lambda_.Invocation(
-            f"{name}-bootstrap-settle",
-            function_name=args.bootstrap_function,
-            input=json.dumps(dict(args.bootstrap_event), sort_keys=True),
-            triggers={
-                "parameters": digest,
-                "rebooted": self.reboot.rebooted.apply(lambda r: str(bool(r))),
-            },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.reboot]),
-        )
-        self.register_outputs({"rebooted": self.reboot.rebooted})
+def parameter_reboot(
+    name: str, args: ParameterRebootArgs, opts: pulumi.ResourceOptions | None = None
+) -> PendingReboot:
+    """The reboot step, after the first bootstrap run and the parameter group change."""
+    return PendingReboot(
+        f"{name}-parameter-reboot",
+        identifier=args.identifier,
+        parameters=parameters_digest(args.parameters),
+        region=args.region,
+        function=args.bootstrap_function,
+        event=json.dumps(dict(args.bootstrap_event), sort_keys=True),
+        opts=pulumi.ResourceOptions.merge(
+            opts or pulumi.ResourceOptions(), pulumi.ResourceOptions(depends_on=args.depends_on)
+        ),
+    )

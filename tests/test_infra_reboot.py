@@ -10,14 +10,17 @@ restarts it. botocore's Stubber checks every request and response against the RD
 
 from __future__ import annotations
 
+import io
+import json
 from typing import Any
 
 import boto3
 import pytest
+from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
 from infra.offline import run_offline, variant_settings
-from infra.reboot import RebootError, apply_pending_reboot
+from infra.reboot import RebootError, apply_pending_reboot, rerun_bootstrap
 from infra.settings import settings_from_mapping
 
 ID = "slotguard-dev-instance-abc1234"
@@ -84,17 +87,50 @@ def test_an_instance_that_never_settles_fails_the_step_with_its_state() -> None:
             apply_pending_reboot(client, ID, timeout_s=2, poll_s=1, sleep=lambda _: None)
 
 
-def test_dev_reboots_then_runs_the_bootstrap_again_prod_leaves_it_to_the_window() -> None:
+def test_the_bootstrap_runs_again_after_the_reboot() -> None:
+    # Invoke (https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html): a handler's error
+    # comes back with `FunctionError` set and the error document as the payload.
+    client = boto3.client(
+        "lambda", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    event = {"app_user": {"name": "app_user", "connection_limit": 19}}
+    expected = {
+        "FunctionName": "slotguard-dev-bootstrap",
+        "InvocationType": "RequestResponse",
+        "Payload": json.dumps(event, sort_keys=True).encode(),
+    }
+    report = json.dumps({"connection_limit": 19, "waiting_for_restart": False}).encode()
+    with Stubber(client) as stub:
+        stub.add_response(
+            "invoke",
+            {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(report), len(report))},
+            expected,
+        )
+        assert rerun_bootstrap(client, "slotguard-dev-bootstrap", event)["connection_limit"] == 19
+        error = b'{"errorMessage": "boom"}'
+        stub.add_response(
+            "invoke",
+            {
+                "StatusCode": 200,
+                "FunctionError": "Unhandled",
+                "Payload": StreamingBody(io.BytesIO(error), len(error)),
+            },
+            expected,
+        )
+        with pytest.raises(RebootError, match="slotguard-dev-bootstrap failed after the reboot"):
+            rerun_bootstrap(client, "slotguard-dev-bootstrap", event)
+
+
+def test_dev_reboots_after_the_first_bootstrap_prod_leaves_it_to_the_window() -> None:
     run = run_offline(variant_settings("dev"))
     reboot = run.one("pulumi-python:dynamic:Resource")
-    first = run.named("slotguard-dev-bootstrap-run")
-    settle = run.named("slotguard-dev-bootstrap-settle")
+    first = run.one("aws:lambda/invocation:Invocation")
     group = run.one("aws:rds/parameterGroup:ParameterGroup")
     assert run.depends_on(reboot, first)
     assert run.depends_on(reboot, group)
-    assert run.depends_on(settle, reboot)
-    assert settle.input("input") == first.input("input")
-    assert set(settle.input("triggers")) == {"parameters", "rebooted"}
+    assert json.loads(reboot.input("event")) == json.loads(first.input("input"))
+    assert reboot.input("function") == "slotguard-dev-bootstrap"
+    assert reboot.parent == run.one("slotguard:database:Database").urn
     prod = run_offline(variant_settings("prod"))
     assert not prod.of_type("pulumi-python:dynamic:Resource")
     assert variant_settings("prod").reboot_for_parameters is False
