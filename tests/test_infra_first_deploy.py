@@ -27,7 +27,7 @@ from infra.budget import (
 )
 from infra.database import PROD_LOG_EXPORTS
 from infra.offline import MockAccount, OfflineRun, run_offline, variant_settings
-from infra.packaging import RUNTIME_GLIBC
+from infra.packaging import RUNTIME_GLIBC, PackagingError, build_package
 from infra.settings import SettingsError, StackSettings, settings_from_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,6 +240,8 @@ def test_python311_on_arm64_is_refused_by_name() -> None:
             {"functions": {"api": {"handler": "functions.api.handler", "runtime": "python3.11"}}},
             stack="dev",
         )
+    with pytest.raises(PackagingError, match="cannot be packaged for arm64"):
+        build_package(runtime="python3.11", architecture="arm64")
     x86 = {"handler": "functions.api.handler", "runtime": "python3.11", "architecture": "x86_64"}
     assert settings_from_mapping({"functions": {"api": x86}}, stack="dev")
 
