@@ -40,11 +40,20 @@ def lambda_quota(parent: pulumi.Resource | None = None) -> int:
     (terraform-provider-aws `service_quota_data_source.go`: "A Service Quota will always have a
     default value, but will only have a current value if it has been set").
     """
-    quota = aws.servicequotas.get_service_quota(
-        service_code=LAMBDA_SERVICE_CODE,
-        quota_code=LAMBDA_CONCURRENCY_QUOTA_CODE,
-        opts=pulumi.InvokeOptions(parent=parent),
-    )
+    try:
+        quota = aws.servicequotas.get_service_quota(
+            service_code=LAMBDA_SERVICE_CODE,
+            quota_code=LAMBDA_CONCURRENCY_QUOTA_CODE,
+            opts=pulumi.InvokeOptions(parent=parent),
+        )
+    except Exception as error:  # any failure: say what the look-up needs
+        raise SettingsError(
+            [
+                "lambda_concurrency_quota: could not read the account's Lambda concurrent "
+                f"executions quota ({LAMBDA_CONCURRENCY_QUOTA_CODE}) from Service Quotas: "
+                f"{error}. The deploying identity needs servicequotas:GetServiceQuota"
+            ]
+        ) from None
     return int(quota.value)
 
 
@@ -109,8 +118,13 @@ def check_account(
     settings: StackSettings, budget: Budget, parent: pulumi.Resource | None = None
 ) -> AccountFacts:
     """Both look-ups; every problem found is raised at once, each naming its setting."""
-    quota = lambda_quota(parent)
-    problems = quota_problems(settings, budget, quota)
+    problems: list[str] = []
+    try:
+        quota = lambda_quota(parent)
+        problems += quota_problems(settings, budget, quota)
+    except SettingsError as error:
+        problems += error.problems
+        quota = 0
     try:
         version = engine_version(settings, parent)
     except SettingsError as error:

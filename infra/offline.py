@@ -195,6 +195,8 @@ class MockAccount:
     main_route_table: str = "rtb-0main0000000000"
     # service (e.g. "secretsmanager", "s3") -> endpoint id the VPC already has
     existing_endpoints: Mapping[str, str] = field(default_factory=dict)
+    # what Service Quotas answers instead of the quota (e.g. an access-denied message)
+    quota_error: str | None = None
 
 
 class OfflineMocks(pulumi_mocks.Mocks):
@@ -238,6 +240,8 @@ class OfflineMocks(pulumi_mocks.Mocks):
 
     def _not_found(self, args: pulumi_mocks.MockCallArgs) -> str | None:
         invoke = args.token.split(":")[-1]
+        if invoke == "getServiceQuota" and self.account.quota_error is not None:
+            return self.account.quota_error
         if (
             invoke == "getEngineVersion"
             and str(args.args.get("version", "")) not in self.account.engine_versions

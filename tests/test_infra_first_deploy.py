@@ -156,6 +156,15 @@ def test_preview_refuses_reservations_the_account_cannot_take(quota: int, advice
     assert advice in problem
 
 
+def test_an_unreadable_quota_names_the_permission() -> None:
+    denied = "AccessDeniedException: not authorized to perform: servicequotas:GetServiceQuota"
+    with pytest.raises(SettingsError) as refused:
+        run_offline(variant_settings("dev"), account=MockAccount(quota_error=denied))
+    (problem,) = refused.value.problems
+    assert problem.startswith("lambda_concurrency_quota: could not read")
+    assert problem.endswith("needs servicequotas:GetServiceQuota")
+
+
 # -- 3. existing-VPC mode -------------------------------------------------------------------------
 
 
