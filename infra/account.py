@@ -100,7 +100,7 @@ def engine_version(settings: StackSettings, parent: pulumi.Resource | None = Non
             latest=True,
             opts=pulumi.InvokeOptions(parent=parent),
         )
-    except Exception as error:
+    except Exception as error:  # the provider reports "not found" as an invoke error
         if NOT_FOUND not in str(error):
             raise
         region = settings.region or "the stack's region"

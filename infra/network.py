@@ -125,7 +125,7 @@ def _find_endpoint(
             state="available",
             opts=pulumi.InvokeOptions(parent=parent),
         )
-    except Exception as error:
+    except Exception as error:  # the provider reports "not found" as an invoke error
         if NOT_FOUND in str(error):
             return None
         raise
