@@ -43,6 +43,8 @@ YOYO_TABLES = (
 APP_TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
 IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
 LOCK_KEY = 0x510760A2D  # pg_advisory_xact_lock key: one bootstrap at a time
+# The predefined role that reads every session's state in pg_stat_activity.
+STATS_ROLE = "pg_read_all_stats"
 
 
 class BootstrapInputError(ValueError):
@@ -53,7 +55,13 @@ class AppUserSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=IDENTIFIER)
+    # The budget's limit: the pooler ceiling of the budget's max_connections.
     connection_limit: int = Field(ge=1)
+    # Slots the pooler never gets on the running server (the budget's admin margin). Given, the
+    # role's limit is also held within what the RUNNING server offers: max_connections is a
+    # static parameter that changes only at a reboot, and until then the pooler (which logs in
+    # as this role) must not be able to open more than the server it talks to can give.
+    admin_margin: int | None = Field(default=None, ge=0)
     statement_timeout_ms: int = Field(ge=0)
     idle_in_transaction_session_timeout_ms: int = Field(ge=0)
     lock_timeout_ms: int = Field(ge=0)
@@ -122,6 +130,12 @@ class BootstrapReport(BaseModel):
     changes: list[Change]
     migrations_applied: list[str]
     summary: str
+    # The CONNECTION LIMIT set, and whether it is below the budget's until the server restarts
+    # with the budget's max_connections (a pending reboot).
+    connection_limit: int | None = None
+    waiting_for_restart: bool = False
+    # How the migration role reads other sessions' states (see `_grant_stats`).
+    stats_access: str | None = None
 
 
 # -- connections ---------------------------------------------------------------------------------
@@ -270,15 +284,84 @@ def _ensure_role(conn: psycopg.Connection[Any], name: str, connection_limit: int
     )
 
 
+def running_connection_limit(conn: psycopg.Connection[Any], app: AppUserSpec) -> int:
+    """The role's limit: the budget's, held within what the running server gives the pooler.
+
+    `max_connections` and `superuser_reserved_connections` are static: a parameter group change
+    waits for a reboot (pending-reboot), so the running values, not the budget's, bound what the
+    pooler may open now. On an increase the limit stays at the running server's ceiling until
+    the restart; on a decrease it drops to the budget's at once, before the restart.
+    """
+    if app.admin_margin is None:
+        return app.connection_limit
+    row = conn.execute(
+        "SELECT current_setting('max_connections')::int,"
+        " current_setting('superuser_reserved_connections')::int,"
+        " coalesce(current_setting('reserved_connections', true), '0')::int"
+    ).fetchone()
+    assert row is not None
+    max_connections, superuser_reserved, reserved = (int(v) for v in row)
+    running = max_connections - superuser_reserved - reserved - app.admin_margin
+    return max(1, min(app.connection_limit, running))
+
+
+def _member_of(conn: psycopg.Connection[Any], member: str, role: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid"
+        " JOIN pg_roles u ON u.oid = m.member WHERE r.rolname = %s AND u.rolname = %s",
+        (role, member),
+    ).fetchone()
+    return row is not None
+
+
+def _try_grant(conn: psycopg.Connection[Any], role: str, member: str) -> bool:
+    """GRANT role TO member in a savepoint; False when the current user may not."""
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(member))
+            )
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    return True
+
+
+def grant_stats(conn: psycopg.Connection[Any], migrator: str, app: str) -> str:
+    """Let the migration role (owner of the utilisation function) read sessions' states.
+
+    From PostgreSQL 16, granting membership needs ADMIN OPTION on the granted role; CREATEROLE
+    alone no longer suffices (PostgreSQL 16 release notes, "Restrict the privileges of
+    CREATEROLE"). RDS's master user is NOSUPERUSER CREATEROLE, and AWS's rds_superuser page
+    lists the roles it may grant (rds_superuser, rds_replication, rds_password), not
+    pg_read_all_stats. So the grant is tried, and when refused the migration role gets the
+    privileges of the application role instead (its creator holds ADMIN OPTION on it), which is
+    enough to see the states of the application's sessions. Never fails the deploy.
+    """
+    if _member_of(conn, migrator, STATS_ROLE) or _try_grant(conn, STATS_ROLE, migrator):
+        return STATS_ROLE
+    logger.warning(
+        "cannot grant pg_read_all_stats to the migration role; it reads the application "
+        "role's sessions only",
+        extra={"migration_role": migrator},
+    )
+    if _member_of(conn, migrator, app) or _try_grant(conn, app, migrator):
+        return f"{app} sessions"
+    logger.warning("the migration role reads its own sessions' states only")
+    return "own sessions"
+
+
 def _configure(
-    conn: psycopg.Connection[Any], event: BootstrapEvent, passwords: dict[str, str]
-) -> None:
+    conn: psycopg.Connection[Any],
+    event: BootstrapEvent,
+    passwords: dict[str, str],
+    connection_limit: int,
+) -> str:
     app, mig = event.app_user, event.migration_role
     app_role, mig_role = sql.Identifier(app.name), sql.Identifier(mig.name)
     schema = sql.Identifier(event.schema_name)
     database = sql.Identifier(event.database)
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-    _ensure_role(conn, app.name, app.connection_limit)
+    _ensure_role(conn, app.name, connection_limit)
     _ensure_role(conn, mig.name, mig.connection_limit)
     for role, password in passwords.items():
         conn.execute(
@@ -307,7 +390,7 @@ def _configure(
     ).fetchone() or (False,)
     if not is_super:
         conn.execute(sql.SQL("GRANT {} TO current_user").format(mig_role))
-    conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(mig_role))
+    stats_access = grant_stats(conn, mig.name, app.name)
     conn.execute(
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(schema, mig_role)
     )
@@ -329,6 +412,7 @@ def _configure(
                 mig=mig_role, schema=schema, app=app_role
             )
         )
+    return stats_access
 
 
 def _grant_tables(conn: psycopg.Connection[Any], event: BootstrapEvent) -> None:
@@ -413,8 +497,10 @@ def run(
             if needed is not None:
                 passwords[role] = needed
         conn.commit()
+        limit = running_connection_limit(conn, event.app_user)
+        conn.commit()
         with conn.transaction():
-            _configure(conn, event, passwords)
+            stats_access = _configure(conn, event, passwords, limit)
     applied = migrate(target, migrator, event)
     with _master(target, master, event.database) as conn:
         with conn.transaction():
@@ -430,8 +516,20 @@ def run(
         if changed
         else "no change"
     )
+    waiting = limit < event.app_user.connection_limit
+    if waiting:
+        logger.warning(
+            "app_user's connection limit is held below the budget's until the database restarts",
+            extra={"connection_limit": limit, "budget": event.app_user.connection_limit},
+        )
     return BootstrapReport(
-        changed=changed, changes=changes, migrations_applied=applied, summary=summary
+        changed=changed,
+        changes=changes,
+        migrations_applied=applied,
+        summary=summary,
+        connection_limit=limit,
+        waiting_for_restart=waiting,
+        stats_access=stats_access,
     )
 
 

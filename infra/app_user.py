@@ -34,8 +34,8 @@ from pgbouncer import scram
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "functions" / "migrations"
 BOOTSTRAP_HANDLER = "functions.bootstrap.handler"
-# The bootstrap creates roles and runs migrations once per deploy: a generous timeout, and one
-# instance at a time so two deploys never race on the same DDL.
+# The bootstrap creates roles and runs migrations once per deploy: a generous timeout. Its
+# reserved concurrency (one instance at a time) lives in the budget, which counts it.
 BOOTSTRAP_TIMEOUT_S = 300
 BOOTSTRAP_MEMORY_MB = 256
 BOOTSTRAP_CONCURRENCY = BOOTSTRAP_RESERVED_CONCURRENCY
@@ -53,6 +53,9 @@ class AppUserArgs:
     database_address: pulumi.Input[str]
     database_port: pulumi.Input[int]
     master_secret_arn: pulumi.Input[str]
+    # The instance's identity (RDS's DbiResourceId): a replaced instance is a new database that
+    # needs its roles and schema again, so the bootstrap runs again when it changes.
+    database_resource_id: pulumi.Input[str]
     subnet_ids: pulumi.Input[list[str]]
     bootstrap_sg_id: pulumi.Input[str]
     tags: dict[str, str]
@@ -125,7 +128,9 @@ class AppUser(pulumi.ComponentResource):
 
         verifiers: dict[str, pulumi.Output[str | None]] = {}
 
-        def role_secret(role: str, username: str, with_verifier: bool) -> aws.secretsmanager.Secret:
+        def role_secret(
+            role: str, username: str, with_verifier: bool
+        ) -> tuple[aws.secretsmanager.Secret, pulumi.Output[str]]:
             password = random.RandomPassword(
                 f"{name}-{role}-password", length=PASSWORD_LENGTH, special=False, opts=child
             )
@@ -167,13 +172,15 @@ class AppUser(pulumi.ComponentResource):
                 opts=child,
             )
             self._versions.append(version)
-            return secret
+            # The ARN handed out carries the version as a dependency: whatever reads the secret
+            # (task definition, functions) waits until its value exists, not only the secret.
+            return secret, pulumi.Output.all(secret.arn, version.id).apply(lambda p: str(p[0]))
 
         self._versions: list[pulumi.Resource] = []
-        app_secret = role_secret("app", budget.app_user.name, with_verifier=True)
-        migrator_secret = role_secret("migrator", budget.app_user.migration_role, False)
-        self.secret_arn = app_secret.arn
-        self.migrator_secret_arn = migrator_secret.arn
+        app_secret, self.secret_arn = role_secret("app", budget.app_user.name, with_verifier=True)
+        migrator_secret, self.migrator_secret_arn = role_secret(
+            "migrator", budget.app_user.migration_role, False
+        )
         self._verifier_secret(name, args, verifiers[budget.app_user.name])
 
         first = sorted(s.functions.items())[0][1]
@@ -186,7 +193,7 @@ class AppUser(pulumi.ComponentResource):
                 architecture=first.architecture,
                 memory_mb=BOOTSTRAP_MEMORY_MB,
                 timeout_s=BOOTSTRAP_TIMEOUT_S,
-                reserved_concurrency=BOOTSTRAP_CONCURRENCY,
+                reserved_concurrency=BOOTSTRAP_RESERVED_CONCURRENCY,
                 code=args.code(first.runtime, first.architecture),
                 environment={
                     # The bootstrap alone connects to the database itself (as the master user).
@@ -217,6 +224,7 @@ class AppUser(pulumi.ComponentResource):
                 ],
                 log_retention_days=LOG_RETENTION_DAYS[s.environment],
                 tags=args.tags,
+                depends_on=list(args.depends_on),
             ),
             opts=child,
         )
@@ -229,6 +237,14 @@ class AppUser(pulumi.ComponentResource):
                 "roles": json.dumps(event, sort_keys=True),
                 "migrations": migrations_hash(),
                 "function": self.bootstrap.function.source_code_hash.apply(lambda h: h or ""),
+                # A replaced instance or a new password (a new secret version) re-runs it.
+                "database": pulumi.Output.from_input(args.database_resource_id).apply(
+                    lambda r: r or ""
+                ),
+                **{
+                    f"secret-{index}": version.version_id.apply(lambda v: v or "")
+                    for index, version in enumerate(self._versions)
+                },
             },
             opts=pulumi.ResourceOptions(
                 parent=self,

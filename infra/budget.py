@@ -30,7 +30,8 @@ RDS_PROXY_PORT = 5432
 PGBOUNCER_FD_MARGIN = 64
 # Lambda refuses reserved concurrency that leaves fewer than 100 executions unreserved.
 LAMBDA_UNRESERVED_MINIMUM = 100
-# The bootstrap function runs one instance at a time, so two deploys never race on the same DDL.
+# The bootstrap function's own reservation: one instance at a time, so two deploys never race on
+# the same DDL. It counts against the account's quota like every other function's.
 BOOTSTRAP_RESERVED_CONCURRENCY = 1
 # Kernel cap on a listen backlog (net.core.somaxconn on current kernels).
 SOMAXCONN = 4096
@@ -316,6 +317,14 @@ class Budget:
             + BOOTSTRAP_RESERVED_CONCURRENCY
         )
 
+    @property
+    def reserved_concurrency_total(self) -> int:
+        """Every reservation the stack makes on the account: its functions' plus the bootstrap's."""
+        return (
+            sum(f.reserved_concurrency for f in self.functions.values())
+            + BOOTSTRAP_RESERVED_CONCURRENCY
+        )
+
     def function_environment(self, name: str) -> dict[str, str]:
         """The numbers a function reads from its environment (host and secret come from infra)."""
         fn = self.functions[name]
@@ -353,6 +362,8 @@ class Budget:
             "app_user": {
                 "name": au.name,
                 "connection_limit": au.connection_limit,
+                # The bootstrap holds the limit within the running server's max_connections too.
+                "admin_margin": self.admin_margin,
                 "statement_timeout_ms": au.statement_timeout_ms,
                 "idle_in_transaction_session_timeout_ms": au.idle_in_transaction_session_timeout_ms,
                 "lock_timeout_ms": au.lock_timeout_ms,
@@ -790,16 +801,22 @@ def compute_budget(settings: StackSettings) -> Budget:
         pgbouncer = _pgbouncer_prepared(settings, pgbouncer, out)
         pgbouncer = _pgbouncer_logins(settings, pgbouncer, functions, warnings)
 
-    demand = sum(f.reserved_concurrency for f in settings.functions.values())
+    reserved_total = (
+        sum(f.reserved_concurrency for f in settings.functions.values())
+        + BOOTSTRAP_RESERVED_CONCURRENCY
+    )
     reservable = settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM
-    if demand > reservable:
+    if reserved_total > reservable:
+        parts = " + ".join(
+            f"{name} {f.reserved_concurrency}" for name, f in sorted(settings.functions.items())
+        )
         out.append(
             Violation(
                 "lambda_concurrency_quota",
-                f"functions' reserved concurrency {demand} exceeds the account quota "
-                f"{settings.lambda_concurrency_quota} - {LAMBDA_UNRESERVED_MINIMUM} that Lambda "
-                f"keeps unreserved = {reservable}; request a higher quota in Service Quotas and "
-                "set it here, or reserve less",
+                f"reserved concurrency {parts} + bootstrap {BOOTSTRAP_RESERVED_CONCURRENCY} = "
+                f"{reserved_total} exceeds the account quota {settings.lambda_concurrency_quota} "
+                f"- {LAMBDA_UNRESERVED_MINIMUM} that Lambda keeps unreserved = {reservable}; "
+                "request a higher quota in Service Quotas and set it here, or reserve less",
             )
         )
 
@@ -1103,6 +1120,17 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
             " + ".join(f"{f.name} {f.reserved_concurrency}" for f in budget.functions.values()),
             pb.usable_client_capacity if pb is not None else None,
             "pooler client capacity" if pb is not None else "",
+        )
+    )
+    figs.append(
+        Figure(
+            "lambda.reserved_concurrency_total",
+            budget.reserved_concurrency_total,
+            "instances",
+            f"functions {demand} + bootstrap {BOOTSTRAP_RESERVED_CONCURRENCY}",
+            settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM,
+            f"account quota {settings.lambda_concurrency_quota} - "
+            f"{LAMBDA_UNRESERVED_MINIMUM} unreserved",
         )
     )
     for fn in budget.functions.values():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from infra.budget import Budget
 from infra.settings import StackSettings
@@ -21,6 +22,13 @@ MASTER_USERNAME = "postgres"
 CA_CERT_IDENTIFIER = "rds-ca-rsa2048-g1"
 # Parameters PostgreSQL reads only at start; RDS applies them at the next reboot.
 STATIC_PARAMETERS = frozenset({"max_connections", "superuser_reserved_connections"})
+# Logs `prod` exports to CloudWatch Logs: the server log and the major-version upgrade log, the two
+# types RDS for PostgreSQL publishes (ExportableLogTypes of DescribeDBEngineVersions;
+# https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_LogAccess.Concepts.PostgreSQL.html).
+PROD_LOG_EXPORTS = ("postgresql", "upgrade")
+# Random bytes after the final snapshot's name: each teardown of a re-created stack leaves a
+# snapshot of its own instead of colliding with the one the previous teardown left.
+SNAPSHOT_SUFFIX_BYTES = 4
 
 
 @dataclass
@@ -53,6 +61,7 @@ class Database(pulumi.ComponentResource):
     identifier: pulumi.Output[str]
     arn: pulumi.Output[str]
     master_secret_arn: pulumi.Output[str]
+    resource_id: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
@@ -83,9 +92,18 @@ class Database(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
+        final_snapshot: pulumi.Output[str] | None = None
+        if s.is_prod:
+            # Generated once per instance (kept in state), so a later stack's teardown differs.
+            suffix = random.RandomId(
+                f"{name}-final-snapshot", byte_length=SNAPSHOT_SUFFIX_BYTES, opts=child
+            )
+            final_snapshot = suffix.hex.apply(lambda h: f"slotguard-{s.stack}-final-{h}")
         self.instance = aws.rds.Instance(
             f"{name}-instance",
             engine="postgres",
+            # A major version only: the provider keeps the configured prefix while RDS moves the
+            # minor (`engine_version_actual`), so an automatic minor upgrade is never undone.
             engine_version=db.engine_version,
             instance_class=db.instance_class,
             allocated_storage=db.allocated_storage_gb,
@@ -105,7 +123,8 @@ class Database(pulumi.ComponentResource):
             backup_retention_period=s.backup_retention_days,
             deletion_protection=s.deletion_protection,
             skip_final_snapshot=not s.is_prod,
-            final_snapshot_identifier=f"slotguard-{s.stack}-final" if s.is_prod else None,
+            final_snapshot_identifier=final_snapshot,
+            enabled_cloudwatch_logs_exports=list(PROD_LOG_EXPORTS) if s.is_prod else None,
             copy_tags_to_snapshot=True,
             auto_minor_version_upgrade=True,
             apply_immediately=not s.is_prod,
@@ -116,6 +135,7 @@ class Database(pulumi.ComponentResource):
         self.port = self.instance.port
         self.identifier = self.instance.identifier
         self.arn = self.instance.arn
+        self.resource_id = self.instance.resource_id
         self.master_secret_arn = self.instance.master_user_secrets.apply(_master_secret_arn)
         self.register_outputs(
             {

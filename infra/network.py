@@ -9,7 +9,8 @@ the stack creates no VPC endpoints.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -18,9 +19,42 @@ from infra.settings import NetworkSettings, SettingsError
 
 HTTPS = 443
 ANYWHERE = "0.0.0.0/0"
-# The AWS APIs the functions and pooler tasks call from private subnets: secrets, logs and
-# metrics, and image pulls (ECR API and registry; image layers come from S3).
-INTERFACE_ENDPOINTS = ("secretsmanager", "logs", "monitoring", "ecr.api", "ecr.dkr")
+# The AWS APIs called from the private subnets, per pooler kind. Functions and the bootstrap read
+# only their secrets (Lambda ships their logs itself, and metrics leave as log lines), so an RDS
+# Proxy stack needs Secrets Manager alone; PgBouncer's Fargate tasks also pull their image (ECR
+# API and registry; layers from S3), write logs (awslogs) and publish metrics (PutMetricData).
+POOLER_ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "rds-proxy": ("secretsmanager",),
+    "pgbouncer": ("secretsmanager", "logs", "monitoring", "ecr.api", "ecr.dkr"),
+}
+# Every interface endpoint any stack may create (the README's cost table counts these).
+INTERFACE_ENDPOINTS = POOLER_ENDPOINTS["pgbouncer"]
+# The only S3 bucket the gateway endpoint serves: ECR's image layers. "Minimum Amazon S3 bucket
+# permissions for Amazon ECR", https://docs.aws.amazon.com/AmazonECR/latest/userguide/vpc-endpoints.html
+ECR_LAYER_BUCKET = "prod-{region}-starport-layer-bucket"
+# What the callers may do through each interface endpoint (the endpoint policy's actions).
+ENDPOINT_ACTIONS: dict[str, tuple[str, ...]] = {
+    "secretsmanager": ("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"),
+    "logs": ("logs:CreateLogStream", "logs:PutLogEvents"),
+    "monitoring": ("cloudwatch:PutMetricData",),
+    "ecr.api": (
+        "ecr:GetAuthorizationToken",
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:BatchCheckLayerAvailability",
+    ),
+    "ecr.dkr": (
+        "ecr:GetAuthorizationToken",
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:BatchCheckLayerAvailability",
+    ),
+}
+# Secrets the stacks read: theirs (`slotguard/<stack>/...`) and the master secret RDS manages
+# (`rds!db-...`). Not one stack's alone: other stacks sharing the VPC reuse the endpoint.
+SECRET_NAME_PATTERNS = ("slotguard/*", "rds!db-*")
+# The provider's error when a singular data source matches nothing.
+NOT_FOUND = "no matching"
 # Subnets of a new VPC: one /20 per AZ, 4,096 addresses each, room for Lambda ENIs and tasks.
 SUBNET_PREFIX = 20
 
@@ -36,6 +70,65 @@ class NetworkArgs:
 
 def _service_name(region: str, service: str) -> str:
     return f"com.amazonaws.{region}.{service}"
+
+
+def interface_endpoints(pooler_kind: str) -> tuple[str, ...]:
+    """The interface endpoints a stack with this pooler kind needs."""
+    return POOLER_ENDPOINTS[pooler_kind]
+
+
+def needs_s3_gateway(pooler_kind: str) -> bool:
+    """Only image pulls (PgBouncer's tasks) read from S3: ECR's layer bucket."""
+    return "ecr.dkr" in POOLER_ENDPOINTS[pooler_kind]
+
+
+def endpoint_policy(service: str, region: str) -> str:
+    """The endpoint policy: only the calls the stack makes, on what the stack reads."""
+    statement: dict[str, object] = {
+        "Sid": "SlotguardCalls",
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": list(ENDPOINT_ACTIONS.get(service, ())),
+        "Resource": "*",
+    }
+    if service == "secretsmanager":
+        statement["Resource"] = [
+            f"arn:*:secretsmanager:{region}:*:secret:{pattern}" for pattern in SECRET_NAME_PATTERNS
+        ]
+    elif service == "s3":
+        statement["Action"] = ["s3:GetObject"]
+        statement["Resource"] = [f"arn:*:s3:::{ECR_LAYER_BUCKET.format(region=region)}/*"]
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ExistingVpc:
+    """What the program reads about an existing VPC before declaring anything in it."""
+
+    route_table_ids: list[str]
+    # service -> (endpoint id, its security groups) for endpoints that already exist
+    endpoints: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    s3_prefix_list_id: str | None = None
+    s3_endpoint_id: str | None = None
+    # route tables of the stack's subnets that the existing S3 endpoint does not serve yet
+    s3_missing_route_tables: list[str] = field(default_factory=list)
+
+
+def _find_endpoint(
+    vpc_id: str, service_name: str, endpoint_type: str, parent: pulumi.Resource
+) -> aws.ec2.GetVpcEndpointResult | None:
+    try:
+        return aws.ec2.get_vpc_endpoint(
+            vpc_id=vpc_id,
+            service_name=service_name,
+            vpc_endpoint_type=endpoint_type,
+            state="available",
+            opts=pulumi.InvokeOptions(parent=parent),
+        )
+    except Exception as error:  # the provider reports "not found" as an invoke error
+        if NOT_FOUND in str(error):
+            return None
+        raise
 
 
 def _zone(names: list[str], index: int) -> str:
@@ -66,6 +159,11 @@ class Network(pulumi.ComponentResource):
         super().__init__("slotguard:network:Network", name, None, opts)
         s = args.settings
         self._name, self._tags = name, args.tags
+        self._pooler_kind = args.pooler_kind
+        self._existing: ExistingVpc | None = None
+        # Endpoints and security-group rules: what the functions and the bootstrap need in place
+        # before they run, so they can depend on them explicitly.
+        self.ready: list[pulumi.Resource] = []
         self._child = pulumi.ResourceOptions(parent=self)
         if s.mode == "new-vpc" and not s.vpc_endpoints:
             raise SettingsError(
@@ -102,6 +200,15 @@ class Network(pulumi.ComponentResource):
             enable_dns_hostnames=True,  # interface endpoints' private DNS needs both
             enable_dns_support=True,
             tags={**tags, "Name": f"{name}-vpc"},
+            opts=child,
+        )
+        # AWS creates every VPC with a default security group that lets its members talk to each
+        # other and reach anywhere; adopting it with no rules removes them (provider docstring of
+        # `ec2.DefaultSecurityGroup`; Security Hub control EC2.2).
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg",
+            vpc_id=vpc.id,
+            tags={**tags, "Name": f"{name}-default-closed"},
             opts=child,
         )
         zones = aws.get_availability_zones_output(
@@ -141,15 +248,8 @@ class Network(pulumi.ComponentResource):
             raise SettingsError(["network.vpc_id: mode `existing` needs the VPC's id"])
         self.vpc_id = pulumi.Output.from_input(s.vpc_id)
         self.subnet_ids = pulumi.Output.from_input(list(s.subnet_ids))
-        if not s.vpc_endpoints:
-            return []
-        # The S3 gateway endpoint routes through the subnets' own route tables.
-        return [
-            aws.ec2.get_route_table_output(
-                subnet_id=subnet_id, opts=pulumi.InvokeOptions(parent=self)
-            ).route_table_id
-            for subnet_id in s.subnet_ids
-        ]
+        self._existing = read_existing_vpc(s, self._pooler_kind, parent=self)
+        return list(self._existing.route_table_ids)
 
     # -- security groups -------------------------------------------------------------------
 
@@ -173,7 +273,7 @@ class Network(pulumi.ComponentResource):
         description: str,
     ) -> None:
         """One flow source -> target: egress on the source and ingress on the target."""
-        aws.vpc.SecurityGroupEgressRule(
+        egress = aws.vpc.SecurityGroupEgressRule(
             f"{self._name}-out-{rule}",
             security_group_id=source.id,
             referenced_security_group_id=target.id,
@@ -184,7 +284,7 @@ class Network(pulumi.ComponentResource):
             tags=self._tags,
             opts=self._child,
         )
-        aws.vpc.SecurityGroupIngressRule(
+        ingress = aws.vpc.SecurityGroupIngressRule(
             f"{self._name}-in-{rule}",
             security_group_id=target.id,
             referenced_security_group_id=source.id,
@@ -195,6 +295,7 @@ class Network(pulumi.ComponentResource):
             tags=self._tags,
             opts=self._child,
         )
+        self.ready += [egress, ingress]
 
     def _security_groups(self, args: NetworkArgs) -> None:
         functions = self._group("functions", "Lambda functions: out to the pooler only")
@@ -229,37 +330,68 @@ class Network(pulumi.ComponentResource):
 
     def _endpoints(self, args: NetworkArgs, route_tables: list[pulumi.Input[str]]) -> None:
         name, tags, child = self._name, self._tags, self._child
+        existing = self._existing or ExistingVpc(route_table_ids=[])
         endpoints = self._group("endpoints", "VPC interface endpoints: HTTPS from the stack")
         for role, source in self._api_callers:
             self._allow(f"{role}-endpoints", source, endpoints, HTTPS, f"{role} to AWS APIs")
         region = aws.get_region_output(opts=pulumi.InvokeOptions(parent=self)).region
-        for service in INTERFACE_ENDPOINTS:
-            aws.ec2.VpcEndpoint(
-                f"{name}-vpce-{service.replace('.', '-')}",
+        for service in interface_endpoints(args.pooler_kind):
+            slug = service.replace(".", "-")
+            found = existing.endpoints.get(service)
+            if found is not None:
+                # The VPC has one already: a second endpoint with private DNS for the same
+                # service is refused, so the stack uses it and admits its callers to it.
+                self._admit(slug, found[1])
+                continue
+            self.ready.append(
+                aws.ec2.VpcEndpoint(
+                    f"{name}-vpce-{slug}",
+                    vpc_id=self.vpc_id,
+                    service_name=region.apply(functools.partial(_service_name, service=service)),
+                    vpc_endpoint_type="Interface",
+                    private_dns_enabled=True,
+                    subnet_ids=self.subnet_ids,
+                    security_group_ids=[endpoints.id],
+                    policy=region.apply(functools.partial(endpoint_policy, service)),
+                    tags={**tags, "Name": f"{name}-vpce-{service}"},
+                    opts=child,
+                )
+            )
+        if not needs_s3_gateway(args.pooler_kind):
+            return
+        prefix_list: pulumi.Input[str]
+        if existing.s3_prefix_list_id is not None:
+            # A route table holds one route per prefix list: the VPC's own S3 endpoint serves.
+            prefix_list = existing.s3_prefix_list_id
+            assert existing.s3_endpoint_id is not None
+            for table in existing.s3_missing_route_tables:
+                self.ready.append(
+                    aws.ec2.VpcEndpointRouteTableAssociation(
+                        f"{name}-vpce-s3-{table}",
+                        vpc_endpoint_id=existing.s3_endpoint_id,
+                        route_table_id=table,
+                        opts=child,
+                    )
+                )
+        else:
+            s3 = aws.ec2.VpcEndpoint(
+                f"{name}-vpce-s3",
                 vpc_id=self.vpc_id,
-                service_name=region.apply(functools.partial(_service_name, service=service)),
-                vpc_endpoint_type="Interface",
-                private_dns_enabled=True,
-                subnet_ids=self.subnet_ids,
-                security_group_ids=[endpoints.id],
-                tags={**tags, "Name": f"{name}-vpce-{service}"},
+                service_name=region.apply(functools.partial(_service_name, service="s3")),
+                vpc_endpoint_type="Gateway",
+                route_table_ids=route_tables,
+                policy=region.apply(functools.partial(endpoint_policy, "s3")),
+                tags={**tags, "Name": f"{name}-vpce-s3"},
                 opts=child,
             )
-        s3 = aws.ec2.VpcEndpoint(
-            f"{name}-vpce-s3",
-            vpc_id=self.vpc_id,
-            service_name=region.apply(functools.partial(_service_name, service="s3")),
-            vpc_endpoint_type="Gateway",
-            route_table_ids=route_tables,
-            tags={**tags, "Name": f"{name}-vpce-s3"},
-            opts=child,
-        )
-        if args.pooler_kind == "pgbouncer":
-            # ECR serves image layers from S3, reached through the gateway endpoint.
+            self.ready.append(s3)
+            prefix_list = s3.prefix_list_id
+        # ECR serves image layers from S3, reached through the gateway endpoint.
+        self.ready.append(
             aws.vpc.SecurityGroupEgressRule(
                 f"{name}-out-pooler-s3",
                 security_group_id=self._pooler_group.id,
-                prefix_list_id=s3.prefix_list_id,
+                prefix_list_id=prefix_list,
                 ip_protocol="tcp",
                 from_port=HTTPS,
                 to_port=HTTPS,
@@ -267,12 +399,45 @@ class Network(pulumi.ComponentResource):
                 tags=tags,
                 opts=child,
             )
+        )
+
+    def _admit(self, slug: str, group_ids: list[str]) -> None:
+        """HTTPS from this stack's callers to an endpoint the VPC already has."""
+        for role, source in self._api_callers:
+            for index, group_id in enumerate(group_ids):
+                rule = f"{role}-{slug}-{index}"
+                self.ready.append(
+                    aws.vpc.SecurityGroupEgressRule(
+                        f"{self._name}-out-{rule}",
+                        security_group_id=source.id,
+                        referenced_security_group_id=group_id,
+                        ip_protocol="tcp",
+                        from_port=HTTPS,
+                        to_port=HTTPS,
+                        description=f"{role} to the VPC's {slug} endpoint",
+                        tags=self._tags,
+                        opts=self._child,
+                    )
+                )
+                self.ready.append(
+                    aws.vpc.SecurityGroupIngressRule(
+                        f"{self._name}-in-{rule}",
+                        security_group_id=group_id,
+                        referenced_security_group_id=source.id,
+                        ip_protocol="tcp",
+                        from_port=HTTPS,
+                        to_port=HTTPS,
+                        description=f"slotguard {self._name} {role} to {slug}",
+                        tags=self._tags,
+                        opts=self._child,
+                    )
+                )
 
     def _nat_egress(self, args: NetworkArgs) -> None:
         # An existing VPC without endpoints reaches AWS APIs through its NAT gateway: HTTPS
         # egress only, never ingress.
         for role, source in self._api_callers:
-            aws.vpc.SecurityGroupEgressRule(
+            rule = aws.vpc.SecurityGroupEgressRule(
                 f"{self._name}-out-{role}-https",
                 security_group_id=source.id,
                 cidr_ipv4=ANYWHERE,
@@ -283,3 +448,67 @@ class Network(pulumi.ComponentResource):
                 tags=self._tags,
                 opts=self._child,
             )
+            self.ready.append(rule)
+
+
+def read_existing_vpc(
+    s: NetworkSettings, pooler_kind: str, *, parent: pulumi.Resource
+) -> ExistingVpc:
+    """Look the existing VPC up (at preview too): DNS attributes, route tables, endpoints.
+
+    Private DNS of interface endpoints needs both `enableDnsSupport` and `enableDnsHostnames`
+    (https://docs.aws.amazon.com/vpc/latest/privatelink/privatelink-access-aws-services.html);
+    the functions resolve the database and pooler names through the VPC's resolver either way.
+    """
+    assert s.vpc_id is not None
+    opts = pulumi.InvokeOptions(parent=parent)
+    vpc = aws.ec2.get_vpc(id=s.vpc_id, opts=opts)
+    problems: list[str] = []
+    if not vpc.enable_dns_support:
+        problems.append(
+            f"network.vpc_id: {s.vpc_id} has DNS resolution (enableDnsSupport) turned off; the "
+            "functions cannot resolve the database or pooler names. Turn it on "
+            f"(aws ec2 modify-vpc-attribute --vpc-id {s.vpc_id} --enable-dns-support)"
+        )
+    if s.vpc_endpoints and not vpc.enable_dns_hostnames:
+        problems.append(
+            f"network.vpc_id: {s.vpc_id} has DNS hostnames (enableDnsHostnames) turned off; "
+            "interface endpoints' private DNS needs it. Turn it on (aws ec2 modify-vpc-attribute "
+            f"--vpc-id {s.vpc_id} --enable-dns-hostnames) or set network.vpc_endpoints: false "
+            "with a NAT gateway"
+        )
+    if problems:
+        raise SettingsError(problems)
+    if not s.vpc_endpoints:
+        return ExistingVpc(route_table_ids=[])
+    # A subnet without an explicit association uses the VPC's main route table
+    # (https://docs.aws.amazon.com/vpc/latest/userguide/subnet-route-tables.html).
+    tables: list[str] = []
+    for subnet_id in s.subnet_ids:
+        explicit = aws.ec2.get_route_tables(
+            vpc_id=s.vpc_id,
+            filters=[{"name": "association.subnet-id", "values": [subnet_id]}],
+            opts=opts,
+        ).ids
+        for table in explicit or [vpc.main_route_table_id]:
+            if table not in tables:
+                tables.append(table)
+    region = aws.get_region(opts=opts).region
+    endpoints: dict[str, tuple[str, list[str]]] = {}
+    for service in interface_endpoints(pooler_kind):
+        found = _find_endpoint(s.vpc_id, _service_name(region, service), "Interface", parent)
+        if found is not None:
+            endpoints[service] = (found.id, list(found.security_group_ids))
+    existing = ExistingVpc(route_table_ids=tables, endpoints=endpoints)
+    if needs_s3_gateway(pooler_kind):
+        s3 = _find_endpoint(s.vpc_id, _service_name(region, "s3"), "Gateway", parent)
+        if s3 is not None:
+            served = set(s3.route_table_ids)
+            existing = ExistingVpc(
+                route_table_ids=tables,
+                endpoints=endpoints,
+                s3_prefix_list_id=s3.prefix_list_id,
+                s3_endpoint_id=s3.id,
+                s3_missing_route_tables=[t for t in tables if t not in served],
+            )
+    return existing

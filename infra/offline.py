@@ -177,11 +177,36 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class MockAccount:
+    """The account the offline run's look-ups see (a fresh account with AWS's defaults).
+
+    Tests vary it to see the program refuse what a real account would not take.
+    """
+
+    lambda_concurrency_quota: float = 1000.0
+    # major version -> the newest available minor RDS offers for new instances
+    engine_versions: Mapping[str, str] = field(
+        default_factory=lambda: {"14": "14.19", "15": "15.14", "16": "16.10", "17": "17.6"}
+    )
+    vpc_dns_support: bool = True
+    vpc_dns_hostnames: bool = True
+    # subnets with no explicit route table association (they use the main route table)
+    implicit_subnets: frozenset[str] = frozenset()
+    main_route_table: str = "rtb-0main0000000000"
+    # service (e.g. "secretsmanager", "s3") -> endpoint id the VPC already has
+    existing_endpoints: Mapping[str, str] = field(default_factory=dict)
+    # what Service Quotas answers instead of the quota (e.g. an access-denied message)
+    quota_error: str | None = None
+
+
 class OfflineMocks(pulumi_mocks.Mocks):
     """Plausible provider answers: ids, ARNs, endpoints and the invokes the program makes."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, account: MockAccount | None = None) -> None:
         self.region = region
+        self.account = account if account is not None else MockAccount()
+        self.invokes: list[tuple[str, dict[str, Any]]] = []
 
     def arn(self, service: str, resource: str) -> str:
         return f"arn:aws:{service}:{self.region}:{ACCOUNT}:{resource}"
@@ -217,7 +242,27 @@ class OfflineMocks(pulumi_mocks.Mocks):
     def call(
         self, args: pulumi_mocks.MockCallArgs
     ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        self.invokes.append((args.token, dict(args.args)))
+        failure = self._not_found(args)
+        if failure is not None:
+            # How the provider answers a singular look-up that matched nothing.
+            return {}, [("", failure)]
         return self._answer(args), []
+
+    def _not_found(self, args: pulumi_mocks.MockCallArgs) -> str | None:
+        invoke = args.token.split(":")[-1]
+        if invoke == "getServiceQuota" and self.account.quota_error is not None:
+            return self.account.quota_error
+        if (
+            invoke == "getEngineVersion"
+            and str(args.args.get("version", "")) not in self.account.engine_versions
+        ):
+            return "no matching RDS Engine Version found"
+        if invoke == "getVpcEndpoint":
+            service = str(args.args.get("serviceName", "")).split(f".{self.region}.", 1)[-1]
+            if service not in self.account.existing_endpoints:
+                return "no matching EC2 VPC Endpoint found"
+        return None
 
     def _answer(self, args: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
         r = self.region
@@ -230,6 +275,65 @@ class OfflineMocks(pulumi_mocks.Mocks):
         if invoke == "getRouteTable":
             table = f"rtb-{_digest(str(args.args.get('subnetId', '')))[:17]}"
             return {"id": table, "routeTableId": table}
+        return self._account_answer(invoke, args)
+
+    def _account_answer(  # noqa: PLR0911 - one answer per look-up of the account
+        self, invoke: str, args: pulumi_mocks.MockCallArgs
+    ) -> dict[str, Any]:
+        r = self.region
+        if invoke == "getRouteTables":
+            subnets = [
+                value
+                for f in args.args.get("filters") or []
+                if f.get("name") == "association.subnet-id"
+                for value in f.get("values", [])
+            ]
+            ids = [
+                f"rtb-{_digest(subnet)[:17]}"
+                for subnet in subnets
+                if subnet not in self.account.implicit_subnets
+            ]
+            return {"id": r, "ids": ids}
+        if invoke == "getVpc":
+            vpc = str(args.args.get("id", ""))
+            return {
+                "id": vpc,
+                "enableDnsSupport": self.account.vpc_dns_support,
+                "enableDnsHostnames": self.account.vpc_dns_hostnames,
+                "mainRouteTableId": self.account.main_route_table,
+                "cidrBlock": "10.40.0.0/16",
+            }
+        if invoke == "getVpcEndpoint":
+            service = str(args.args["serviceName"]).split(f".{r}.", 1)[-1]
+            endpoint = self.account.existing_endpoints[service]
+            return {
+                "id": endpoint,
+                "serviceName": args.args["serviceName"],
+                "securityGroupIds": [f"sg-{_digest(endpoint)[:17]}"],
+                "prefixListId": f"pl-{_digest(endpoint)[:8]}",
+                "routeTableIds": [self.account.main_route_table],
+                "state": "available",
+            }
+        if invoke == "getServiceQuota":
+            return {
+                "id": f"arn:aws:servicequotas:{r}:{ACCOUNT}:lambda/L-B99A9384",
+                "value": self.account.lambda_concurrency_quota,
+                "defaultValue": 1000.0,
+                "quotaCode": args.args.get("quotaCode"),
+                "serviceCode": args.args.get("serviceCode"),
+            }
+        if invoke == "getEngineVersion":
+            major = str(args.args["version"])
+            actual = self.account.engine_versions[major]
+            return {
+                "id": actual,
+                "engine": "postgres",
+                "version": actual,
+                "versionActual": actual,
+                "status": "available",
+                "parameterGroupFamily": f"postgres{major}",
+                "exportableLogTypes": ["postgresql", "upgrade"],
+            }
         if invoke == "getAuthorizationToken":
             return {
                 "id": r,
@@ -287,6 +391,9 @@ def _rds_instance(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer
         "port": port,
         "arn": m.arn("rds", f"db:{identifier}"),
         "masterUserSecrets": [{"secretArn": secret, "secretStatus": "active"}],
+        # DbiResourceId: new for every instance created, unlike the identifier
+        "resourceId": f"db-{short.upper()[:26]}",
+        "engineVersionActual": str(a.inputs.get("engineVersion", "")),
     }
 
 
@@ -308,6 +415,11 @@ def _secret_version(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answ
     document = json.dumps(reveal(_plain(a.inputs)), sort_keys=True, default=str)
     version = str(uuid.UUID(_digest(a.name, document)[:32]))
     return f"{a.inputs.get('secretId')}|{version}", {"versionId": version}
+
+
+def _random_id(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
+    raw = hashlib.sha256(a.name.encode()).digest()[: int(a.inputs.get("byteLength", 4))]
+    return f"{a.name}-id", {"hex": raw.hex(), "b64Url": base64.urlsafe_b64encode(raw).decode()}
 
 
 def _random_password(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
@@ -351,7 +463,11 @@ def _layer(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
 
 
 def _invocation(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
-    return f"{a.name}-id", {"result": json.dumps({"changed": True})}
+    # The bootstrap's report, as the function answers on a server already at the budget's size.
+    event = json.loads(str(a.inputs.get("input") or "{}"))
+    limit = event.get("app_user", {}).get("connection_limit")
+    report = {"changed": True, "connection_limit": limit, "waiting_for_restart": False}
+    return f"{a.name}-id", {"result": json.dumps(report)}
 
 
 def _load_balancer(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
@@ -405,6 +521,8 @@ _ANSWERS: dict[str, Any] = {
     "aws:secretsmanager/secret:Secret": _secret,
     "aws:secretsmanager/secretVersion:SecretVersion": _secret_version,
     "random:index/randomPassword:RandomPassword": _random_password,
+    "random:index/randomId:RandomId": _random_id,
+    "aws:secretsmanager/secretVersion:SecretVersion": _secret_version,
     "random:index/randomBytes:RandomBytes": _random_bytes,
     "aws:lambda/function:Function": _function,
     "aws:lambda/functionUrl:FunctionUrl": _function_url,
@@ -478,7 +596,13 @@ def offline_artifacts(image: ImageSource | None = None) -> Artifacts:
 
 
 @contextlib.contextmanager
-def mocked(stack: str, region: str = DEFAULT_REGION) -> Iterator[RecordingMonitor]:
+def mocked(
+    stack: str,
+    region: str = DEFAULT_REGION,
+    account: MockAccount | None = None,
+    *,
+    preview: bool = False,
+) -> Iterator[RecordingMonitor]:
     """Pulumi's runtime on offline mocks, on a fresh event loop, for one program run.
 
     The caller's event loop (if any) is put back afterwards, so a run leaves no trace in the
@@ -493,9 +617,9 @@ def mocked(stack: str, region: str = DEFAULT_REGION) -> Iterator[RecordingMonito
     pulumi_settings.reset_options()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    monitor = RecordingMonitor(OfflineMocks(region))
+    monitor = RecordingMonitor(OfflineMocks(region, account))
     pulumi_mocks.set_mocks(
-        monitor.mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor
+        monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor
     )
     try:
         yield monitor
@@ -508,6 +632,9 @@ def run_offline(
     settings: StackSettings,
     budget: Budget | None = None,
     artifacts: Artifacts | None = None,
+    account: MockAccount | None = None,
+    *,
+    preview: bool = False,
 ) -> OfflineRun:
     """Run `build_stack` under mocks (not a preview) and return what it registered.
 
@@ -526,7 +653,7 @@ def run_offline(
         stack = build_stack(settings, the_budget, the_artifacts)
         return pulumi.Output.from_input(stack.outputs).apply(captured.update)
 
-    with mocked(settings.stack, region) as monitor:
+    with mocked(settings.stack, region, account, preview=preview) as monitor:
         pulumi.runtime.test(program)()  # type: ignore[no-untyped-call]
     return OfflineRun(
         settings=settings,

@@ -65,6 +65,9 @@ ARCHITECTURES = {"x86_64": "x86_64", "arm64": "aarch64"}
 # Amazon Linux 2 (glibc 2.26, so manylinux2014 = 2_17), python3.12+ on Amazon Linux 2023 (2.34).
 RUNTIME_GLIBC = {"python3.11": "2_17", "python3.12": "2_34", "python3.13": "2_34"}
 RUNTIMES = tuple(RUNTIME_GLIBC)
+# Pairs no artifact can be built for: psycopg-binary's aarch64 wheels need glibc 2.28
+# (manylinux_2_28), above python3.11's Amazon Linux 2. Settings refuse them first, by name.
+UNPACKABLE = frozenset({("python3.11", "arm64")})
 # Bump when the archive layout changes, so cached artifacts are not reused across layouts.
 BUILDER_VERSION = "3"
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -304,6 +307,11 @@ def build_package(
     if architecture not in ARCHITECTURES:
         raise PackagingError(
             f"architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}"
+        )
+    if (runtime, architecture) in UNPACKABLE:
+        raise PackagingError(
+            f"runtime {runtime} cannot be packaged for {architecture}: psycopg-binary's aarch64 "
+            "wheels need glibc 2.28; use runtime python3.12 or later, or architecture x86_64"
         )
     if not ca_bundle.is_file():
         ca_bundle = fetch_ca_bundle()

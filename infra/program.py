@@ -6,20 +6,23 @@ the pooler image), so the same program runs under `pulumi up` and offline under 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
 import pulumi
 
+from infra.account import check_account
 from infra.alarms import Alarms, AlarmsArgs
 from infra.app_user import AppUser, AppUserArgs
 from infra.budget import Budget
-from infra.database import Database, DatabaseArgs
+from infra.database import Database, DatabaseArgs, parameters
 from infra.ecr_image import check_platform, image_platforms, image_reference
 from infra.functions import CodeSource, FunctionCode, Functions, FunctionsArgs
 from infra.network import Network, NetworkArgs
 from infra.pooler import Pooler, PoolerArgs, create_pooler
 from infra.pooler_pgbouncer import DockerBuild, ImageSource, PgBouncerPooler, PrebuiltImage
+from infra.reboot import ParameterRebootArgs, parameter_reboot
 from infra.settings import SettingsError, StackSettings
 
 
@@ -64,6 +67,9 @@ def check_stack_name(stack: str) -> None:
 def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -> Stack:
     """Declare every resource of the stack; returns the components and the stack outputs."""
     check_stack_name(settings.stack)
+    # Look-ups against the account (they run at `pulumi preview` too): its Lambda quota and the
+    # engine versions RDS offers, refused here before anything is declared.
+    check_account(settings, budget)
     tags = settings.all_tags
     name = f"slotguard-{settings.stack}"
     network = Network(
@@ -95,12 +101,30 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             database_address=database.address,
             database_port=database.port,
             master_secret_arn=database.master_secret_arn,
+            database_resource_id=database.resource_id,
             subnet_ids=network.subnet_ids,
             bootstrap_sg_id=network.bootstrap_sg_id,
             tags=tags,
-            depends_on=[database.instance],
+            # The bootstrap reaches Secrets Manager through the endpoints and the database
+            # through the security-group rules: both in place before it runs.
+            depends_on=[database.instance, *network.ready],
         ),
     )
+    if settings.reboot_for_parameters:
+        # After the first bootstrap run (which already lowered app_user's limit on a decrease):
+        # reboot when max_connections waits for it, then let the bootstrap raise the limit.
+        parameter_reboot(
+            name,
+            ParameterRebootArgs(
+                identifier=database.identifier,
+                parameters=parameters(settings, budget),
+                region=settings.region or "",  # empty: boto3's own region setting
+                bootstrap_function=app_user.bootstrap.function.name,
+                bootstrap_event=budget.bootstrap_event(settings.database.name),
+                depends_on=[app_user.invocation, database.parameter_group, database.instance],
+            ),
+            opts=pulumi.ResourceOptions(parent=database),
+        )
     pooler = create_pooler(
         name,
         PoolerArgs(
@@ -136,7 +160,7 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             tags=tags,
             sslrootcert=pooler.client_sslrootcert,
             layers=[pooler.client_ca_layer_arn] if pooler.client_ca_layer_arn is not None else [],
-            depends_on=[app_user.invocation],
+            depends_on=[app_user.invocation, *network.ready],
         ),
     )
     alarms = Alarms(
@@ -168,6 +192,12 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
         "master_secret_arn": database.master_secret_arn,
         "max_connections": budget.max_connections,
         "pooler_ceiling": budget.pooler_ceiling,
+        # max_connections changes wait for a reboot; until then the bootstrap holds app_user's
+        # limit within the running server's. After the reboot, invoke the bootstrap function
+        # with this event again to raise it (README, "Changing max_connections").
+        "bootstrap_function": app_user.bootstrap.function.name,
+        "bootstrap_event": json.dumps(budget.bootstrap_event(settings.database.name)),
+        "app_user_connection_limit": app_user.invocation.result.apply(_applied_limit),
     }
     outputs.update(verify_outputs(database, app_user, pooler, alarms))
     return Stack(network, database, app_user, pooler, functions, alarms, outputs)
@@ -189,6 +219,16 @@ def verify_outputs(
     else:
         outputs["proxy_name"] = pooler.proxy_name
     return outputs
+
+
+def _applied_limit(result: str | None) -> int | None:
+    """The CONNECTION LIMIT the bootstrap set (its report), or None before it ran."""
+    try:
+        report = json.loads(result or "{}")
+    except json.JSONDecodeError:
+        return None
+    limit = report.get("connection_limit") if isinstance(report, dict) else None
+    return int(limit) if isinstance(limit, int) else None
 
 
 def export(stack: Stack) -> None:

@@ -71,9 +71,10 @@ class NetworkSettings(_Section):
     )
     vpc_endpoints: bool = Field(
         True,
-        description="Interface endpoints (Secrets Manager, Logs, CloudWatch, ECR) and an S3 "
-        "gateway endpoint instead of a NAT gateway: private subnets stay private and there is "
-        "no per-GB NAT charge.",
+        description="VPC endpoints instead of a NAT gateway, only those the pooler kind needs "
+        "(Secrets Manager; with PgBouncer also Logs, CloudWatch, ECR and an S3 gateway endpoint "
+        "limited to ECR's layer bucket): private subnets stay private and there is no per-GB NAT "
+        "charge. In an existing VPC, an endpoint that already exists for a service is reused.",
     )
 
     @field_validator("cidr", mode="before")
@@ -112,10 +113,11 @@ class DatabaseSettings(_Section):
     """The RDS PostgreSQL instance."""
 
     engine_version: str = Field(
-        "16.4",
-        pattern=r"^(1[3-9])\.\d+$",
-        description="PostgreSQL `major.minor`. The parameter group family (`postgres16`) "
-        "follows the major version; 13 and later support SCRAM and the role settings used.",
+        "16",
+        description="PostgreSQL major version only (`16`): RDS creates the newest minor it "
+        "offers and upgrades minors itself (`auto_minor_version_upgrade`), and a pinned minor "
+        "would make a later update try to downgrade. The parameter group family (`postgres16`) "
+        "follows it; 13 and later support SCRAM and the role settings used.",
     )
     instance_class: str = Field(
         "db.t4g.micro",
@@ -163,10 +165,34 @@ class DatabaseSettings(_Section):
         le=35,
         description="Automated backups. Empty: 7 days for `prod`, 1 for `dev`.",
     )
+    reboot_for_parameters: bool | None = Field(
+        None,
+        description="Reboot the instance during `pulumi up` when a changed `max_connections` "
+        "waits for one (pending-reboot), then run the bootstrap again to raise `app_user`'s "
+        "limit. Empty: on for `dev`, off for `prod` (reboot in your maintenance window; until "
+        "then the limit stays within the running server's).",
+    )
+
+    @field_validator("engine_version")
+    @classmethod
+    def _major_only(cls, value: str) -> str:
+        # The provider keeps a configured prefix while RDS moves the minor (engine_version_actual);
+        # a full `16.4` is compared as-is and the next update after an automatic minor upgrade
+        # asks RDS for a downgrade, which it refuses.
+        if re.fullmatch(r"1[3-9]\.\d+(\.\d+)?", value):
+            major = value.split(".", maxsplit=1)[0]
+            raise ValueError(
+                f"give the major version only ({major!r}): RDS upgrades minor "
+                f"versions automatically, and a pinned {value!r} would make a later update try "
+                "to downgrade the instance"
+            )
+        if not re.fullmatch(r"1[3-9]", value):
+            raise ValueError('must be a PostgreSQL major version from 13 on, e.g. "16"')
+        return value
 
     @property
     def engine_major(self) -> int:
-        return int(self.engine_version.split(".")[0])
+        return int(self.engine_version)
 
     @property
     def parameter_group_family(self) -> str:
@@ -455,6 +481,18 @@ class FunctionSettings(_Section):
     )
     url: bool = Field(False, description="Expose the function through a Function URL.")
 
+    @model_validator(mode="after")
+    def _packable(self) -> FunctionSettings:
+        # psycopg-binary publishes aarch64 wheels only for manylinux_2_28 (glibc 2.28), and
+        # python3.11 runs on Amazon Linux 2 (glibc 2.26): no artifact can be built for the pair.
+        if self.runtime == "python3.11" and self.architecture == "arm64":
+            raise ValueError(
+                "runtime python3.11 cannot run psycopg on arm64 (its aarch64 wheels need glibc "
+                "2.28; python3.11 runs on Amazon Linux 2 with 2.26): use runtime python3.12 or "
+                "later, or architecture x86_64"
+            )
+        return self
+
 
 def _default_functions() -> dict[str, FunctionSettings]:
     return {
@@ -518,7 +556,8 @@ class StackSettings(_Section):
         ge=100,
         le=1_000_000,
         description="The account's Lambda concurrent executions quota in this region (1,000 "
-        "unless raised in Service Quotas). Reserved concurrency must leave 100 unreserved.",
+        "unless raised in Service Quotas). Reserved concurrency, the bootstrap's 1 included, "
+        "must leave 100 unreserved; `pulumi preview` also reads the account's real quota.",
     )
     tags: dict[str, str] = Field(
         default_factory=dict, description="Tags added to every taggable resource."
@@ -545,6 +584,11 @@ class StackSettings(_Section):
         if self.database.backup_retention_days is not None:
             return self.database.backup_retention_days
         return 7 if self.is_prod else 1
+
+    @property
+    def reboot_for_parameters(self) -> bool:
+        flag = self.database.reboot_for_parameters
+        return flag if flag is not None else not self.is_prod
 
     @property
     def deletion_protection(self) -> bool:

@@ -279,12 +279,13 @@ def test_rds_proxy_pool_is_the_budget(variant: str) -> None:
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_bootstrap_sets_the_budget_on_the_role(variant: str) -> None:
     run = stack(variant)
-    invocation = run.one("aws:lambda/invocation:Invocation")
+    invocation = run.one("aws:lambda/invocation:Invocation", "-bootstrap-run")
     event = json.loads(invocation.input("input"))
     au = run.budget.app_user
     assert event["app_user"] == {
         "name": au.name,
         "connection_limit": au.connection_limit,
+        "admin_margin": run.budget.admin_margin,
         "statement_timeout_ms": au.statement_timeout_ms,
         "idle_in_transaction_session_timeout_ms": au.idle_in_transaction_session_timeout_ms,
         "lock_timeout_ms": au.lock_timeout_ms,
@@ -377,7 +378,7 @@ def test_database_is_private_encrypted_and_prod_is_protected(variant: str) -> No
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_bootstrap_runs_after_the_database_and_before_the_functions(variant: str) -> None:
     run = stack(variant)
-    invocation = run.one("aws:lambda/invocation:Invocation")
+    invocation = run.one("aws:lambda/invocation:Invocation", "-bootstrap-run")
     database = run.one(INSTANCE)
     assert database.urn in invocation.dependencies
     assert run.depends_on(invocation, bootstrap_function(run))

@@ -57,7 +57,7 @@ def test_policy_resources_are_linked_like_the_engines():
     # Secrets arrive unwrapped, as a pack sees them; camelCase property names, as the engine's.
     version = by_name["slotguard-dev-app-secret-version"]
     assert json.loads(version.props["secretString"])["username"] == "app_user"
-    assert api.props["reservedConcurrentExecutions"] == 1000
+    assert api.props["reservedConcurrentExecutions"] == 894
 
 
 # -- configuration and enforcement levels --------------------------------------------------------

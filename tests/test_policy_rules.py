@@ -337,7 +337,7 @@ def test_client_capacity_below_reserved_concurrency():
 
     report = check("dev", edit)
     only(report, "connection-budget", "slotguard-dev-service")
-    assert "1005" in report.violations[0].message
+    assert "899" in report.violations[0].message  # api 894 + health 5
 
 
 # -- app_user timeouts ---------------------------------------------------------------------------
