@@ -38,7 +38,6 @@ BOOTSTRAP_HANDLER = "functions.bootstrap.handler"
 # reserved concurrency (one instance at a time) lives in the budget, which counts it.
 BOOTSTRAP_TIMEOUT_S = 300
 BOOTSTRAP_MEMORY_MB = 256
-BOOTSTRAP_CONCURRENCY = BOOTSTRAP_RESERVED_CONCURRENCY
 # Generated passwords: long and alphanumeric, so they survive any connection-string quoting.
 PASSWORD_LENGTH = 40
 # The key of the verifier secret the pooler's tasks get injected.
@@ -176,7 +175,7 @@ class AppUser(pulumi.ComponentResource):
             # (task definition, functions) waits until its value exists, not only the secret.
             return secret, pulumi.Output.all(secret.arn, version.id).apply(lambda p: str(p[0]))
 
-        self._versions: list[pulumi.Resource] = []
+        self._versions: list[aws.secretsmanager.SecretVersion] = []
         app_secret, self.secret_arn = role_secret("app", budget.app_user.name, with_verifier=True)
         migrator_secret, self.migrator_secret_arn = role_secret(
             "migrator", budget.app_user.migration_role, False

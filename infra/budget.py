@@ -311,14 +311,6 @@ class Budget:
 
     @property
     def reserved_concurrency_total(self) -> int:
-        """Every function's reserved concurrency, the bootstrap's included."""
-        return (
-            sum(f.reserved_concurrency for f in self.functions.values())
-            + BOOTSTRAP_RESERVED_CONCURRENCY
-        )
-
-    @property
-    def reserved_concurrency_total(self) -> int:
         """Every reservation the stack makes on the account: its functions' plus the bootstrap's."""
         return (
             sum(f.reserved_concurrency for f in self.functions.values())
@@ -1349,6 +1341,7 @@ def _operations_figures(budget: Budget) -> list[Figure]:
         ),
     ]
     return figs
+
 
 def _pgbouncer_extra_figures(budget: Budget) -> list[Figure]:
     """Prepared statements and the cold burst's login time (PgBouncer stacks only)."""

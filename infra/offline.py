@@ -522,7 +522,6 @@ _ANSWERS: dict[str, Any] = {
     "aws:secretsmanager/secretVersion:SecretVersion": _secret_version,
     "random:index/randomPassword:RandomPassword": _random_password,
     "random:index/randomId:RandomId": _random_id,
-    "aws:secretsmanager/secretVersion:SecretVersion": _secret_version,
     "random:index/randomBytes:RandomBytes": _random_bytes,
     "aws:lambda/function:Function": _function,
     "aws:lambda/functionUrl:FunctionUrl": _function_url,

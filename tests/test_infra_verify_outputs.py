@@ -43,14 +43,12 @@ def test_verify_outputs_name_the_resources_the_program_declared(variant: str) ->
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_reserved_concurrency_total_is_what_the_program_reserves(variant: str) -> None:
-    from infra.app_user import BOOTSTRAP_CONCURRENCY
     from infra.budget import BOOTSTRAP_RESERVED_CONCURRENCY, compute_budget
 
     run = stack(variant)
     functions = run.of_type("aws:lambda/function:Function")
     reserved = [f.input("reservedConcurrentExecutions") for f in functions]
     assert all(isinstance(r, int) and r > 0 for r in reserved), reserved
-    assert BOOTSTRAP_CONCURRENCY == BOOTSTRAP_RESERVED_CONCURRENCY
     bootstrap = run.one("aws:lambda/function:Function", "-bootstrap-function")
     assert bootstrap.input("reservedConcurrentExecutions") == BOOTSTRAP_RESERVED_CONCURRENCY
     assert sum(reserved) == compute_budget(variant_settings(variant)).reserved_concurrency_total
