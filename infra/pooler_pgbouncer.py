@@ -639,6 +639,8 @@ class PgBouncerPooler(pulumi.ComponentResource):
         self.endpoint = nlb.dns_name
         # What `slotguard verify` reads: the service's running tasks and the NLB's targets.
         self.cluster_name = cluster.name
+        # The service's generated physical name; `service_name` is the metrics' label only.
+        self.ecs_service_name = service.name
         self.target_group_arn = target_group.arn
         self.register_outputs(
             {"endpoint": self.endpoint, "port": pb.port, "client_ca_pem": self.client_ca_pem}

@@ -214,7 +214,7 @@ def verify_outputs(
     }
     if isinstance(pooler, PgBouncerPooler):
         outputs["ecs_cluster_name"] = pooler.cluster_name
-        outputs["ecs_service_name"] = pooler.service_name
+        outputs["ecs_service_name"] = pooler.ecs_service_name
         outputs["target_group_arn"] = pooler.target_group_arn
     else:
         outputs["proxy_name"] = pooler.proxy_name

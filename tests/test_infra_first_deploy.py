@@ -302,8 +302,12 @@ def test_bootstrap_and_functions_wait_for_endpoints_and_rules(variant: str) -> N
 def test_the_task_definition_waits_for_the_secret_values() -> None:
     run = stack("dev")
     task = run.one("aws:ecs/taskDefinition:TaskDefinition")
-    app_version = run.one("aws:secretsmanager/secretVersion:SecretVersion", "-app-secret-version")
-    assert run.depends_on(task, app_version)
+    # The task reads the verifier's own secret and the pooler's (TLS) secret, never the role's
+    # full secret: it waits for both values, and has no business with the password's.
+    versions = {v.name: v for v in run.of_type("aws:secretsmanager/secretVersion:SecretVersion")}
+    assert run.depends_on(task, versions["slotguard-dev-app-verifier-secret-version"])
+    assert run.depends_on(task, versions["slotguard-dev-secret-version"])
+    assert not run.depends_on(task, versions["slotguard-dev-app-secret-version"])
 
 
 # -- 17, 21. endpoint policies and only the endpoints a pooler kind needs ------------------------

@@ -285,11 +285,12 @@ def test_a_major_version_prefix_resolves_to_the_newest_offered(aws: None) -> Non
 
 
 def test_an_engine_version_not_offered_fails_listing_what_is(aws: None) -> None:
-    rds = rds_stub(engine_versions("16.8", "17.2"))
+    # The stack's default is the major version 16; this region offers only 15 and 17.
+    rds = rds_stub(engine_versions("15.10", "17.2"))
     check = one(list(preflight(settings(), {"rds": rds}).rds_engine()), "rds engine version")
     assert check.failed
-    assert "16.4 is not offered" in check.found
-    assert "newest 16.x: 16.8" in check.found
+    assert "postgres 16 is not offered" in check.found
+    assert "offered majors: 15, 17" in check.found
     assert "database.engine_version" in check.change
 
 

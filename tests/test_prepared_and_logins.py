@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 BASE: dict[str, Any] = {
     "database": {"max_connections": 25},
-    "pooler": {"kind": "pgbouncer", "pgbouncer": {"tasks": 2, "pool_size": 8}},
+    "pooler": {"kind": "pgbouncer", "pgbouncer": {"tasks": 2, "pool_size": 4}},
     "functions": {
         "api": {"handler": "functions.api.handler", "reserved_concurrency": 300},
     },

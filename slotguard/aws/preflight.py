@@ -213,8 +213,8 @@ class Preflight:
                 "rds engine version",
                 f"postgres {wanted} is not offered for new instances in {self.region} "
                 f"(offered majors: {', '.join(majors) or '-'}{same})",
-                "set database.engine_version to an offered version, or to a major version "
-                "alone to take its newest minor",
+                "set database.engine_version to an offered major version (RDS takes its "
+                "newest minor)",
             )
             return
         shown = version if version == wanted else f"{wanted} -> {version}"

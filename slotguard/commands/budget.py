@@ -23,7 +23,8 @@ def _number(value: float) -> str:
 def render_table(budget: Budget) -> Table:
     """The budget as a Rich table, one row per derived figure."""
     table = Table(title=f"connection budget of stack '{budget.stack}' ({budget.pooler_kind})")
-    table.add_column("figure", style="bold")
+    # A figure's name is what a user greps for and looks up: never cut it short.
+    table.add_column("figure", style="bold", no_wrap=True, overflow="fold", min_width=20)
     table.add_column("value", justify="right")
     table.add_column("unit")
     table.add_column("from")

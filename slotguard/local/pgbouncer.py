@@ -175,14 +175,18 @@ class LocalPgBouncer:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, timeout_s: float = 15.0) -> None:
-        """Start every process and wait until each listens on its unix socket."""
+    def _binary(self) -> Path:
+        """The pinned PgBouncer, installed if missing, at a path the service account can run."""
         binary = pgbouncer_binary()
         if binary is None:
             ensure_programs()
             binary = pgbouncer_binary()
         assert binary is not None
-        binary = runnable_pgbouncer(binary, self.user, self.root / "bin")
+        return runnable_pgbouncer(binary, self.user, self.root / "bin")
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        """Start every process and wait until each listens on its unix socket."""
+        binary = self._binary()
         self.write_files()
         kwargs: dict[str, object] = {}
         if self.user is not None:
@@ -298,11 +302,7 @@ class LocalPgBouncer:
         The files must be written (`write_files`) for a settings object covering the slot; with
         `so_reuseport` the kernel spreads new connections over every listening process.
         """
-        binary = pgbouncer_binary()
-        if binary is None:
-            ensure_programs()
-            binary = pgbouncer_binary()
-        assert binary is not None
+        binary = self._binary()
         with contextlib.suppress(FileNotFoundError):
             Path(self.settings.paths[index].pidfile).unlink()
         kwargs: dict[str, object] = {}
