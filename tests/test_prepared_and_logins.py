@@ -86,20 +86,21 @@ def test_rds_proxy_functions_never_prepare():
 
 
 def test_the_image_gets_the_budgets_number():
-    from infra.pooler_pgbouncer import task_environment
+    """The task definition the program renders carries the budget's number to the image."""
+    import json
+
+    from infra.offline import run_offline
 
     settings = settings_from_mapping(BASE, stack="t")
     b = compute_budget(settings)
     assert b.pgbouncer is not None
-    env = task_environment(
-        settings,
-        b.pgbouncer,
-        database_address="db.internal",
-        database_port=5432,
-        region="eu-west-1",
-        service_name="svc",
+    run = run_offline(settings)
+    (container,) = json.loads(
+        run.one("aws:ecs/taskDefinition:TaskDefinition").input("containerDefinitions")
     )
-    assert env["PGBOUNCER_MAX_PREPARED_STATEMENTS"] == "200"
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert env["PGBOUNCER_MAX_PREPARED_STATEMENTS"] == str(b.pgbouncer.max_prepared_statements)
+    assert b.pgbouncer.max_prepared_statements == DEFAULT_MAX_PREPARED_STATEMENTS
 
 
 @pytest.mark.parametrize(
