@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from slotguard.drills import StackHandle
+from slotguard.local.control import down, up
 from slotguard.local.postgres import LocalPostgres
 from slotguard.local.runtime import FunctionSpec, LocalRuntime, RuntimeSettings
+from slotguard.local.stack import StackPlan
+from slotguard.local.state import STATE_DIR_ENV
 from slotguard.storm.client import lambda_client
+from tests.scratch import reachable_temp_dir
 
 SAMPLE_CODE_DIR = Path(__file__).resolve().parent  # holds the `sample_functions` package
 
@@ -79,3 +86,18 @@ def client_backends(server: LocalPostgres, application_name: str) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+@contextlib.contextmanager
+def dev_stack_up(prefix: str) -> Iterator[StackHandle]:
+    """The `dev` stack brought up in a scratch state directory, taken down and removed after."""
+    base = reachable_temp_dir(prefix)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(STATE_DIR_ENV, str(base))
+        plan = StackPlan.load("dev", base=base)
+        record = up(plan).record
+        try:
+            yield StackHandle(plan, record)
+        finally:
+            down(plan)
+    shutil.rmtree(base, ignore_errors=True)

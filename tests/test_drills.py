@@ -7,7 +7,6 @@ fault in the middle, then every acknowledged write is looked up in the table.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 
@@ -16,26 +15,15 @@ import pytest
 
 from slotguard.drills import SCENARIOS, DrillResult, StackHandle, run_drill
 from slotguard.drills.faults import rotate_app_password
-from slotguard.local.control import down, up
-from slotguard.local.stack import StackPlan
-from slotguard.local.state import STATE_DIR_ENV
-from tests.scratch import reachable_temp_dir
+from tests.fixtures_local import dev_stack_up
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def drill_stack() -> Iterator[StackHandle]:
-    base = reachable_temp_dir("slotguard-drills-")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(STATE_DIR_ENV, str(base))
-        plan = StackPlan.load("dev", base=base)
-        record = up(plan).record
-        try:
-            yield StackHandle(plan, record)
-        finally:
-            down(plan)
-    shutil.rmtree(base, ignore_errors=True)
+    with dev_stack_up("slotguard-drills-") as handle:
+        yield handle
 
 
 def _assert_kept_promises(result: DrillResult) -> None:

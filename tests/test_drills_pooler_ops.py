@@ -7,33 +7,21 @@ the budget's planned peak.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from slotguard.drills import SCENARIOS, DrillResult, StackHandle, run_drill
-from slotguard.local.control import down, up
-from slotguard.local.stack import StackPlan
-from slotguard.local.state import STATE_DIR_ENV
-from tests.scratch import reachable_temp_dir
+from tests.fixtures_local import dev_stack_up
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def ops_stack() -> Iterator[StackHandle]:
-    base = reachable_temp_dir("slotguard-pooler-ops-")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(STATE_DIR_ENV, str(base))
-        plan = StackPlan.load("dev", base=base)
-        record = up(plan).record
-        try:
-            yield StackHandle(plan, record)
-        finally:
-            down(plan)
-    shutil.rmtree(base, ignore_errors=True)
+    with dev_stack_up("slotguard-pooler-ops-") as handle:
+        yield handle
 
 
 def _passed(result: DrillResult) -> None:

@@ -188,13 +188,16 @@ class LocalPgBouncer:
         """Start every process and wait until each listens on its unix socket."""
         binary = self._binary()
         self.write_files()
+        self._procs = [self._spawn(binary, index) for index in range(self.settings.processes)]
+        self._wait_listening(timeout_s)
+
+    def _spawn(self, binary: Path, index: int) -> subprocess.Popen[bytes]:
+        """One PgBouncer process for slot `index`, as the service account, logging to its file."""
         kwargs: dict[str, object] = {}
         if self.user is not None:
             kwargs = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
-        self._procs = []
-        for index in range(self.settings.processes):
-            log = self.log_path(index).open("ab")
-            proc = subprocess.Popen(  # type: ignore[call-overload]
+        with self.log_path(index).open("ab") as log:
+            proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
                 [str(binary), str(self.ini_path(index))],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -203,9 +206,7 @@ class LocalPgBouncer:
                 start_new_session=True,
                 **kwargs,
             )
-            log.close()
-            self._procs.append(proc)
-        self._wait_listening(timeout_s)
+        return proc
 
     def _socket_file(self, index: int) -> Path:
         return Path(self.settings.paths[index].unix_socket_dir) / f".s.PGSQL.{self.port}"
@@ -305,20 +306,7 @@ class LocalPgBouncer:
         binary = self._binary()
         with contextlib.suppress(FileNotFoundError):
             Path(self.settings.paths[index].pidfile).unlink()
-        kwargs: dict[str, object] = {}
-        if self.user is not None:
-            kwargs = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
-        log = self.log_path(index).open("ab")
-        proc = subprocess.Popen(  # type: ignore[call-overload]
-            [str(binary), str(self.ini_path(index))],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.root,
-            start_new_session=True,
-            **kwargs,
-        )
-        log.close()
+        proc = self._spawn(binary, index)
         self._procs.append(proc)
         deadline = time.monotonic() + timeout_s
         while not (self._socket_file(index).exists() and self._pidfile_pid(index) == proc.pid):
