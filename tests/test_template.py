@@ -119,14 +119,19 @@ def test_an_example_stack_keeps_its_structure_through_pulumi_new(
     assert compute_budget(settings).pooler_kind == original.pooler.kind
 
 
-def test_a_quota_too_small_for_the_example_is_named_before_deploying(tmp_path: Path) -> None:
-    """The dev example at the account's default quota: either it fits, or the budget says why."""
+def test_the_example_deploys_at_the_default_quota_and_a_smaller_one_is_named(
+    tmp_path: Path,
+) -> None:
+    """`pulumi new` from the dev example at the prompt's default quota (1,000) holds; a quota
+    too small for its reservations is refused before anything deploys, naming the setting."""
     pulumi_new(tmp_path, "dev")
     settings = load_stack("dev", root=tmp_path)
-    reserved = sum(f.reserved_concurrency for f in settings.functions.values())
-    if reserved + 100 <= settings.lambda_concurrency_quota:
-        compute_budget(settings)
-        return
+    assert settings.lambda_concurrency_quota == 1000
+    budget = compute_budget(settings)
+    assert budget.reserved_concurrency_total + 100 <= settings.lambda_concurrency_quota
+    smaller = settings.model_copy(
+        update={"lambda_concurrency_quota": budget.reserved_concurrency_total + 99}
+    )
     with pytest.raises(BudgetError) as raised:
-        compute_budget(settings)
+        compute_budget(smaller)
     assert any(v.setting == "lambda_concurrency_quota" for v in raised.value.violations)
