@@ -214,18 +214,24 @@ class LocalPgBouncer:
     def _wait_listening(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         for index, proc in enumerate(self._procs):
-            while not (self._socket_file(index).exists() and self._pidfile_pid(index)):
-                if proc.poll() is not None:
-                    raise PgBouncerStartError(
-                        f"pgbouncer process {index + 1} exited with {proc.returncode}:\n"
-                        + self.log_tail(index)
-                    )
-                if time.monotonic() > deadline:
-                    raise PgBouncerStartError(
-                        f"pgbouncer process {index + 1} did not listen within {timeout_s} s:\n"
-                        + self.log_tail(index)
-                    )
-                time.sleep(0.02)
+            self._wait_process(index, proc, deadline, timeout_s)
+
+    def _wait_process(
+        self, index: int, proc: subprocess.Popen[bytes], deadline: float, timeout_s: float
+    ) -> None:
+        """Until the process of slot `index` listens and its pidfile names it; its log if not."""
+        while not (self._socket_file(index).exists() and self._pidfile_pid(index) == proc.pid):
+            if proc.poll() is not None:
+                raise PgBouncerStartError(
+                    f"pgbouncer process {index + 1} exited with {proc.returncode}:\n"
+                    + self.log_tail(index)
+                )
+            if time.monotonic() > deadline:
+                raise PgBouncerStartError(
+                    f"pgbouncer process {index + 1} did not listen within {timeout_s} s:\n"
+                    + self.log_tail(index)
+                )
+            time.sleep(0.02)
 
     def log_tail(self, index: int = 0, lines: int = 20) -> str:
         path = self.log_path(index)
@@ -308,19 +314,7 @@ class LocalPgBouncer:
             Path(self.settings.paths[index].pidfile).unlink()
         proc = self._spawn(binary, index)
         self._procs.append(proc)
-        deadline = time.monotonic() + timeout_s
-        while not (self._socket_file(index).exists() and self._pidfile_pid(index) == proc.pid):
-            if proc.poll() is not None:
-                raise PgBouncerStartError(
-                    f"pgbouncer process {index + 1} exited with {proc.returncode}:\n"
-                    + self.log_tail(index)
-                )
-            if time.monotonic() > deadline:
-                raise PgBouncerStartError(
-                    f"pgbouncer process {index + 1} did not listen within {timeout_s} s:\n"
-                    + self.log_tail(index)
-                )
-            time.sleep(0.02)
+        self._wait_process(index, proc, time.monotonic() + timeout_s, timeout_s)
         return int(proc.pid)
 
     def process_pid(self, index: int) -> int | None:
