@@ -244,7 +244,8 @@ def _scale_out(ctx: DrillContext) -> None:
     ctx.fault["processes"] = f"{running} -> {running + 1}"
 
 
-def _scale_out_cleanup(ctx: DrillContext) -> None:
+def _stop_spare_process(ctx: DrillContext) -> None:
+    """Cleanup of both scaling drills: the spare slot's process goes, the stack's files return."""
     pooler, running = widened(ctx.handle, 1)
     pooler.stop_process(running, drain_timeout_s=_drain_s(ctx))
     restore_files(ctx.handle)
@@ -283,12 +284,6 @@ def _scale_in(ctx: DrillContext) -> None:
     _record_steps(ctx, steps, sampler)
     restore_files(ctx.handle)
     ctx.fault["processes"] = f"{running + 1} -> {running}"
-
-
-def _scale_in_cleanup(ctx: DrillContext) -> None:
-    pooler, running = widened(ctx.handle, 1)
-    pooler.stop_process(running, drain_timeout_s=_drain_s(ctx))
-    restore_files(ctx.handle)
 
 
 def _judge_scale_in(ctx: DrillContext, result: DrillResult) -> list[Check]:
@@ -435,7 +430,7 @@ SCENARIOS: dict[str, Scenario] = {
             "a PgBouncer process added on the shared port under load",
             _scale_out,
             _judge_scale_out,
-            cleanup=_scale_out_cleanup,
+            cleanup=_stop_spare_process,
             lead_s=1.5,
             duration_s=8,
             small_duration_s=6,
@@ -446,7 +441,7 @@ SCENARIOS: dict[str, Scenario] = {
             _scale_in,
             _judge_scale_in,
             prepare=_prepare_scale_in,
-            cleanup=_scale_in_cleanup,
+            cleanup=_stop_spare_process,
             lead_s=1.5,
             duration_s=8,
             small_duration_s=6,
