@@ -1,17 +1,34 @@
 """AWS responses recorded as AWS documents them, for APIs moto does not model.
 
 Every builder names the API reference page its shape follows. Tests feed them to botocore's
-Stubber, which also validates each response against the service model.
+Stubber, which also validates each response against the service model. The `aws` fixture
+(a plugin of conftest) gives a test moto's in-process AWS for the APIs moto does model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import pytest
 from botocore.stub import Stubber
+from moto import mock_aws
 
 REGION = "eu-west-1"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto's in-process AWS with fake credentials in the stacks' region, for one test."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        yield
 
 
 def aws_client(service: str, region: str = REGION) -> Any:

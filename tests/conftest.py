@@ -16,7 +16,12 @@ from tests.scratch import reachable_temp_dir
 PostgresFactory = Callable[..., LocalPostgres]
 
 # Each area keeps its fixtures in its own module.
-pytest_plugins = ["tests.fixtures_pgbouncer", "tests.fixtures_functions", "tests.fixtures_local"]
+pytest_plugins = [
+    "tests.fixtures_pgbouncer",
+    "tests.fixtures_functions",
+    "tests.fixtures_local",
+    "tests.aws_stubs",
+]
 
 
 @pytest.fixture(scope="session")

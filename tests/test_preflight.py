@@ -15,7 +15,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from infra.budget import compute_budget
 from infra.packaging import PackagingError
@@ -34,18 +33,6 @@ from tests.aws_stubs import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch):
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        yield
 
 
 def settings(raw: dict[str, Any] | None = None, stack: str = "t") -> StackSettings:

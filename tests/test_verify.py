@@ -15,7 +15,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 from typer.testing import CliRunner
 
 from infra.budget import compute_budget
@@ -38,18 +37,6 @@ from tests.aws_stubs import (
 )
 
 ENDPOINT = "slotguard-t-nlb-0123.elb.eu-west-1.amazonaws.com"
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch):
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        yield
 
 
 def settings(raw: dict[str, Any] | None = None) -> StackSettings:
