@@ -12,6 +12,7 @@ gets them from the catalog.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -99,12 +100,20 @@ class BootstrapEvent(BaseModel):
     app_user: AppUserSpec
     migration_role: MigrationRoleSpec
     database: str = Field(pattern=IDENTIFIER)
+    # The workloads' roles (stack setting `workloads`): each its own login role with its own
+    # limit and timeouts, and the application role's grants. Empty without workloads.
+    workloads: tuple[AppUserSpec, ...] = ()
     # The application schema; by default the first entry of app_user.search_path.
     app_schema: str | None = Field(default=None, pattern=IDENTIFIER, alias="schema")
 
     @property
     def schema_name(self) -> str:
         return self.app_schema or self.app_user.search_path[0]
+
+    @property
+    def application_roles(self) -> tuple[AppUserSpec, ...]:
+        """app_user and every workload's role: the roles functions log in as."""
+        return (self.app_user, *self.workloads)
 
 
 class Target(BaseModel):
@@ -172,7 +181,7 @@ def snapshot(conn: psycopg.Connection[Any], event: BootstrapEvent) -> dict[str, 
     """Everything the bootstrap manages, as comparable strings."""
     state: dict[str, str] = {}
     schema = event.schema_name
-    for role in (event.app_user.name, event.migration_role.name):
+    for role in (*(r.name for r in event.application_roles), event.migration_role.name):
         row = conn.execute(
             "SELECT rolcanlogin, rolconnlimit, rolcreatedb, rolcreaterole, rolsuper, rolinherit"
             " FROM pg_roles WHERE rolname = %s",
@@ -350,23 +359,9 @@ def grant_stats(conn: psycopg.Connection[Any], migrator: str, app: str) -> str:
     return "own sessions"
 
 
-def _configure(
-    conn: psycopg.Connection[Any],
-    event: BootstrapEvent,
-    passwords: dict[str, str],
-    connection_limit: int,
-) -> str:
-    app, mig = event.app_user, event.migration_role
-    app_role, mig_role = sql.Identifier(app.name), sql.Identifier(mig.name)
-    schema = sql.Identifier(event.schema_name)
-    database = sql.Identifier(event.database)
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-    _ensure_role(conn, app.name, connection_limit)
-    _ensure_role(conn, mig.name, mig.connection_limit)
-    for role, password in passwords.items():
-        conn.execute(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
-        )
+def _role_settings(conn: psycopg.Connection[Any], app: AppUserSpec) -> None:
+    """Timeouts and search_path on the role: every pooled server connection gets them."""
+    app_role = sql.Identifier(app.name)
     for setting, value in (
         ("statement_timeout", app.statement_timeout_ms),
         ("idle_in_transaction_session_timeout", app.idle_in_transaction_session_timeout_ms),
@@ -382,6 +377,28 @@ def _configure(
             app_role, sql.SQL(", ").join(sql.Identifier(s) for s in app.search_path)
         )
     )
+
+
+def _configure(
+    conn: psycopg.Connection[Any],
+    event: BootstrapEvent,
+    passwords: dict[str, str],
+    limits: dict[str, int],
+) -> str:
+    app, mig = event.app_user, event.migration_role
+    app_role, mig_role = sql.Identifier(app.name), sql.Identifier(mig.name)
+    schema = sql.Identifier(event.schema_name)
+    database = sql.Identifier(event.database)
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+    for spec in event.application_roles:
+        _ensure_role(conn, spec.name, limits[spec.name])
+    _ensure_role(conn, mig.name, mig.connection_limit)
+    for role, password in passwords.items():
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+        )
+    for spec in event.application_roles:
+        _role_settings(conn, spec)
     conn.execute(sql.SQL("ALTER ROLE {} SET search_path TO {}").format(mig_role, schema))
     # The RDS master is not a superuser: it must be a member of the migration role to create a
     # schema owned by it and to set that role's default privileges.
@@ -412,13 +429,34 @@ def _configure(
                 mig=mig_role, schema=schema, app=app_role
             )
         )
+    # A workload's role gets app_user's privileges, granted directly (not through membership,
+    # which would let it SET ROLE app_user and take app_user's limit and timeouts).
+    for spec in event.workloads:
+        role = sql.Identifier(spec.name)
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, role))
+        for grant in (
+            f"GRANT {APP_TABLE_PRIVILEGES} ON TABLES TO {{app}}",
+            "GRANT USAGE ON SEQUENCES TO {app}",
+        ):
+            conn.execute(
+                sql.SQL(
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE {mig} IN SCHEMA {schema} " + grant
+                ).format(mig=mig_role, schema=schema, app=role)
+            )
     return stats_access
 
 
 def _grant_tables(conn: psycopg.Connection[Any], event: BootstrapEvent) -> None:
     """Grants on what migrations created (defaults cover new tables; this covers older ones)."""
-    app_role = sql.Identifier(event.app_user.name)
-    schema = event.schema_name
+    for spec in event.application_roles:
+        _grant_role_tables(conn, event.schema_name, sql.Identifier(spec.name))
+
+
+def _grant_role_tables(
+    conn: psycopg.Connection[Any], schema: str, app_role: sql.Identifier
+) -> None:
+    """One application role's grants on the schema's relations."""
     rows = conn.execute(
         "SELECT c.relname, c.relkind::text FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -474,12 +512,13 @@ def _master(
         yield conn
 
 
-def run(
+def run(  # noqa: PLR0913 - one secret per role
     event: BootstrapEvent,
     target: Target,
     master: DatabaseSecret,
     app_secret: DatabaseSecret,
     migrator: DatabaseSecret,
+    workload_secrets: dict[str, DatabaseSecret] | None = None,
 ) -> BootstrapReport:
     """Create/update the roles and grants, migrate, and report what changed."""
     app, mig = event.app_user.name, event.migration_role.name
@@ -488,19 +527,32 @@ def run(
             f"secret usernames ({app_secret.username!r}, {migrator.username!r}) must match the "
             f"event's app_user.name {app!r} and migration_role.name {mig!r}"
         )
+    workload_secrets = workload_secrets or {}
+    missing = [w.name for w in event.workloads if w.name not in workload_secrets]
+    wrong = [r for r, s in workload_secrets.items() if s.username != r]
+    if missing or wrong:
+        raise BootstrapInputError(
+            f"workload role(s) without a secret: {missing or '-'}; secrets whose username is "
+            f"not their role: {wrong or '-'} (WORKLOAD_SECRET_ARNS maps each role to its secret)"
+        )
     with _master(target, master, event.database) as conn:
         before = snapshot(conn, event)
         conn.commit()
         passwords: dict[str, str] = {}
-        for role, secret in ((app, app_secret), (mig, migrator)):
+        role_secrets = [(app, app_secret), (mig, migrator)]
+        role_secrets += [(w.name, workload_secrets[w.name]) for w in event.workloads]
+        for role, secret in role_secrets:
             needed = _password_needed(conn, target, secret, role, event.database)
             if needed is not None:
                 passwords[role] = needed
         conn.commit()
-        limit = running_connection_limit(conn, event.app_user)
+        limits = {
+            spec.name: running_connection_limit(conn, spec) for spec in event.application_roles
+        }
+        limit = limits[app]
         conn.commit()
         with conn.transaction():
-            stats_access = _configure(conn, event, passwords, limit)
+            stats_access = _configure(conn, event, passwords, limits)
     applied = migrate(target, migrator, event)
     with _master(target, master, event.database) as conn:
         with conn.transaction():
@@ -543,6 +595,19 @@ def _env(name: str) -> str:
     return value
 
 
+def _workload_secrets(text: str) -> dict[str, DatabaseSecret]:
+    """`WORKLOAD_SECRET_ARNS`: JSON {role: secret ARN}, one per workload role; empty: none."""
+    if not text.strip():
+        return {}
+    try:
+        mapping = json.loads(text)
+    except ValueError:
+        raise ConfigurationError("WORKLOAD_SECRET_ARNS must be JSON {role: secret ARN}") from None
+    if not isinstance(mapping, dict):
+        raise ConfigurationError("WORKLOAD_SECRET_ARNS must be JSON {role: secret ARN}")
+    return {str(role): read_secret(str(arn)) for role, arn in mapping.items()}
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point: the event carries the budget's decisions, secrets come from the env."""
     note_invocation()
@@ -553,6 +618,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     master = read_secret(_env("MASTER_SECRET_ARN"))
     app_secret = read_secret(_env("APP_USER_SECRET_ARN"))
     migrator = read_secret(_env("MIGRATOR_SECRET_ARN"))
+    workload_secrets = _workload_secrets(os.environ.get("WORKLOAD_SECRET_ARNS", ""))
     host = os.environ.get("DB_HOST") or app_secret.host
     port = os.environ.get("DB_PORT") or app_secret.port or 5432
     if not host:
@@ -566,7 +632,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "connect_timeout_s": os.environ.get("DB_CONNECT_TIMEOUT_S") or 10,
         }
     )
-    report = run(parsed, target, master, app_secret, migrator)
+    report = run(parsed, target, master, app_secret, migrator, workload_secrets)
     logger.info("bootstrap finished", extra={"summary": report.summary})
     flush()
     return report.model_dump()

@@ -14,6 +14,15 @@ from typing import Any
 
 from infra.pooler_logins import admission
 from infra.settings import StackSettings
+from infra.workloads import (
+    DEFAULT_WORKLOAD,
+    PoolShape,
+    WorkloadBudget,
+    compute_workloads,
+    longest_idle_in_transaction_s,
+    statement_timeout,
+    workload_of,
+)
 
 # RDS's default `max_connections` formula is LEAST(DBInstanceClassMemory/9531392, 5000).
 RDS_MEMORY_DIVISOR = 9_531_392
@@ -260,6 +269,8 @@ class FunctionBudget:
     queue_wait_s: int
     worst_connect_s: float
     worst_query_s: float
+    # The workload whose role the function logs in as (`workloads`; `default` is app_user).
+    workload: str = DEFAULT_WORKLOAD
 
 
 @dataclass(frozen=True)
@@ -308,6 +319,20 @@ class Budget:
     figures: tuple[Figure, ...] = field(repr=False)
     # Numbers that hold but deserve attention (each with its arithmetic).
     warnings: tuple[str, ...] = ()
+    # The workloads besides the default one (app_user): empty unless the stack names some.
+    workloads: dict[str, WorkloadBudget] = field(default_factory=dict)
+
+    def role_of(self, function: str) -> str:
+        """The login role a function uses: its workload's, app_user's by default."""
+        workload = self.workloads.get(self.functions[function].workload)
+        return workload.role if workload is not None else self.app_user.name
+
+    @property
+    def default_pool_size(self) -> int | None:
+        """PgBouncer's `default_pool_size` per process: the pool less the workloads' pools."""
+        if self.pgbouncer is None:
+            return None
+        return self.pgbouncer.pool_size - sum(w.pool_size or 0 for w in self.workloads.values())
 
     @property
     def reserved_concurrency_total(self) -> int:
@@ -322,7 +347,7 @@ class Budget:
         fn = self.functions[name]
         return {
             "DB_PORT": str(self.pooler_port),
-            "DB_USER": self.app_user.name,
+            "DB_USER": self.role_of(name),
             "DB_SSLMODE": "verify-full",
             "DB_CONNECT_TIMEOUT_S": str(fn.connect_timeout_s),
             "DB_IDLE_DISCARD_S": str(fn.idle_discard_s),
@@ -364,6 +389,28 @@ class Budget:
             "migration_role": {"name": au.migration_role},
             "database": database,
             "schema": au.schema_name,
+            **self._workload_roles(),
+        }
+
+    def _workload_roles(self) -> dict[str, Any]:
+        """The workloads' roles for the bootstrap; no key at all without workloads."""
+        if not self.workloads:
+            return {}
+        return {
+            "workloads": [
+                {
+                    "name": w.role,
+                    "connection_limit": w.connection_limit,
+                    "admin_margin": self.admin_margin,
+                    "statement_timeout_ms": w.statement_timeout_ms,
+                    "idle_in_transaction_session_timeout_ms": (
+                        w.idle_in_transaction_session_timeout_ms
+                    ),
+                    "lock_timeout_ms": w.lock_timeout_ms,
+                    "search_path": [self.app_user.schema_name],
+                }
+                for w in self.workloads.values()
+            ]
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -552,7 +599,7 @@ def _deploy_plan(
     """The deploy and scaling plan, checked: a stopping task finishes its transactions in time."""
     pb = settings.pooler.pgbouncer
     drain = pb.stop_timeout_s - DRAIN_MARGIN_S
-    role_idle_tx_s = math.ceil(settings.app_user.idle_in_transaction_session_timeout_ms / 1000)
+    role_idle_tx_s = longest_idle_in_transaction_s(settings)
     # A transaction ends by its function's timeout (the instance is then stopped and its
     # connection closed) or, for a frozen instance, by the role's idle-in-transaction timeout.
     longest_fn = max(settings.functions.items(), key=lambda item: item[1].timeout_s)
@@ -665,10 +712,11 @@ def _functions(
     reap_s: int,
     out: list[Violation],
 ) -> dict[str, FunctionBudget]:
-    statement_s = settings.app_user.statement_timeout_ms / 1000
     result: dict[str, FunctionBudget] = {}
     for name, fn in sorted(settings.functions.items()):
         path = f"functions.{name}"
+        statement_ms, statement_setting = statement_timeout(settings, name)
+        statement_s = statement_ms / 1000
         worst_connect = fn.connect_timeout_s + fn.retry_budget_s + ANSWER_RESERVE_S
         if worst_connect >= fn.timeout_s:
             out.append(
@@ -683,7 +731,7 @@ def _functions(
         if statement_s + ANSWER_RESERVE_S >= fn.timeout_s:
             out.append(
                 Violation(
-                    "app_user.statement_timeout_ms",
+                    statement_setting,
                     f"statement_timeout {statement_s:g} s + {ANSWER_RESERVE_S:g} s to answer "
                     f"must be below {path}.timeout_s {fn.timeout_s} s",
                 )
@@ -709,6 +757,7 @@ def _functions(
             queue_wait_s=queue_wait_s,
             worst_connect_s=worst_connect,
             worst_query_s=worst_query,
+            workload=workload_of(settings, name),
         )
     return result
 
@@ -789,6 +838,18 @@ def compute_budget(settings: StackSettings) -> Budget:
         port = rds_proxy.port
     functions = _functions(settings, queue_wait, queue_setting, reap, out)
     warnings: list[str] = []
+    problems: list[tuple[str, str]] = []
+    if pgbouncer is not None:
+        shape = PoolShape(
+            "pgbouncer",
+            pgbouncer.pool_size,
+            pgbouncer.reserve_pool,
+            pgbouncer.deploy.peak_tasks * pgbouncer.processes_per_task,
+        )
+    else:
+        shape = PoolShape("rds-proxy", server_total, 0, 1)
+    workloads, app_user_limit = compute_workloads(settings, shape, ceiling, problems, warnings)
+    out.extend(Violation(setting, message) for setting, message in problems)
     if pgbouncer is not None:
         pgbouncer = _pgbouncer_prepared(settings, pgbouncer, out)
         pgbouncer = _pgbouncer_logins(settings, pgbouncer, functions, warnings)
@@ -817,7 +878,7 @@ def compute_budget(settings: StackSettings) -> Budget:
         name=au.name,
         migration_role=au.migration_role,
         schema_name=au.schema_name,
-        connection_limit=max(ceiling, 1),
+        connection_limit=app_user_limit,
         statement_timeout_ms=au.statement_timeout_ms,
         idle_in_transaction_session_timeout_ms=au.idle_in_transaction_session_timeout_ms,
         lock_timeout_ms=au.lock_timeout_ms,
@@ -885,8 +946,51 @@ def compute_budget(settings: StackSettings) -> Budget:
         alarms=alarms,
         figures=(),
         warnings=tuple(warnings),
+        workloads=workloads,
     )
-    return _with_figures(budget, settings)
+    budget = _with_figures(budget, settings)
+    return replace(budget, figures=budget.figures + _workload_figures(budget))
+
+
+def _workload_figures(budget: Budget) -> tuple[Figure, ...]:
+    """Each workload's pool and limit, with the split's arithmetic (none without workloads)."""
+    figures: list[Figure] = []
+    pb = budget.pgbouncer
+    for w in budget.workloads.values():
+        if pb is not None and w.pool_size is not None:
+            figures.append(
+                Figure(
+                    f"workloads.{w.name}.pool_size",
+                    w.pool_size,
+                    "connections/process",
+                    f"{w.share_percent}% of the pool {pb.pool_size}, rounded down "
+                    f"(role {w.role}, [users] pool_size)",
+                )
+            )
+        figures.append(
+            Figure(
+                f"workloads.{w.name}.connection_limit",
+                w.connection_limit,
+                "connections",
+                f"{pb.deploy.peak_tasks * pb.processes_per_task} processes at the peak x "
+                f"({w.pool_size} pool + {pb.reserve_pool} reserve)"
+                if pb is not None
+                else f"{w.share_percent}% of the proxy's {budget.pooler_server_connections}",
+            )
+        )
+        figures.append(
+            Figure(f"workloads.{w.name}.statement_timeout", w.statement_timeout_ms, "ms", "setting")
+        )
+    if pb is not None and budget.workloads:
+        figures.append(
+            Figure(
+                "workloads.default.pool_size",
+                budget.default_pool_size or 0,
+                "connections/process",
+                f"the pool {pb.pool_size} less the workloads' pools (app_user's default_pool_size)",
+            )
+        )
+    return tuple(figures)
 
 
 def _version(text: str) -> tuple[int, int]:

@@ -480,6 +480,12 @@ class FunctionSettings(_Section):
         description="Time a function may spend retrying connects within one invocation.",
     )
     url: bool = Field(False, description="Expose the function through a Function URL.")
+    workload: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9_]{0,39}$",
+        description="The `workloads` entry whose role, timeouts and pool share the function "
+        "uses. Empty: the default workload (`app_user` and its settings).",
+    )
 
     @model_validator(mode="after")
     def _packable(self) -> FunctionSettings:
@@ -492,6 +498,41 @@ class FunctionSettings(_Section):
                 "later, or architecture x86_64"
             )
         return self
+
+
+class WorkloadSettings(_Section):
+    """A group of functions with its own login role, timeouts and share of the pooler."""
+
+    role: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="The workload's login role. Empty: `<app_user.name>_<workload>`.",
+    )
+    statement_timeout_ms: int = Field(
+        5000,
+        ge=100,
+        le=900_000,
+        description="`statement_timeout` on the workload's role: a report or batch job may run "
+        "longer than the API without the API's statements being allowed to.",
+    )
+    idle_in_transaction_session_timeout_ms: int = Field(
+        10_000,
+        ge=100,
+        le=3_600_000,
+        description="`idle_in_transaction_session_timeout` on the workload's role.",
+    )
+    lock_timeout_ms: int = Field(
+        2000, ge=10, le=900_000, description="`lock_timeout` on the workload's role."
+    )
+    pool_share_percent: int = Field(
+        ...,
+        ge=1,
+        le=99,
+        description="Required: the workload's share of each PgBouncer process's pool, in % "
+        "(rounded down; at least one connection). A percentage, not a count, so the split "
+        "follows the budget when `max_connections`, tasks or processes change; the default "
+        "workload keeps the rest. Also sizes the role's `CONNECTION LIMIT`.",
+    )
 
 
 def _default_functions() -> dict[str, FunctionSettings]:
@@ -570,6 +611,14 @@ class StackSettings(_Section):
         Field(default_factory=_default_functions, min_length=1)
     )
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
+    workloads: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")], WorkloadSettings] = (
+        Field(
+            default_factory=dict,
+            description="Named groups of functions, each with its own login role, timeouts and "
+            "share of the pooler's server connections (PgBouncer pools are per user). Empty: one "
+            "default workload, `app_user` with its settings and the whole pool.",
+        )
+    )
 
     @property
     def is_prod(self) -> bool:
@@ -624,9 +673,10 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
         if field is None:
             return model if index == len(loc) - 1 else None
         annotation = field.annotation
-        if name == "functions":
+        if name in ("functions", "workloads"):
             if index + 2 < len(loc):
-                model, index = FunctionSettings, index + 2
+                model = FunctionSettings if name == "functions" else WorkloadSettings
+                index += 2
                 continue
             return None
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):

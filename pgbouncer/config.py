@@ -105,6 +105,21 @@ class ClientTls:
 
 
 @dataclass(frozen=True)
+class UserPool:
+    """One role's own pool: a `[users]` line (pools are per (database, user) in PgBouncer).
+
+    PgBouncer 1.24's doc/config.md, section [users]: `pool_size` ("the maximum size of pools for
+    all connections from this user"), `max_user_connections` (all pools of the user together)
+    and `idle_transaction_timeout` may be set per user; the reserve pool is inherited.
+    """
+
+    user: str
+    pool_size: int
+    max_user_connections: int
+    idle_transaction_timeout_s: int | None = None
+
+
+@dataclass(frozen=True)
 class ProcessPaths:
     """Per-process files: with `so_reuseport` each process needs its own pid file and socket dir."""
 
@@ -191,6 +206,9 @@ class PgBouncerSettings:
     hba_file: str | None = None
     # Networks besides the unix sockets that may reach the admin console.
     admin_networks: tuple[str, ...] = ADMIN_LOCAL_NETWORKS
+    # Roles with a pool of their own (the budget's workloads); every other user gets
+    # default_pool_size. Empty: no `[users]` section.
+    user_pools: tuple[UserPool, ...] = ()
 
     @property
     def fds_needed(self) -> int:
@@ -274,6 +292,7 @@ def _check(settings: PgBouncerSettings) -> None:  # noqa: PLR0912 - one check pe
             f"= {pool_total} exceed max_db_connections {s.max_db_connections}: the reserve could "
             "never be used; lower the pool or raise max_db_connections"
         )
+    _check_user_pools(s)
     if s.min_pool_size > s.default_pool_size:
         raise PgBouncerConfigError(
             f"min_pool_size {s.min_pool_size} exceeds default_pool_size {s.default_pool_size}"
@@ -324,6 +343,44 @@ def _check(settings: PgBouncerSettings) -> None:  # noqa: PLR0912 - one check pe
         raise PgBouncerConfigError(
             f"database.sslmode {s.database.sslmode} needs database.ca_file (the RDS CA bundle)"
         )
+
+
+def _check_user_pools(s: PgBouncerSettings) -> None:
+    """Each role's own pool is guaranteed: all pools and the reserve fit max_db_connections."""
+    if not s.user_pools:
+        return
+    names = [p.user for p in s.user_pools]
+    if len(set(names)) != len(names):
+        raise PgBouncerConfigError(f"user_pools names a user twice: {', '.join(names)}")
+    for pool in s.user_pools:
+        if not pool.user or any(c.isspace() or c in '"=' for c in pool.user):
+            raise PgBouncerConfigError(f"user_pools: {pool.user!r} cannot be a [users] key")
+        if pool.pool_size < 1 or pool.max_user_connections < pool.pool_size:
+            raise PgBouncerConfigError(
+                f"user_pools {pool.user}: pool_size {pool.pool_size} must be at least 1 and at "
+                f"most max_user_connections {pool.max_user_connections}"
+            )
+    pools = sum(p.pool_size for p in s.user_pools)
+    total = s.default_pool_size + pools + s.reserve_pool_size
+    if total > s.max_db_connections:
+        parts = " + ".join(f"{p.user} {p.pool_size}" for p in s.user_pools)
+        raise PgBouncerConfigError(
+            f"default_pool_size {s.default_pool_size} + user pools {parts} + reserve_pool_size "
+            f"{s.reserve_pool_size} = {total} exceed max_db_connections {s.max_db_connections}: "
+            "a pool could not get its share while the others hold theirs"
+        )
+
+
+def _users_section(s: PgBouncerSettings) -> str:
+    if not s.user_pools:
+        return ""
+    lines = []
+    for pool in s.user_pools:
+        parts = [f"pool_size={pool.pool_size}", f"max_user_connections={pool.max_user_connections}"]
+        if pool.idle_transaction_timeout_s is not None:
+            parts.append(f"idle_transaction_timeout={pool.idle_transaction_timeout_s}")
+        lines.append(f"{pool.user} = " + " ".join(parts))
+    return "\n[users]\n" + "\n".join(lines) + "\n"
 
 
 def _value(value: object) -> str:
@@ -438,6 +495,7 @@ def render_ini(settings: PgBouncerSettings) -> tuple[str, ...]:
             "[pgbouncer]\n"
             f"{body}"
             f"{_peers_section(settings)}"
+            f"{_users_section(settings)}"
         )
     return tuple(texts)
 
@@ -498,6 +556,13 @@ def render(settings: PgBouncerSettings, verifiers: dict[str, str]) -> RenderedCo
     if missing:
         raise PgBouncerConfigError(
             f"admin/stats user(s) {', '.join(missing)} have no verifier for the auth file"
+        )
+    pooled = [p.user for p in settings.user_pools if p.user not in verifiers]
+    if pooled:
+        # PgBouncer would "pretend the user exists" and refuse every password (doc/config.md).
+        raise PgBouncerConfigError(
+            f"user(s) {', '.join(pooled)} have a pool of their own but no verifier for the auth "
+            "file: inject each workload role's verifier"
         )
     return RenderedConfig(
         render_ini(settings),

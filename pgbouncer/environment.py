@@ -25,10 +25,14 @@ from pgbouncer.config import (
     PgBouncerConfigError,
     PgBouncerSettings,
     ProcessPaths,
+    UserPool,
     Version,
 )
 
 PREFIX = "PGBOUNCER_"
+# The workloads' own pools, JSON: [{"user", "pool_size", "max_user_connections",
+# "idle_transaction_timeout_s"}]. Unset: no [users] section.
+USER_POOLS_VARIABLE = "PGBOUNCER_USER_POOLS"
 USER_SECRET_PREFIX = "PGBOUNCER_USER_SECRET_"  # noqa: S105 - a variable name, not a secret
 # The tighter form the ECS task uses: only the verifier (`<secret-arn>:scram_verifier::`), so the
 # role's plaintext password never reaches the container. The role name is the suffix, lower-cased.
@@ -65,6 +69,33 @@ def _number(env: Mapping[str, str], name: str, kind: str) -> int | float | None:
     except ValueError:
         raise TaskEnvironmentError(
             f"{name}={text!r} is not {'a number' if kind == 'float' else 'an integer'}"
+        ) from None
+
+
+def user_pools(env: Mapping[str, str]) -> tuple[UserPool, ...]:
+    """The `[users]` pools from `PGBOUNCER_USER_POOLS` (the budget's workloads)."""
+    text = env.get(USER_POOLS_VARIABLE, "").strip()
+    if not text:
+        return ()
+    try:
+        entries = json.loads(text)
+        return tuple(
+            UserPool(
+                user=str(e["user"]),
+                pool_size=int(e["pool_size"]),
+                max_user_connections=int(e["max_user_connections"]),
+                idle_transaction_timeout_s=(
+                    int(e["idle_transaction_timeout_s"])
+                    if e.get("idle_transaction_timeout_s") is not None
+                    else None
+                ),
+            )
+            for e in entries
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        raise TaskEnvironmentError(
+            f"{USER_POOLS_VARIABLE} is not a JSON list of "
+            '{"user", "pool_size", "max_user_connections"} objects: ' + str(exc)
         ) from None
 
 
@@ -188,6 +219,7 @@ def read(env: Mapping[str, str], *, version: Version, fd_limit: int | None) -> T
         admin_users=(),
         stats_users=(STATS_USER,),
         fd_limit=fd_limit,
+        user_pools=user_pools(env),
         **numbers,
     )
     verifiers = user_verifiers(env)

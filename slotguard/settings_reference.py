@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from infra.settings import FunctionSettings, StackSettings
+from infra.settings import FunctionSettings, StackSettings, WorkloadSettings
 
 START = "<!-- settings-reference:start -->"
 END = "<!-- settings-reference:end -->"
@@ -52,6 +52,11 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
                 "each entry takes the keys below. |"
             )
             rows += _rows(FunctionSettings, "functions.<name>.")
+            continue
+        if model is StackSettings and name == "workloads":
+            description = re.sub(r"\s+", " ", field.description or "")
+            rows.append(f"| `workloads` | empty | {description} |")
+            rows += _rows(WorkloadSettings, "workloads.<name>.")
             continue
         description = re.sub(r"\s+", " ", field.description or "")
         rows.append(f"| `{path}` | {_default(field)} | {description} |")

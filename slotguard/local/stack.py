@@ -33,7 +33,7 @@ from psycopg import sql
 from infra.budget import Budget, compute_budget
 from infra.settings import StackSettings, load_stack
 from pgbouncer import scram
-from pgbouncer.config import PgBouncerSettings
+from pgbouncer.config import PgBouncerSettings, UserPool
 from slotguard.local.pgbouncer import (
     STATS_USER,
     LocalPgBouncer,
@@ -59,6 +59,8 @@ from slotguard.storm.client import lambda_client
 APP_ROLE_SECRET = "app-user"  # noqa: S105
 MIGRATOR_SECRET = "migrator"  # noqa: S105
 MASTER_SECRET = "master"  # noqa: S105
+# A workload's role secret is `workload-<name>` (the default workload's is APP_ROLE_SECRET).
+WORKLOAD_SECRET_PREFIX = "workload-"  # noqa: S105
 BOOTSTRAP = "bootstrap"
 # The storm's extra wirings: the same API wired straight to PostgreSQL, with and without the
 # helper's retries, and a probe that holds its connection for a chosen query duration.
@@ -129,7 +131,7 @@ def pgbouncer_settings(plan: StackPlan, ports: Ports, tls: TlsFiles) -> PgBounce
         dbname=plan.settings.database.name,
         tls=tls,
         processes=pb.processes,
-        default_pool_size=pb.pool_size,
+        default_pool_size=plan.budget.default_pool_size,
         reserve_pool_size=pb.reserve_pool,
         reserve_pool_timeout_s=pb.reserve_pool_timeout_s,
         max_db_connections=pb.max_db_connections,
@@ -145,7 +147,30 @@ def pgbouncer_settings(plan: StackPlan, ports: Ports, tls: TlsFiles) -> PgBounce
         tcp_keepintvl_s=pb.tcp_keepalive_interval_s,
         tcp_keepcnt=pb.tcp_keepalive_count,
         max_prepared_statements=pb.max_prepared_statements,
+        user_pools=user_pools(plan.budget),
     )
+
+
+def user_pools(budget: Budget) -> tuple[UserPool, ...]:
+    """The workloads' own pools, as PgBouncer's `[users]` section takes them."""
+    return tuple(
+        UserPool(
+            user=w.role,
+            pool_size=w.pool_size,
+            max_user_connections=w.max_user_connections or w.pool_size,
+            idle_transaction_timeout_s=w.idle_transaction_timeout_s,
+        )
+        for w in budget.workloads.values()
+        if w.pool_size is not None
+    )
+
+
+def function_secret_key(budget: Budget, function: str) -> str:
+    """The secret a function reads its role's credentials from: its workload's."""
+    workload = budget.functions[function].workload
+    if workload in budget.workloads:
+        return WORKLOAD_SECRET_PREFIX + workload
+    return APP_ROLE_SECRET
 
 
 def function_specs(
@@ -167,6 +192,7 @@ def function_specs(
     specs: list[FunctionSpec] = []
     for name, fn in plan.settings.functions.items():
         env = {**aws, **database, **plan.budget.function_environment(name)}
+        env["DB_SECRET_ARN"] = arns[function_secret_key(plan.budget, name)]
         env["DB_PORT"] = str(ports.pgbouncer)
         specs.append(
             FunctionSpec(
@@ -209,6 +235,7 @@ def function_specs(
                 "MASTER_SECRET_ARN": arns[MASTER_SECRET],
                 "APP_USER_SECRET_ARN": arns[APP_ROLE_SECRET],
                 "MIGRATOR_SECRET_ARN": arns[MIGRATOR_SECRET],
+                **workload_secrets_environment(plan.budget, arns),
                 "DB_HOST": "127.0.0.1",
                 "DB_PORT": str(ports.postgres),
                 "DB_SSLMODE": "verify-full",
@@ -221,6 +248,14 @@ def function_specs(
         )
     )
     return specs
+
+
+def workload_secrets_environment(budget: Budget, arns: dict[str, str]) -> dict[str, str]:
+    """The bootstrap's `WORKLOAD_SECRET_ARNS`: each workload role's secret; none without any."""
+    if not budget.workloads:
+        return {}
+    mapping = {w.role: arns[WORKLOAD_SECRET_PREFIX + w.name] for w in budget.workloads.values()}
+    return {"WORKLOAD_SECRET_ARNS": json.dumps(mapping, sort_keys=True)}
 
 
 def raise_nofile_limit() -> int:
@@ -336,14 +371,20 @@ class LocalStack:
     def _passwords(self) -> dict[str, str]:
         """Role passwords, generated once per stack and kept with its state (0600)."""
         path = self.paths.root / "passwords.json"
+        wanted = [WORKLOAD_SECRET_PREFIX + w for w in self.plan.budget.workloads]
         if path.exists():
             stored: dict[str, str] = json.loads(path.read_text())
-            return stored
-        generated = {
-            "app": secrets.token_urlsafe(18),
-            "migrator": secrets.token_urlsafe(18),
-            "pgbouncer_admin": secrets.token_urlsafe(18),
-        }
+            if all(key in stored for key in wanted):
+                return stored
+            generated = stored
+        else:
+            generated = {
+                "app": secrets.token_urlsafe(18),
+                "migrator": secrets.token_urlsafe(18),
+                "pgbouncer_admin": secrets.token_urlsafe(18),
+            }
+        for key in wanted:
+            generated.setdefault(key, secrets.token_urlsafe(18))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(generated, handle)
@@ -384,6 +425,15 @@ class LocalStack:
                 **common,
             },
         }
+        for workload in self.plan.budget.workloads.values():
+            key = WORKLOAD_SECRET_PREFIX + workload.name
+            values[key] = {
+                "username": workload.role,
+                "password": passwords[key],
+                "dbname": dbname,
+                "scram_verifier": scram.make_verifier(passwords[key]),
+                **common,
+            }
         client = self.aws_client("secretsmanager")
         arns = {}
         for key, value in values.items():
@@ -442,14 +492,18 @@ class LocalStack:
         (self.paths.logs / "bootstrap.json").write_text(body + "\n")
 
     def _start_pgbouncer(self, passwords: dict[str, str]) -> None:
-        au = self.plan.budget.app_user
+        roles = [self.plan.budget.app_user.name] + [
+            w.role for w in self.plan.budget.workloads.values()
+        ]
+        verifiers = admin_verifiers(passwords["pgbouncer_admin"])
         with self.postgres.connect_admin() as admin:
-            row = admin.execute(
-                "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (au.name,)
-            ).fetchone()
-        if row is None or not str(row[0]).startswith("SCRAM-SHA-256$"):
-            raise StackStartError(f"role {au.name} has no SCRAM verifier after the bootstrap")
-        verifiers = {au.name: str(row[0]), **admin_verifiers(passwords["pgbouncer_admin"])}
+            for role in roles:
+                row = admin.execute(
+                    "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,)
+                ).fetchone()
+                if row is None or not str(row[0]).startswith("SCRAM-SHA-256$"):
+                    raise StackStartError(f"role {role} has no SCRAM verifier after the bootstrap")
+                verifiers[role] = str(row[0])
         settings = pgbouncer_settings(self.plan, self.ports, self.postgres.tls)
         self.pgbouncer = LocalPgBouncer(
             self.paths.pgbouncer,
