@@ -512,12 +512,13 @@ def _master(
         yield conn
 
 
-def run(  # noqa: PLR0913 - one secret per role
+def run(
     event: BootstrapEvent,
     target: Target,
     master: DatabaseSecret,
     app_secret: DatabaseSecret,
     migrator: DatabaseSecret,
+    *,
     workload_secrets: dict[str, DatabaseSecret] | None = None,
 ) -> BootstrapReport:
     """Create/update the roles and grants, migrate, and report what changed."""
@@ -632,7 +633,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "connect_timeout_s": os.environ.get("DB_CONNECT_TIMEOUT_S") or 10,
         }
     )
-    report = run(parsed, target, master, app_secret, migrator, workload_secrets)
+    report = run(parsed, target, master, app_secret, migrator, workload_secrets=workload_secrets)
     logger.info("bootstrap finished", extra={"summary": report.summary})
     flush()
     return report.model_dump()

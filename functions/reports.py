@@ -84,7 +84,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     note_invocation()
     try:
         status, body = report(event, context)
-        if status >= 500:  # noqa: PLR2004 - HTTP status
+        if status >= 500:
             logger.warning("report failed", extra=body)
         return _answer(status, body)
     finally:

@@ -795,6 +795,31 @@ def _pooler_limit(
     )
 
 
+def _workloads(
+    settings: StackSettings,
+    pgbouncer: PgBouncerBudget | None,
+    *,
+    server_total: int,
+    ceiling: int,
+    out: list[Violation],
+    warnings: list[str],
+) -> tuple[dict[str, WorkloadBudget], int]:
+    """The workloads' split of the pooler (infra/workloads.py) and app_user's connection limit."""
+    if pgbouncer is not None:
+        shape = PoolShape(
+            "pgbouncer",
+            pgbouncer.pool_size,
+            pgbouncer.reserve_pool,
+            pgbouncer.deploy.peak_tasks * pgbouncer.processes_per_task,
+        )
+    else:
+        shape = PoolShape("rds-proxy", server_total, 0, 1)
+    problems: list[tuple[str, str]] = []
+    result = compute_workloads(settings, shape, ceiling, problems, warnings)
+    out.extend(Violation(setting, message) for setting, message in problems)
+    return result
+
+
 def compute_budget(settings: StackSettings) -> Budget:
     """Derive every number of the stack, or raise `BudgetError` listing every broken invariant."""
     out: list[Violation] = []
@@ -838,18 +863,9 @@ def compute_budget(settings: StackSettings) -> Budget:
         port = rds_proxy.port
     functions = _functions(settings, queue_wait, queue_setting, reap, out)
     warnings: list[str] = []
-    problems: list[tuple[str, str]] = []
-    if pgbouncer is not None:
-        shape = PoolShape(
-            "pgbouncer",
-            pgbouncer.pool_size,
-            pgbouncer.reserve_pool,
-            pgbouncer.deploy.peak_tasks * pgbouncer.processes_per_task,
-        )
-    else:
-        shape = PoolShape("rds-proxy", server_total, 0, 1)
-    workloads, app_user_limit = compute_workloads(settings, shape, ceiling, problems, warnings)
-    out.extend(Violation(setting, message) for setting, message in problems)
+    workloads, app_user_limit = _workloads(
+        settings, pgbouncer, server_total=server_total, ceiling=ceiling, out=out, warnings=warnings
+    )
     if pgbouncer is not None:
         pgbouncer = _pgbouncer_prepared(settings, pgbouncer, out)
         pgbouncer = _pgbouncer_logins(settings, pgbouncer, functions, warnings)
@@ -948,13 +964,12 @@ def compute_budget(settings: StackSettings) -> Budget:
         warnings=tuple(warnings),
         workloads=workloads,
     )
-    budget = _with_figures(budget, settings)
-    return replace(budget, figures=budget.figures + _workload_figures(budget))
+    return _with_workload_figures(_with_figures(budget, settings))
 
 
-def _workload_figures(budget: Budget) -> tuple[Figure, ...]:
+def _with_workload_figures(budget: Budget) -> Budget:
     """Each workload's pool and limit, with the split's arithmetic (none without workloads)."""
-    figures: list[Figure] = []
+    figures: list[Figure] = list(budget.figures)
     pb = budget.pgbouncer
     for w in budget.workloads.values():
         if pb is not None and w.pool_size is not None:
@@ -990,7 +1005,7 @@ def _workload_figures(budget: Budget) -> tuple[Figure, ...]:
                 f"the pool {pb.pool_size} less the workloads' pools (app_user's default_pool_size)",
             )
         )
-    return tuple(figures)
+    return replace(budget, figures=tuple(figures))
 
 
 def _version(text: str) -> tuple[int, int]:

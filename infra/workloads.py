@@ -103,7 +103,14 @@ def compute_workloads(
     Broken invariants go to `out` as (setting, arithmetic); the budget turns them into
     violations.
     """
-    default_limit = max(ceiling, 1)
+    _check_names(settings, out)
+    if not settings.workloads:
+        return {}, max(ceiling, 1)
+    return _split(settings, shape, ceiling, out, warnings)
+
+
+def _check_names(settings: StackSettings, out: list[tuple[str, str]]) -> None:
+    """Functions name existing workloads; workload roles are distinct from every other role."""
     for name, fn in sorted(settings.functions.items()):
         if fn.workload is not None and fn.workload not in settings.workloads:
             known = ", ".join(sorted(settings.workloads)) or "none defined"
@@ -114,8 +121,6 @@ def compute_workloads(
                     "remove the key for the default workload",
                 )
             )
-    if not settings.workloads:
-        return {}, default_limit
     if DEFAULT_WORKLOAD in settings.workloads:
         out.append(
             (
@@ -139,10 +144,20 @@ def compute_workloads(
                 )
             )
         roles[role] = f"workloads.{name}"
+
+
+def _split(
+    settings: StackSettings,
+    shape: PoolShape,
+    ceiling: int,
+    out: list[tuple[str, str]],
+    warnings: list[str],
+) -> tuple[dict[str, WorkloadBudget], int]:
+    """Each workload's pool and limit, and what is left for app_user."""
     shares = {name: w.pool_share_percent for name, w in sorted(settings.workloads.items())}
     total_share = sum(shares.values())
     parts = " + ".join(f"{name} {share}" for name, share in shares.items())
-    if total_share >= 100:  # noqa: PLR2004 - percent
+    if total_share >= 100:
         out.append(
             (
                 "workloads",
@@ -198,7 +213,7 @@ def compute_workloads(
     if pooled:
         others = sum(w.pool_size or 0 for w in result.values())
         rest = shape.pool_size - others
-        if rest < 1 and total_share < 100:  # noqa: PLR2004 - percent
+        if rest < 1 and total_share < 100:
             pools = " + ".join(f"{w.name} {w.pool_size}" for w in result.values())
             out.append(
                 (
