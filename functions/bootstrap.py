@@ -432,9 +432,9 @@ def _configure(
     # A workload's role gets app_user's privileges, granted directly (not through membership,
     # which would let it SET ROLE app_user and take app_user's limit and timeouts).
     for spec in event.workloads:
-        role = sql.Identifier(spec.name)
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
-        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, role))
+        workload_role = sql.Identifier(spec.name)
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, workload_role))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, workload_role))
         for grant in (
             f"GRANT {APP_TABLE_PRIVILEGES} ON TABLES TO {{app}}",
             "GRANT USAGE ON SEQUENCES TO {app}",
@@ -442,7 +442,7 @@ def _configure(
             conn.execute(
                 sql.SQL(
                     "ALTER DEFAULT PRIVILEGES FOR ROLE {mig} IN SCHEMA {schema} " + grant
-                ).format(mig=mig_role, schema=schema, app=role)
+                ).format(mig=mig_role, schema=schema, app=workload_role)
             )
     return stats_access
 

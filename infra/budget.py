@@ -820,7 +820,7 @@ def _workloads(
     return result
 
 
-def compute_budget(settings: StackSettings) -> Budget:
+def compute_budget(settings: StackSettings) -> Budget:  # noqa: PLR0915 - one step per part
     """Derive every number of the stack, or raise `BudgetError` listing every broken invariant."""
     out: list[Violation] = []
     m, m_source = _max_connections(settings, out)
