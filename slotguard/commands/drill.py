@@ -12,6 +12,8 @@ from slotguard.commands.common import ProjectDirOption
 from slotguard.commands.local import load_plan
 from slotguard.drills import SCENARIOS, DrillResult, StackHandle, drill_table, run_drill, write_json
 from slotguard.drills.runner import DrillError
+from slotguard.drills.workloads import NAME as WORKLOADS
+from slotguard.drills.workloads import run_workloads_drill
 from slotguard.local.control import StackError, require_running, up
 
 console = Console(width=max(Console().width, 120))
@@ -21,7 +23,10 @@ ALL = "all"
 def drill(
     scenario: Annotated[
         str,
-        typer.Argument(help=f"One of: {', '.join(SCENARIOS)}, or {ALL} (in that order)."),
+        typer.Argument(
+            help=f"One of: {', '.join(SCENARIOS)}, or {ALL} (in that order); or {WORKLOADS} "
+            "(a stack with two workloads, e.g. --stack workloads)."
+        ),
     ],
     *,
     stack: Annotated[str, typer.Option(help="Stack name.")] = "dev",
@@ -38,7 +43,7 @@ def drill(
 ) -> None:
     """Run fault drills: a write storm, a fault, then every acknowledged write reconciled."""
     names = list(SCENARIOS) if scenario == ALL else [scenario]
-    unknown = [n for n in names if n not in SCENARIOS]
+    unknown = [n for n in names if n not in SCENARIOS and n != WORKLOADS]
     if unknown:
         console.print(
             f"[red]error:[/] no drill {unknown[0]!r}; choose one of {', '.join(SCENARIOS)} or {ALL}"
@@ -58,8 +63,12 @@ def drill(
     results: list[DrillResult] = []
     for name in names:
         try:
-            with console.status(f"drill {name}: {SCENARIOS[name].description}"):
-                result = run_drill(handle, SCENARIOS[name], small=small)
+            if name == WORKLOADS:
+                with console.status(f"drill {name}: slow workload saturated, fast one stormed"):
+                    result = run_workloads_drill(handle, small=small)
+            else:
+                with console.status(f"drill {name}: {SCENARIOS[name].description}"):
+                    result = run_drill(handle, SCENARIOS[name], small=small)
         except DrillError as exc:
             console.print(f"[red]error:[/] drill {name}: {exc}")
             raise typer.Exit(2) from None
