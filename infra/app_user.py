@@ -114,6 +114,10 @@ class AppUser(pulumi.ComponentResource):
     verifier_secret_arn: pulumi.Output[str]
     verifier_version_id: pulumi.Output[str]
     migrator_secret_arn: pulumi.Output[str]
+    # Per workload (stack setting `workloads`): its role's secret, and its verifier's secret and
+    # version for the pooler's tasks. Empty without workloads.
+    workload_secret_arns: dict[str, pulumi.Output[str]]
+    workload_verifiers: dict[str, tuple[pulumi.Output[str], pulumi.Output[str]]]
     bootstrap: LambdaFunction
     invocation: aws.lambda_.Invocation
 
@@ -180,7 +184,27 @@ class AppUser(pulumi.ComponentResource):
         migrator_secret, self.migrator_secret_arn = role_secret(
             "migrator", budget.app_user.migration_role, False
         )
-        self._verifier_secret(name, args, verifiers[budget.app_user.name])
+        self.verifier_secret_arn, self.verifier_version_id = self._verifier_secret(
+            name, args, verifiers[budget.app_user.name]
+        )
+        # Each workload's role: its own secret (with its verifier) and verifier secret. New
+        # resources only: a stack without workloads creates and changes nothing here.
+        self.workload_secret_arns, self.workload_verifiers = {}, {}
+        workload_secrets: list[aws.secretsmanager.Secret] = []
+        for workload in budget.workloads.values():
+            secret, self.workload_secret_arns[workload.name] = role_secret(
+                f"workload-{workload.name}", workload.role, with_verifier=True
+            )
+            workload_secrets.append(secret)
+            self.workload_verifiers[workload.role] = self._verifier_secret(
+                name, args, verifiers[workload.role], workload=workload.name, role=workload.role
+            )
+        workload_environment: dict[str, pulumi.Input[str]] = {}
+        if workload_secrets:
+            roles = [w.role for w in budget.workloads.values()]
+            workload_environment["WORKLOAD_SECRET_ARNS"] = pulumi.Output.all(
+                *[secret.arn for secret in workload_secrets]
+            ).apply(lambda arns: json.dumps(dict(zip(roles, arns, strict=True)), sort_keys=True))
 
         first = sorted(s.functions.items())[0][1]
         self.bootstrap = LambdaFunction(
@@ -204,6 +228,7 @@ class AppUser(pulumi.ComponentResource):
                     "MASTER_SECRET_ARN": args.master_secret_arn,
                     "APP_USER_SECRET_ARN": app_secret.arn,
                     "MIGRATOR_SECRET_ARN": migrator_secret.arn,
+                    **workload_environment,
                     "POWERTOOLS_SERVICE_NAME": "bootstrap",
                     "POWERTOOLS_METRICS_NAMESPACE": "slotguard",
                 },
@@ -218,6 +243,7 @@ class AppUser(pulumi.ComponentResource):
                             args.master_secret_arn,
                             app_secret.arn,
                             migrator_secret.arn,
+                            *[secret.arn for secret in workload_secrets],
                         ],
                     }
                 ],
@@ -260,28 +286,36 @@ class AppUser(pulumi.ComponentResource):
         )
 
     def _verifier_secret(
-        self, name: str, args: AppUserArgs, verifier: pulumi.Output[str | None]
-    ) -> None:
+        self,
+        name: str,
+        args: AppUserArgs,
+        verifier: pulumi.Output[str | None],
+        *,
+        workload: str | None = None,
+        role: str | None = None,
+    ) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
         """The SCRAM verifier in a secret of its own: the pooler's execution role reads only this.
 
         The role's full secret holds the plaintext password, which the pooler never needs (it
         authenticates clients and the server with the verifier, SCRAM pass-through).
         """
         s = args.settings
+        # app_user's resources keep their names; a workload's are named after it.
+        key = "app" if workload is None else f"workload-{workload}"
+        role = role or args.budget.app_user.name
         secret = aws.secretsmanager.Secret(
-            f"{name}-app-verifier-secret",
-            name_prefix=f"slotguard/{s.stack}/{args.budget.app_user.name}-verifier-",
-            description=f"{args.budget.app_user.name}'s SCRAM verifier, for the pooler's tasks",
+            f"{name}-{key}-verifier-secret",
+            name_prefix=f"slotguard/{s.stack}/{role}-verifier-",
+            description=f"{role}'s SCRAM verifier, for the pooler's tasks",
             recovery_window_in_days=30 if s.is_prod else 0,
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
         version = aws.secretsmanager.SecretVersion(
-            f"{name}-app-verifier-secret-version",
+            f"{name}-{key}-verifier-secret-version",
             secret_id=secret.id,
             secret_string=verifier.apply(verifier_secret_json).apply(pulumi.Output.secret),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self._versions.append(version)
-        self.verifier_secret_arn = secret.arn
-        self.verifier_version_id = version.version_id
+        return secret.arn, version.version_id

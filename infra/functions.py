@@ -211,6 +211,8 @@ class FunctionsArgs:
     subnet_ids: pulumi.Input[list[str]]
     security_group_id: pulumi.Input[str]
     tags: dict[str, str]
+    # Each workload's role secret (stack setting `workloads`); its functions read that one.
+    workload_secret_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     # How the functions verify the pooler's certificate: a CA path, or `system`.
     sslrootcert: str = SYSTEM_CA
     layers: Sequence[pulumi.Input[str]] = field(default_factory=list)
@@ -253,29 +255,11 @@ class Functions(pulumi.ComponentResource):
         self, name: str, args: FunctionsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("slotguard:functions:Functions", name, None, opts)
-        s, budget = args.settings, args.budget
-        iam = budget.rds_proxy is not None and budget.rds_proxy.iam_auth
-        credentials: Statement
-        if iam:
-            assert args.pooler_auth_resource is not None
-            credentials = {
-                "Sid": "ProxyIamAuth",
-                "Effect": "Allow",
-                "Action": "rds-db:connect",
-                "Resource": pulumi.Output.concat(
-                    args.pooler_auth_resource, "/", budget.app_user.name
-                ),
-            }
-        else:
-            credentials = {
-                "Sid": "OwnSecret",
-                "Effect": "Allow",
-                "Action": "secretsmanager:GetSecretValue",
-                "Resource": args.app_user_secret_arn,
-            }
+        s = args.settings
         self.functions = {}
         self.urls = {}
         for key, fn in sorted(s.functions.items()):
+            credentials = _credentials(args, key)
             self.functions[key] = _application_function(
                 f"{name}-{key}", key, fn=fn, args=args, credentials=credentials, parent=self
             )
@@ -283,6 +267,33 @@ class Functions(pulumi.ComponentResource):
             if url is not None:
                 self.urls[key] = url
         self.register_outputs({key: f.function.arn for key, f in self.functions.items()})
+
+
+def secret_arn_of(args: FunctionsArgs, key: str) -> pulumi.Input[str]:
+    """The secret a function reads: its workload's role's, app_user's by default."""
+    workload = args.budget.functions[key].workload
+    if workload in args.budget.workloads:
+        return args.workload_secret_arns[workload]
+    return args.app_user_secret_arn
+
+
+def _credentials(args: FunctionsArgs, key: str) -> Statement:
+    """The one credential a function may use: its role's secret, or its role's IAM login."""
+    budget = args.budget
+    if budget.rds_proxy is not None and budget.rds_proxy.iam_auth:
+        assert args.pooler_auth_resource is not None
+        return {
+            "Sid": "ProxyIamAuth",
+            "Effect": "Allow",
+            "Action": "rds-db:connect",
+            "Resource": pulumi.Output.concat(args.pooler_auth_resource, "/", budget.role_of(key)),
+        }
+    return {
+        "Sid": "OwnSecret",
+        "Effect": "Allow",
+        "Action": "secretsmanager:GetSecretValue",
+        "Resource": secret_arn_of(args, key),
+    }
 
 
 def _application_function(
@@ -311,7 +322,7 @@ def _application_function(
                 budget,
                 key,
                 pooler_host=args.pooler_host,
-                secret_arn=args.app_user_secret_arn,
+                secret_arn=secret_arn_of(args, key),
                 sslrootcert=args.sslrootcert,
             ),
             subnet_ids=args.subnet_ids,

@@ -7,7 +7,7 @@ care which one runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -39,6 +39,12 @@ class PoolerArgs:
     app_user_verifier_version_id: pulumi.Input[str] | None = None
     function_runtimes: Sequence[str] = field(default_factory=tuple)
     function_architectures: Sequence[str] = field(default_factory=tuple)
+    # Per workload: its role's secret (RDS Proxy), its verifier secret and version by role
+    # (PgBouncer). Empty without workloads.
+    workload_secret_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    workload_verifiers: Mapping[str, tuple[pulumi.Input[str], pulumi.Input[str]]] = field(
+        default_factory=dict
+    )
 
 
 def create_pooler(
@@ -64,6 +70,7 @@ def create_pooler(
                 database_port=args.database_port,
                 app_user_verifier_secret_arn=args.app_user_verifier_secret_arn,
                 app_user_verifier_version_id=args.app_user_verifier_version_id,
+                workload_verifiers=args.workload_verifiers,
                 tags=args.tags,
                 function_runtimes=args.function_runtimes,
                 function_architectures=args.function_architectures,
@@ -79,6 +86,7 @@ def create_pooler(
             security_group_id=args.pooler_sg_id,
             database_identifier=args.database_identifier,
             app_user_secret_arn=args.app_user_secret_arn,
+            workload_secret_arns=args.workload_secret_arns,
             tags=args.tags,
         ),
         opts,

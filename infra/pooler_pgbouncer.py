@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pulumi
@@ -105,6 +105,30 @@ def source_tag(directory: Path = ROOT / "pgbouncer") -> str:
         digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def workload_pool_environment(budget: Budget) -> dict[str, str]:
+    """The workloads' pools for the task: app_user's share and a `[users]` pool per role.
+
+    Nothing without workloads, so such a stack's task definition stays as it was.
+    """
+    pools = [w for w in budget.workloads.values() if w.pool_size is not None]
+    if not pools or budget.default_pool_size is None:
+        return {}
+    return {
+        f"{task_env.PREFIX}DEFAULT_POOL_SIZE": str(budget.default_pool_size),
+        task_env.USER_POOLS_VARIABLE: json.dumps(
+            [
+                {
+                    "user": w.role,
+                    "pool_size": w.pool_size,
+                    "max_user_connections": w.max_user_connections,
+                    "idle_transaction_timeout_s": w.idle_transaction_timeout_s,
+                }
+                for w in pools
+            ]
+        ),
+    }
 
 
 def task_environment(
@@ -240,6 +264,10 @@ class PgBouncerArgs:
     app_user_verifier_secret_arn: pulumi.Input[str]
     app_user_verifier_version_id: pulumi.Input[str]
     tags: dict[str, str]
+    # Each workload role's verifier secret and version: its auth-file entry.
+    workload_verifiers: Mapping[str, tuple[pulumi.Input[str], pulumi.Input[str]]] = field(
+        default_factory=dict
+    )
     function_runtimes: Sequence[str] = ()
     function_architectures: Sequence[str] = ()
 
@@ -456,7 +484,11 @@ class PgBouncerPooler(pulumi.ComponentResource):
                             "Effect": "Allow",
                             "Action": "secretsmanager:GetSecretValue",
                             # The verifier's own secret, never app_user's with its password.
-                            "Resource": [args.app_user_verifier_secret_arn, internal_secret.arn],
+                            "Resource": [
+                                args.app_user_verifier_secret_arn,
+                                *[arn for arn, _ in args.workload_verifiers.values()],
+                                internal_secret.arn,
+                            ],
                         },
                     ],
                 }
@@ -494,14 +526,17 @@ class PgBouncerPooler(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        environment = task_environment(
-            s,
-            pb,
-            database_address=args.database_address,
-            database_port=args.database_port,
-            region=region,
-            service_name=self.service_name,
-        )
+        environment = {
+            **task_environment(
+                s,
+                pb,
+                database_address=args.database_address,
+                database_port=args.database_port,
+                region=region,
+                service_name=self.service_name,
+            ),
+            **workload_pool_environment(budget),
+        }
         user_verifier = f"{task_env.USER_VERIFIER_PREFIX}{budget.app_user.name.upper()}"
         container = {
             "name": CONTAINER,
@@ -522,6 +557,13 @@ class PgBouncerPooler(pulumi.ComponentResource):
                         args.app_user_verifier_version_id,
                     ),
                 },
+                *[
+                    {
+                        "name": f"{task_env.USER_VERIFIER_PREFIX}{role.upper()}",
+                        "valueFrom": secret_reference(arn, VERIFIER_KEY, version),
+                    }
+                    for role, (arn, version) in sorted(args.workload_verifiers.items())
+                ],
                 {
                     "name": f"{task_env.PREFIX}STATS_PASSWORD",
                     "valueFrom": secret_reference(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -28,6 +29,15 @@ class RdsProxyArgs:
     database_identifier: pulumi.Input[str]
     app_user_secret_arn: pulumi.Input[str]
     tags: dict[str, str]
+    # Each workload's role secret: one more auth entry each (the pool stays shared).
+    workload_secret_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+
+
+def _secret_resources(args: RdsProxyArgs) -> pulumi.Input[str] | list[pulumi.Input[str]]:
+    """The secrets the proxy reads: app_user's alone (as before), or it and the workloads'."""
+    if not args.workload_secret_arns:
+        return args.app_user_secret_arn
+    return [args.app_user_secret_arn, *args.workload_secret_arns.values()]
 
 
 def _auth_resource_prefix(proxy_arn: str) -> str:
@@ -83,7 +93,7 @@ class RdsProxyPooler(pulumi.ComponentResource):
                             "Sid": "AppUserSecret",
                             "Effect": "Allow",
                             "Action": "secretsmanager:GetSecretValue",
-                            "Resource": args.app_user_secret_arn,
+                            "Resource": _secret_resources(args),
                         }
                     ],
                 }
@@ -107,7 +117,19 @@ class RdsProxyPooler(pulumi.ComponentResource):
                     iam_auth="REQUIRED" if rp.iam_auth else "DISABLED",
                     client_password_auth_type="POSTGRES_SCRAM_SHA_256",  # noqa: S106 - a scheme name
                     description=f"{budget.app_user.name}, the functions' role",
-                )
+                ),
+                # A workload's role: its own secret, hence its own login and role settings; the
+                # connections still come from the one default target group's pool.
+                *[
+                    aws.rds.ProxyAuthArgs(
+                        auth_scheme="SECRETS",
+                        secret_arn=args.workload_secret_arns[w.name],
+                        iam_auth="REQUIRED" if rp.iam_auth else "DISABLED",
+                        client_password_auth_type="POSTGRES_SCRAM_SHA_256",  # noqa: S106
+                        description=f"{w.role}, workload {w.name}",
+                    )
+                    for w in budget.workloads.values()
+                ],
             ],
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
