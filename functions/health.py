@@ -9,6 +9,7 @@ its owner's right to read pg_stat_activity, so the application role itself never
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -28,7 +29,30 @@ def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def check(context: LambdaContext | None) -> tuple[int, dict[str, Any]]:
+# A direct invocation may ask for other roles' limits and settings (`slotguard verify` checks the
+# workloads' roles this way); pg_roles shows them to every role anyway.
+MAX_ROLES = 20
+ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def requested_roles(event: Any) -> list[str]:
+    """Role names from a direct invocation's `{"roles": [...]}`; none from anything else."""
+    roles = event.get("roles") if isinstance(event, dict) else None
+    if not isinstance(roles, list):
+        return []
+    return [r for r in roles if isinstance(r, str) and ROLE_NAME.match(r)][:MAX_ROLES]
+
+
+def _role_document(row: Any) -> dict[str, Any]:
+    return {
+        "connection_limit": row["rolconnlimit"],
+        "settings": dict(item.split("=", 1) for item in row["rolconfig"]),
+    }
+
+
+def check(
+    context: LambdaContext | None, roles: list[str] | None = None
+) -> tuple[int, dict[str, Any]]:
     """The status code and body of a health check."""
     settings = database(context).settings
     alarm = settings.health_alarm_percent
@@ -43,6 +67,15 @@ def check(context: LambdaContext | None) -> tuple[int, dict[str, Any]]:
                 "SELECT rolname, rolconnlimit, coalesce(rolconfig, '{}') AS rolconfig"
                 " FROM pg_roles WHERE rolname = current_user"
             ).fetchone()
+            others = (
+                conn.execute(
+                    "SELECT rolname, rolconnlimit, coalesce(rolconfig, '{}') AS rolconfig"
+                    " FROM pg_roles WHERE rolname = ANY(%s)",
+                    (roles,),
+                ).fetchall()
+                if roles
+                else []
+            )
     except DatabaseUnavailableError as exc:
         return 503, {"status": "unavailable", "reason": exc.reason, "failure": exc.failure.value}
     assert row is not None  # the function always returns one row
@@ -70,6 +103,8 @@ def check(context: LambdaContext | None) -> tuple[int, dict[str, Any]]:
             "settings": dict(item.split("=", 1) for item in role["rolconfig"]),
         },
     }
+    if roles:
+        body["roles"] = {row["rolname"]: _role_document(row) for row in others}
     if saturated:
         body["reason"] = f"{percent}% of max_connections in use (alarm at {alarm}%)"
     return (503 if saturated else 200), body
@@ -78,7 +113,7 @@ def check(context: LambdaContext | None) -> tuple[int, dict[str, Any]]:
 @with_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
-        status, body = check(context)
+        status, body = check(context, requested_roles(event))
         if status != 200:
             logger.warning("health check failed", extra=body)
         return _response(status, body)

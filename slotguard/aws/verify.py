@@ -62,6 +62,7 @@ class Verify:
         return [
             ("health function", self.health),
             ("app_user role", self.app_user),
+            *([("workload roles", self.workload_roles)] if self.budget.workloads else []),
             ("parameter group", self.parameter_group),
             ("pooler", self.pooler),
             ("alarms", self.alarms),
@@ -81,7 +82,9 @@ class Verify:
                 "add functions.health (handler functions.health.handler) and deploy",
             )
         response = self.client("lambda").invoke(
-            FunctionName=names["health"], InvocationType="RequestResponse", Payload=b"{}"
+            FunctionName=names["health"],
+            InvocationType="RequestResponse",
+            Payload=self._health_payload(),
         )
         text = response["Payload"].read().decode(errors="replace")
         if response.get("FunctionError"):
@@ -131,6 +134,51 @@ class Verify:
                 "functions must reach the database only through the pooler: redeploy "
                 "(`pulumi up`) so DB_HOST/DB_PORT are the pooler's",
             )
+
+    def _health_payload(self) -> bytes:
+        """`{}`, or the workloads' roles for the health function to report as well."""
+        if not self.budget.workloads:
+            return b"{}"
+        return json.dumps({"roles": [w.role for w in self.budget.workloads.values()]}).encode()
+
+    def workload_roles(self) -> Iterator[Check]:
+        """Each workload's role carries the budget's limit and timeouts (set by the bootstrap)."""
+        found_roles = self._invoke_health()["body"].get("roles") or {}
+        for w in self.budget.workloads.values():
+            role = found_roles.get(w.role)
+            name = f"workload {w.name} role"
+            if role is None:
+                yield failed(
+                    name,
+                    f"role {w.role} not found (or the health function predates workloads)",
+                    "deploy (`pulumi up`): the bootstrap creates every workload's role",
+                )
+                continue
+            settings = role.get("settings") or {}
+            wanted = {
+                "connection_limit": w.connection_limit,
+                "statement_timeout": str(w.statement_timeout_ms),
+                "idle_in_transaction_session_timeout": str(
+                    w.idle_in_transaction_session_timeout_ms
+                ),
+                "lock_timeout": str(w.lock_timeout_ms),
+            }
+            found = {"connection_limit": role.get("connection_limit")} | {
+                key: settings.get(key) for key in ROLE_SETTINGS
+            }
+            wrong = [f"{k} {found[k]} (budget: {v})" for k, v in wanted.items() if found[k] != v]
+            if wrong:
+                yield failed(
+                    name,
+                    f"{w.role}: " + "; ".join(wrong),
+                    "run the bootstrap again: `pulumi up` (its trigger carries the role settings)",
+                )
+            else:
+                yield passed(
+                    name,
+                    f"{w.role}: CONNECTION LIMIT {w.connection_limit}, statement_timeout "
+                    f"{w.statement_timeout_ms} ms, lock_timeout {w.lock_timeout_ms} ms",
+                )
 
     def app_user(self) -> Iterator[Check]:
         role = (self._invoke_health()["body"].get("role")) or {}
