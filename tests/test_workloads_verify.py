@@ -86,6 +86,6 @@ def test_health_reports_requested_roles(function_env, functions_stack) -> None:
     )
     body = json.loads(response["body"])
     assert set(body["roles"]) == {"app_migrator"}
-    assert body["roles"]["app_migrator"]["connection_limit"] == 3  # noqa: PLR2004
+    assert body["roles"]["app_migrator"]["connection_limit"] == 3
     plain = json.loads(module.handler({}, FakeLambdaContext("health"))["body"])
     assert "roles" not in plain
