@@ -118,3 +118,32 @@ def test_rds_proxy_gets_one_auth_per_role_and_one_pool() -> None:
     ]
     assert len(r.of_type("aws:rds/proxyDefaultTargetGroup:ProxyDefaultTargetGroup")) == 1
     assert any("one connection pool per target group" in w for w in r.budget.warnings)
+
+
+def test_rds_proxy_pool_settings_belong_to_the_target_group_not_to_an_auth_entry() -> None:
+    """What infra/workloads.py relies on to say RDS Proxy cannot isolate workloads' pools.
+
+    Source: the RDS API reference as botocore ships it. CreateDBProxy `Auth` is a list of
+    UserAuthConfig (one per secret: Description, UserName, AuthScheme, SecretArn, IAMAuth,
+    ClientPasswordAuthType), none of which sizes a pool; ConnectionPoolConfiguration "Specifies
+    the settings that control the size and behavior of the connection pool associated with a
+    DBProxyTargetGroup", is set by ModifyDBProxyTargetGroup, and MaxConnectionsPercent is "the
+    maximum size of the connection pool for each target in a target group"
+    (https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_ConnectionPoolConfiguration.html).
+    """
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("rds")
+    create: Any = model.operation_model("CreateDBProxy").input_shape
+    auth = create.members["Auth"]
+    assert auth.type_name == "list"
+    entry = set(auth.member.members)
+    assert "SecretArn" in entry
+    assert not {"ConnectionPoolConfig", "MaxConnectionsPercent"} & entry
+    modify: Any = model.operation_model("ModifyDBProxyTargetGroup").input_shape
+    assert "ConnectionPoolConfig" in modify.members
+    pool = model.shape_for("ConnectionPoolConfiguration")
+    assert "DBProxyTargetGroup" in (pool.documentation or "")
+    assert "each target in a target group" in (
+        pool.members["MaxConnectionsPercent"].documentation or ""  # type: ignore[attr-defined]
+    )
