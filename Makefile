@@ -32,6 +32,8 @@ bench: setup
 ## turn against the stack, brought up if needed; figures in build/drills/drills.json.
 drills: setup
 	$(RUN) slotguard drill all --stack $(STACK) --up --json build/drills/drills.json
+	$(RUN) slotguard drill workloads --stack workloads --up --json build/drills/workloads.json; \
+	status=$$?; $(RUN) slotguard down --stack workloads; exit $$status
 
 budget: setup
 	$(RUN) slotguard budget --stack $(STACK)
