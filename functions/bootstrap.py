@@ -12,10 +12,9 @@ gets them from the catalog.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -534,7 +533,7 @@ def run(
     if missing or wrong:
         raise BootstrapInputError(
             f"workload role(s) without a secret: {missing or '-'}; secrets whose username is "
-            f"not their role: {wrong or '-'} (WORKLOAD_SECRET_ARNS maps each role to its secret)"
+            f"not their role: {wrong or '-'} (set WORKLOAD_SECRET_ARN_<ROLE> to each role's secret)"
         )
     with _master(target, master, event.database) as conn:
         before = snapshot(conn, event)
@@ -596,17 +595,16 @@ def _env(name: str) -> str:
     return value
 
 
-def _workload_secrets(text: str) -> dict[str, DatabaseSecret]:
-    """`WORKLOAD_SECRET_ARNS`: JSON {role: secret ARN}, one per workload role; empty: none."""
-    if not text.strip():
-        return {}
-    try:
-        mapping = json.loads(text)
-    except ValueError:
-        raise ConfigurationError("WORKLOAD_SECRET_ARNS must be JSON {role: secret ARN}") from None
-    if not isinstance(mapping, dict):
-        raise ConfigurationError("WORKLOAD_SECRET_ARNS must be JSON {role: secret ARN}")
-    return {str(role): read_secret(str(arn)) for role, arn in mapping.items()}
+WORKLOAD_SECRET_PREFIX = "WORKLOAD_SECRET_ARN_"  # noqa: S105 - a variable name, not a secret
+
+
+def _workload_secrets(env: Mapping[str, str]) -> dict[str, DatabaseSecret]:
+    """`WORKLOAD_SECRET_ARN_<ROLE>`: each workload role's secret (the role lower-cased)."""
+    return {
+        name.removeprefix(WORKLOAD_SECRET_PREFIX).lower(): read_secret(value)
+        for name, value in sorted(env.items())
+        if name.startswith(WORKLOAD_SECRET_PREFIX) and value
+    }
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -619,7 +617,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     master = read_secret(_env("MASTER_SECRET_ARN"))
     app_secret = read_secret(_env("APP_USER_SECRET_ARN"))
     migrator = read_secret(_env("MIGRATOR_SECRET_ARN"))
-    workload_secrets = _workload_secrets(os.environ.get("WORKLOAD_SECRET_ARNS", ""))
+    workload_secrets = _workload_secrets(os.environ)
     host = os.environ.get("DB_HOST") or app_secret.host
     port = os.environ.get("DB_PORT") or app_secret.port or 5432
     if not host:

@@ -199,12 +199,12 @@ class AppUser(pulumi.ComponentResource):
             self.workload_verifiers[workload.role] = self._verifier_secret(
                 name, args, verifiers[workload.role], workload=workload.name, role=workload.role
             )
-        workload_environment: dict[str, pulumi.Input[str]] = {}
-        if workload_secrets:
-            roles = [w.role for w in budget.workloads.values()]
-            workload_environment["WORKLOAD_SECRET_ARNS"] = pulumi.Output.all(
-                *[secret.arn for secret in workload_secrets]
-            ).apply(lambda arns: json.dumps(dict(zip(roles, arns, strict=True)), sort_keys=True))
+        # functions/bootstrap.py reads WORKLOAD_SECRET_ARN_<ROLE>: one ARN each (a reference,
+        # as the policy pack wants every secret-looking variable to be).
+        workload_environment: dict[str, pulumi.Input[str]] = {
+            f"WORKLOAD_SECRET_ARN_{w.role.upper()}": secret.arn
+            for w, secret in zip(budget.workloads.values(), workload_secrets, strict=True)
+        }
 
         first = sorted(s.functions.items())[0][1]
         self.bootstrap = LambdaFunction(

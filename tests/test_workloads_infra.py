@@ -53,7 +53,7 @@ def secret_arn(r: OfflineRun, role: str) -> str:
 def test_a_stack_without_workloads_registers_nothing_new() -> None:
     r = run("dev")
     assert not [res.name for res in r.resources if "workload" in res.name]
-    assert "WORKLOAD_SECRET_ARNS" not in env_of(r.one(FUNCTION, "-bootstrap-function"))
+    assert not [k for k in env_of(r.one(FUNCTION, "-bootstrap-function")) if "WORKLOAD" in k]
     task = r.one("aws:ecs/taskDefinition:TaskDefinition")
     (container,) = json.loads(task.input("containerDefinitions"))
     assert task_env.USER_POOLS_VARIABLE not in {e["name"] for e in container["environment"]}
@@ -70,7 +70,7 @@ def test_each_workload_role_has_its_secrets_and_its_functions_read_them() -> Non
     (own,) = [s for s in json.loads(policy.input("policy"))["Statement"] if s["Sid"] == "OwnSecret"]
     assert own["Resource"] == reports_secret
     bootstrap = env_of(r.one(FUNCTION, "-bootstrap-function"))
-    assert json.loads(bootstrap["WORKLOAD_SECRET_ARNS"]) == {reports_role: reports_secret}
+    assert bootstrap[f"WORKLOAD_SECRET_ARN_{reports_role.upper()}"] == reports_secret
     event = json.loads(r.one("aws:lambda/invocation:Invocation", "-bootstrap-run").input("input"))
     assert [w["name"] for w in event["workloads"]] == [reports_role]
 

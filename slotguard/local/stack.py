@@ -251,11 +251,11 @@ def function_specs(
 
 
 def workload_secrets_environment(budget: Budget, arns: dict[str, str]) -> dict[str, str]:
-    """The bootstrap's `WORKLOAD_SECRET_ARNS`: each workload role's secret; none without any."""
-    if not budget.workloads:
-        return {}
-    mapping = {w.role: arns[WORKLOAD_SECRET_PREFIX + w.name] for w in budget.workloads.values()}
-    return {"WORKLOAD_SECRET_ARNS": json.dumps(mapping, sort_keys=True)}
+    """The bootstrap's `WORKLOAD_SECRET_ARN_<ROLE>`: each workload role's secret."""
+    return {
+        f"WORKLOAD_SECRET_ARN_{w.role.upper()}": arns[WORKLOAD_SECRET_PREFIX + w.name]
+        for w in budget.workloads.values()
+    }
 
 
 def raise_nofile_limit() -> int:
