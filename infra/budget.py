@@ -1203,7 +1203,9 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
             "app_user.connection_limit",
             au.connection_limit,
             "connections",
-            "pooler ceiling",
+            "pooler ceiling"
+            if not budget.workloads
+            else "pooler ceiling less the workloads' pools",
             m - db.reserved_connections,
             "non-reserved slots",
         ),

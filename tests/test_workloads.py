@@ -268,3 +268,26 @@ def test_task_environment_reads_the_user_pools() -> None:
     assert task_env.user_pools({}) == ()
     with pytest.raises(task_env.TaskEnvironmentError, match=task_env.USER_POOLS_VARIABLE):
         task_env.user_pools({task_env.USER_POOLS_VARIABLE: '[{"user": "x"}]'})
+
+
+# -- the drill's choice of functions -------------------------------------------------------------
+
+
+def test_the_drill_picks_the_fast_and_the_slow_function_from_the_budget() -> None:
+    from types import SimpleNamespace
+
+    from slotguard.drills.runner import DrillError
+    from slotguard.drills.workloads import choose, percentile
+
+    plan = StackPlan.load("workloads", base=Path("/nonexistent-state"))
+    pair = choose(SimpleNamespace(plan=plan))  # type: ignore[arg-type]
+    assert (pair.fast, pair.slow, pair.slow_role) == ("orders", "reports", "app_user_reports")
+    # 2 local processes x (2 pool + 1 reserve); its pools alone 2 x 2.
+    assert (pair.slow_capacity, pair.slow_pool) == (6, 4)
+    assert pair.fast_chain_s == 5 + 5 + 1
+    assert pair.report_s == 8.0
+    dev = StackPlan.load("dev", base=Path("/nonexistent-state"))
+    with pytest.raises(DrillError, match=r"Pulumi\.workloads\.yaml"):
+        choose(SimpleNamespace(plan=dev))  # type: ignore[arg-type]
+    assert percentile([0.1] * 99 + [5.0], 0.99) == 0.1
+    assert percentile([0.1] * 98 + [5.0, 6.0], 0.99) == 5.0
