@@ -334,7 +334,9 @@ def _try_grant(conn: psycopg.Connection[Any], role: str, member: str) -> bool:
     return True
 
 
-def grant_stats(conn: psycopg.Connection[Any], migrator: str, app: str) -> str:
+def grant_stats(
+    conn: psycopg.Connection[Any], migrator: str, app: str, workloads: tuple[str, ...] = ()
+) -> str:
     """Let the migration role (owner of the utilisation function) read sessions' states.
 
     From PostgreSQL 16, granting membership needs ADMIN OPTION on the granted role; CREATEROLE
@@ -353,6 +355,11 @@ def grant_stats(conn: psycopg.Connection[Any], migrator: str, app: str) -> str:
         extra={"migration_role": migrator},
     )
     if _member_of(conn, migrator, app) or _try_grant(conn, app, migrator):
+        # The workloads' roles too, so utilisation counts their sessions (created by the same
+        # master, which holds ADMIN OPTION on them as on app_user).
+        for role in workloads:
+            if not _member_of(conn, migrator, role):
+                _try_grant(conn, role, migrator)
         return f"{app} sessions"
     logger.warning("the migration role reads its own sessions' states only")
     return "own sessions"
@@ -406,7 +413,7 @@ def _configure(
     ).fetchone() or (False,)
     if not is_super:
         conn.execute(sql.SQL("GRANT {} TO current_user").format(mig_role))
-    stats_access = grant_stats(conn, mig.name, app.name)
+    stats_access = grant_stats(conn, mig.name, app.name, tuple(w.name for w in event.workloads))
     conn.execute(
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(schema, mig_role)
     )

@@ -143,3 +143,23 @@ def test_bootstrap_creates_each_workload_role_with_its_limit_timeouts_and_grants
         conn.execute("INSERT INTO items (name, quantity) VALUES ('workload', 1)")
         count = conn.execute("SELECT count(*) FROM items WHERE name = 'workload'").fetchone()
         assert count == (1,)
+
+
+def test_stats_fallback_lets_the_migration_role_see_the_workloads_sessions(postgres_factory):
+    """Where pg_read_all_stats cannot be granted (RDS, PostgreSQL 16), utilisation still counts
+    the workloads' sessions: the migration role gets their privileges as it gets app_user's."""
+    server = postgres_factory(max_connections=20)
+    with server.connect_admin() as admin:
+        for role in ("sim_app", "sim_reports", "sim_migrator"):
+            admin.execute(f"create role {role} login")
+        admin.execute("create role sim_master login nosuperuser nocreaterole password 'sim-pw'")
+        admin.execute("grant sim_app, sim_reports to sim_master with admin option")
+    with psycopg.connect(server.conninfo("sim_master", "sim-pw")) as conn, conn.transaction():
+        access = bootstrap.grant_stats(conn, "sim_migrator", "sim_app", ("sim_reports",))
+    assert access == "sim_app sessions"
+    with server.connect_admin() as admin:
+        rows = admin.execute(
+            "select r.rolname from pg_auth_members m join pg_roles r on r.oid = m.roleid"
+            " join pg_roles u on u.oid = m.member where u.rolname = 'sim_migrator'"
+        ).fetchall()
+    assert {str(row[0]) for row in rows} == {"sim_app", "sim_reports"}
