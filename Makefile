@@ -29,7 +29,8 @@ bench: setup
 	$(RUN) python -m slotguard.bench --stack $(STACK)
 
 ## Fault drills (each under a minute; frozen-wave waits for the pooler to reap): every drill in
-## turn against the stack, brought up if needed; figures in build/drills/drills.json.
+## turn against the stack, brought up if needed; figures in build/drills/drills.json. Then the
+## workloads drill against the `workloads` stack (up, drill, down): build/drills/workloads.json.
 drills: setup
 	$(RUN) slotguard drill all --stack $(STACK) --up --json build/drills/drills.json
 	$(RUN) slotguard drill workloads --stack workloads --up --json build/drills/workloads.json; \
