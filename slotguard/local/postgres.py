@@ -16,7 +16,14 @@ from pathlib import Path
 
 import psycopg
 
-from slotguard.local.system import ServiceUser, ensure_programs, hand_over, postgres_bindir
+from slotguard.local.postgres_binaries import runnable_bindir
+from slotguard.local.system import (
+    ServiceUser,
+    ensure_programs,
+    hand_over,
+    pinned_postgres_major,
+    postgres_bindir,
+)
 from slotguard.local.tls import TlsFiles, ensure_tls
 
 MASTER_USER = "postgres"
@@ -31,6 +38,12 @@ class PostgresServerSettings:
     superuser_reserved_connections: int = 3
     idle_in_transaction_session_timeout_ms: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    # The server's major (`database.engine_version`); None: the pinned default.
+    major: int | None = None
+
+
+class MajorMismatchError(RuntimeError):
+    """The data directory was made by another PostgreSQL major than the one asked for."""
 
 
 class LocalPostgres:
@@ -50,12 +63,21 @@ class LocalPostgres:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        bindir = postgres_bindir()
+    @property
+    def major(self) -> int:
+        return self.settings.major or pinned_postgres_major()
+
+    def bindir(self) -> Path:
+        """The server programs of this cluster's major, runnable by the account it runs as."""
+        bindir = postgres_bindir(self.major)
         if bindir is None:
-            ensure_programs()
-            bindir = postgres_bindir()
+            ensure_programs(postgres_major=self.major)
+            bindir = postgres_bindir(self.major)
         assert bindir is not None
+        return runnable_bindir(bindir) if self.user is not None else bindir
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        bindir = self.bindir()
         env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
         kwargs: dict[str, object] = {}
         if self.user is not None:
@@ -82,7 +104,14 @@ class LocalPostgres:
         if not self.password_file.exists():
             self.password_file.write_text(secrets.token_urlsafe(24))
             self.password_file.chmod(0o600)
-        if not (self.data_dir / "PG_VERSION").exists():
+        version_file = self.data_dir / "PG_VERSION"
+        if version_file.exists() and version_file.read_text().strip() != str(self.major):
+            raise MajorMismatchError(
+                f"{self.data_dir} holds a PostgreSQL {version_file.read_text().strip()} cluster "
+                f"but this stack runs PostgreSQL {self.major} (database.engine_version); remove "
+                f"{self.root} (its data is lost) or set database.engine_version back"
+            )
+        if not version_file.exists():
             hand_over(self.root, self.user)
             self._run(
                 "initdb",
