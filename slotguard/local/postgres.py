@@ -101,6 +101,9 @@ class LocalPostgres:
         """Create the cluster once; later calls only rewrite the configuration."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
+        if not self.running():
+            # A chain made before it carried key identifiers fails strict clients: replace it.
+            self.tls = ensure_tls(self.root / "tls", renew_without_key_ids=True)
         if not self.password_file.exists():
             self.password_file.write_text(secrets.token_urlsafe(24))
             self.password_file.chmod(0o600)
