@@ -76,9 +76,16 @@ class LocalPostgres:
         assert bindir is not None
         return runnable_bindir(bindir) if self.user is not None else bindir
 
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         bindir = self.bindir()
-        env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", **(env or {})}
+        libdir = bindir.parent / "lib"
+        if (libdir / "libpq.so.5").exists():
+            # The server's own libpq for its modules (libpqwalreceiver: replicas, subscriptions);
+            # their RUNPATH is the build's prefix, so they would load the system's older one.
+            env["LD_LIBRARY_PATH"] = str(libdir)
         kwargs: dict[str, object] = {}
         if self.user is not None:
             kwargs = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
@@ -163,9 +170,11 @@ class LocalPostgres:
             with main_conf.open("a") as handle:
                 handle.write(include)
         # TLS is forced for TCP clients, as rds.force_ssl does; the socket is for local admin.
+        # Replication connections (a streaming replica, a logical subscriber) as for any client.
         (self.data_dir / "pg_hba.conf").write_text(
             "local     all all                scram-sha-256\n"
             "hostssl   all all 127.0.0.1/32   scram-sha-256\n"
+            "hostssl   replication all 127.0.0.1/32 scram-sha-256\n"
             "hostnossl all all 0.0.0.0/0      reject\n"
         )
 
