@@ -10,8 +10,8 @@ import pytest
 
 from infra.settings import load_stack
 from slotguard.local.ports import free_port
-from slotguard.local.state import KIT_ROOT
 from slotguard.local.postgres import LocalPostgres, PostgresServerSettings
+from slotguard.local.state import KIT_ROOT
 from slotguard.local.system import ensure_programs, service_user
 from tests.scratch import reachable_temp_dir
 

@@ -174,7 +174,8 @@ def test_createrole_alone_no_longer_grants_stats_from_16(functions_stack, roles)
     stack = functions_stack
     with stack.postgres.connect_admin() as admin:
         row = admin.execute("show server_version_num").fetchone()
-    assert row is not None and int(row[0]) >= 160000
+    assert row is not None
+    assert int(row[0]) >= 160000
     conn = _as_master(stack, "createrole")
     with conn, conn.transaction():
         access = bootstrap.grant_stats(conn, "sim_migrator", "sim_app")

@@ -25,7 +25,8 @@ from slotguard.local.tls import TlsFiles, ensure_tls, has_key_identifiers, write
 def strict_context(ca_file: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(ca_file))
     context.verify_flags |= ssl.VERIFY_X509_STRICT
-    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert context.verify_mode == ssl.CERT_REQUIRED
     return context
 
 
@@ -38,9 +39,11 @@ def test_the_ca_has_a_subject_key_identifier_and_the_leaf_its_authority_key_id(t
     assert aki.key_identifier == ski.digest
     # The program's profile: CA for cert and CRL signing; leaf for TLS server authentication.
     ca_usage = ca.extensions.get_extension_for_class(x509.KeyUsage).value
-    assert ca_usage.key_cert_sign and ca_usage.crl_sign
+    assert ca_usage.key_cert_sign
+    assert ca_usage.crl_sign
     leaf_usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-    assert leaf_usage.digital_signature and leaf_usage.key_encipherment
+    assert leaf_usage.digital_signature
+    assert leaf_usage.key_encipherment
     assert has_key_identifiers(files)
 
 
@@ -57,7 +60,7 @@ def test_a_chain_without_key_identifiers_is_renewed_only_when_asked(tmp_path: Pa
 
 @pytest.mark.integration
 def test_a_strict_client_connects_through_the_local_pgbouncer(postgres, pgbouncer_factory):
-    password = "strict-pw-1"  # noqa: S105 - a test role on a throwaway server
+    password = "strict-pw-1"
     bouncer = pgbouncer_factory(postgres, users={"strict_app": password})
     context = strict_context(postgres.tls.ca_cert)
     conn = pg8000.native.Connection(

@@ -36,8 +36,7 @@ def doctor(
     stack: Annotated[
         str,
         typer.Option(
-            help="The stack whose database.engine_version and pooler.pgbouncer.version to "
-            "rehearse."
+            help="The stack whose database.engine_version and pooler.pgbouncer.version to rehearse."
         ),
     ] = "dev",
     project_dir: ProjectDirOption = None,

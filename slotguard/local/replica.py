@@ -69,7 +69,7 @@ def start_streaming_replica(
         sslrootcert=str(primary.tls.ca_cert),
         application_name=root.name,
     )
-    result = replica._run(  # noqa: SLF001 - the cluster's own runner, as its account
+    result = replica._run(
         "pg_basebackup",
         "--pgdata",
         str(replica.data_dir),
@@ -145,9 +145,7 @@ def in_recovery(server: LocalPostgres) -> bool:
 def promote(replica: LocalPostgres, timeout_s: int = 30) -> float:
     """Make the standby the writer (`pg_ctl promote -w`); the seconds it took."""
     started = time.monotonic()
-    replica._run(  # noqa: SLF001
-        "pg_ctl", "-D", str(replica.data_dir), "-w", "-t", str(timeout_s), "promote"
-    )
+    replica._run("pg_ctl", "-D", str(replica.data_dir), "-w", "-t", str(timeout_s), "promote")
     return time.monotonic() - started
 
 

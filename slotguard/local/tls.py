@@ -69,9 +69,9 @@ def ensure_tls(directory: Path, *, renew_without_key_ids: bool = False) -> TlsFi
     """
     directory.mkdir(parents=True, exist_ok=True)
     files = TlsFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
-    if files.ca_cert.exists() and files.server_cert.exists() and files.server_key.exists():
-        if not renew_without_key_ids or has_key_identifiers(files):
-            return files
+    present = all(p.exists() for p in (files.ca_cert, files.server_cert, files.server_key))
+    if present and (not renew_without_key_ids or has_key_identifiers(files)):
+        return files
     write_chain(files, key_identifiers=True)
     return files
 
