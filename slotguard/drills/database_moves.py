@@ -151,7 +151,7 @@ def _failover(ctx: DrillContext) -> None:
 
 
 def _cleanup_failover(ctx: DrillContext) -> None:
-    """Fail back while nothing writes: the stack's server re-copied from the new writer."""
+    """Fail back while nothing writes: the new writer's data takes the stack's server's place."""
     handle = ctx.handle
     standby: LocalPostgres | None = ctx.fault.pop("_replica", None)
     original = handle.postgres()
@@ -167,13 +167,11 @@ def _cleanup_failover(ctx: DrillContext) -> None:
             return
         if replica.in_recovery(standby):
             replica.promote(standby)
-        back = replica.start_streaming_replica(
-            standby, original.root, original.settings.port, user=original.user
-        )
-        replica.wait_caught_up(standby, original.root.name)
-        standby.stop("fast")  # its last WAL goes to `back` before it exits
-        replica.promote(back)
-        with back.connect_admin() as conn:
+        standby.stop("fast")
+        replica.take_over_data(standby, original)
+        original.start()
+        original.wait_ready()
+        with original.connect_admin() as conn:
             conn.execute("ALTER SYSTEM RESET primary_conninfo")
             conn.execute("SELECT pg_reload_conf()")
         repoint_pooler(handle, original.settings.port)
@@ -278,9 +276,9 @@ SCENARIOS: dict[str, Scenario] = {
             _judge_failover,
             prepare=_prepare_failover,
             cleanup=_cleanup_failover,
-            lead_s=2.0,
+            lead_s=1.5,
             duration_s=10,
-            small_duration_s=5,
+            small_duration_s=4,
         ),
         Scenario(
             "major-upgrade",
@@ -290,9 +288,9 @@ SCENARIOS: dict[str, Scenario] = {
             _judge_major_upgrade,
             prepare=_prepare_major_upgrade,
             cleanup=_cleanup_major_upgrade,
-            lead_s=2.0,
+            lead_s=1.5,
             duration_s=10,
-            small_duration_s=5,
+            small_duration_s=4,
         ),
     )
 }

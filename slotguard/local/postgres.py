@@ -104,8 +104,11 @@ class LocalPostgres:
     def master_password(self) -> str:
         return self.password_file.read_text().strip()
 
-    def init(self) -> None:
-        """Create the cluster once; later calls only rewrite the configuration."""
+    def init(self, *, sync: bool = True) -> None:
+        """Create the cluster once; later calls only rewrite the configuration.
+
+        `sync=False`: initdb skips flushing the new files to disk (a throwaway cluster).
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         if not self.running():
@@ -137,6 +140,7 @@ class LocalPostgres:
                 "UTF8",
                 "--locale",
                 "C.UTF-8",
+                *(() if sync else ("--no-sync",)),
             )
         self.write_config()
         hand_over(self.root, self.user)

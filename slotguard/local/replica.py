@@ -149,6 +149,21 @@ def promote(replica: LocalPostgres, timeout_s: int = 30) -> float:
     return time.monotonic() - started
 
 
+def take_over_data(source: LocalPostgres, target: LocalPostgres) -> None:
+    """Move the stopped `source`'s data directory into the stopped `target`'s place.
+
+    After a failover the promoted replica holds every committed row and the old writer's copy is
+    behind: the promoted data becomes the target's (its own port, sockets and TLS written over
+    the moved configuration), and the old copy is deleted. Both servers must be stopped.
+    """
+    if source.running() or target.running():
+        raise ReplicaError("stop both servers before moving a data directory")
+    if target.data_dir.exists():
+        shutil.rmtree(target.data_dir)
+    source.data_dir.rename(target.data_dir)
+    target.init()
+
+
 def remove(server: LocalPostgres) -> None:
     """Stop a replica made here and delete its directory."""
     server.stop("immediate")
