@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 from typing import Annotated
 
 import typer
@@ -11,6 +12,7 @@ from rich.console import Console
 from infra.settings import SettingsError, load_stack, stack_file
 from slotguard.commands.common import ProjectDirOption, project_root
 from slotguard.local.pgbouncer_build import binary_version, build_source
+from slotguard.local.postgres_binaries import PINS
 from slotguard.local.system import (
     PGBOUNCER_VERSION_ENV,
     POSTGRES_MAJOR_ENV,
@@ -65,6 +67,19 @@ def doctor(
         f"postgresql: {bindir} (PostgreSQL {release or 'of unknown version'}; the stack runs "
         f"{pinned_postgres_major()})"
     )
+    upgrade = pinned_postgres_major() + 1
+    if install and postgres_bindir(upgrade) is None and (upgrade, platform.machine()) in PINS:
+        # The `major-upgrade` drill moves the stack to the next major: fetch it now, once.
+        try:
+            ensure_programs(install=True, postgres_major=upgrade)
+        except MissingSystemPackageError as error:
+            console.print(f"[yellow]next major {upgrade} not installed: {error}[/yellow]")
+    next_bindir = postgres_bindir(upgrade)
+    if next_bindir is not None:
+        console.print(
+            f"            next major, for the major-upgrade drill: {next_bindir} "
+            f"(PostgreSQL {postgres_version(next_bindir)})"
+        )
     console.print(
         f"pgbouncer:  {binary} (PgBouncer {found}; the stack pins {pinned_pgbouncer_version()})"
     )
