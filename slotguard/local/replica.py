@@ -87,9 +87,13 @@ def start_streaming_replica(
             f"pg_basebackup from port {primary.settings.port} failed: {result.stderr}"
         )
     replica.init()  # its own port, sockets and TLS paths over the copied configuration
-    replica.start()
-    replica.wait_ready()
-    wait_streaming(primary, root.name)
+    try:
+        replica.start()
+        replica.wait_ready()
+        wait_streaming(primary, root.name)
+    except BaseException:
+        replica.stop("immediate")
+        raise
     return replica
 
 
