@@ -28,6 +28,7 @@ from slotguard.local.postgres import LocalPostgres, MajorMismatchError, Postgres
 from slotguard.local.stack import StackPlan, postgres_server
 from slotguard.local.state import KIT_ROOT, Ports
 from slotguard.local.system import (
+    ensure_programs,
     pinned_postgres_major,
     postgres_bindir,
     postgres_version,
@@ -52,6 +53,7 @@ def test_every_pinned_build_names_its_major():
 
 
 def test_the_machine_runs_the_stack_major():
+    ensure_programs(postgres_major=DEV_MAJOR)
     bindir = postgres_bindir(DEV_MAJOR)
     assert bindir is not None
     release = postgres_version(bindir)
