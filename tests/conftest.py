@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from infra.settings import load_stack
 from slotguard.local.ports import free_port
 from slotguard.local.postgres import LocalPostgres, PostgresServerSettings
+from slotguard.local.state import KIT_ROOT
 from slotguard.local.system import ensure_programs, service_user
 from tests.scratch import reachable_temp_dir
 
 PostgresFactory = Callable[..., LocalPostgres]
+# The servers the tests start run the dev stack's PostgreSQL major, as `slotguard up` does.
+DEV_MAJOR = load_stack("dev", KIT_ROOT).database.engine_major
 
 # Each area keeps its fixtures in its own module.
 pytest_plugins = [
@@ -39,7 +43,7 @@ def postgres_factory() -> Iterator[PostgresFactory]:
             PostgresServerSettings(
                 port=free_port(),
                 max_connections=max_connections,
-                **settings,  # type: ignore[arg-type]
+                **{"major": DEV_MAJOR, **settings},  # type: ignore[arg-type]
             ),
             service_user(),
         )

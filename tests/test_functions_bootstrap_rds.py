@@ -118,7 +118,9 @@ def roles(functions_stack: FunctionsStack) -> Iterator[dict[str, str]]:
         admin.execute("create role sim_migrator login")
     yield names
     with functions_stack.postgres.connect_admin() as admin:
-        for name in names.values():
+        # Members first: from PostgreSQL 16 a membership depends on its grantor (sim_master),
+        # which cannot be dropped while a membership it granted exists.
+        for name in reversed(names.values()):
             admin.execute(f"drop role if exists {name}")
 
 
@@ -163,10 +165,30 @@ def test_stats_grant_with_no_right_at_all_is_only_reported(functions_stack, role
     assert _members(stack, "sim_migrator") == set()
 
 
+def test_createrole_alone_no_longer_grants_stats_from_16(functions_stack, roles):
+    """PostgreSQL 16: CREATEROLE without ADMIN OPTION on pg_read_all_stats cannot grant it.
+
+    (https://www.postgresql.org/docs/16/release-16.html, "Restrict the privileges of
+    CREATEROLE"); the local server runs the stacks' major, so this is what RDS 16 does too.
+    """
+    stack = functions_stack
+    with stack.postgres.connect_admin() as admin:
+        row = admin.execute("show server_version_num").fetchone()
+    assert row is not None
+    assert int(row[0]) >= 160000
+    conn = _as_master(stack, "createrole")
+    with conn, conn.transaction():
+        access = bootstrap.grant_stats(conn, "sim_migrator", "sim_app")
+    assert access == "own sessions"
+    assert _members(stack, "sim_migrator") == set()
+
+
 def test_stats_grant_where_allowed(functions_stack, roles):
-    """PostgreSQL 15 CREATEROLE (or a master holding ADMIN OPTION) grants it."""
+    """A master holding ADMIN OPTION on pg_read_all_stats (PostgreSQL 15: CREATEROLE) grants it."""
     stack = functions_stack
     conn = _as_master(stack, "createrole")
+    with stack.postgres.connect_admin() as admin:
+        admin.execute("grant pg_read_all_stats to sim_master with admin option")
     with conn, conn.transaction():
         assert bootstrap.grant_stats(conn, "sim_migrator", "sim_app") == "pg_read_all_stats"
         # A second run finds the membership and grants nothing again.

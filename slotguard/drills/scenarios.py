@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from slotguard.drills.calls import Call, burst, probe_event
+from slotguard.drills.database_moves import SCENARIOS as DATABASE_MOVES
 from slotguard.drills.faults import (
     hold_idle_transactions,
     restart_pgbouncer,
@@ -429,3 +430,5 @@ SCENARIOS: dict[str, Scenario] = {
 }
 # Pooler operations (slotguard/drills/pooler_ops.py): rolling restart, scale out/in, cancels.
 SCENARIOS.update(POOLER_OPERATIONS)
+# The database moving under the pooler (slotguard/drills/database_moves.py): failover, upgrade.
+SCENARIOS.update(DATABASE_MOVES)

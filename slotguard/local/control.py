@@ -77,7 +77,7 @@ def up(plan: StackPlan, progress: Callable[[str], None] = lambda _m: None) -> Up
             f"stack {plan.stack} is still starting (supervisor pid {pid}); wait, or run "
             f"`slotguard down --stack {plan.stack}`"
         )
-    ensure_programs()
+    ensure_programs(postgres_major=plan.settings.database.engine_major)
     if paths.root.exists() and marked_processes(paths.root):
         progress("cleaning up what a previous run left behind")
         down(plan)  # a supervisor that died leaves its children holding the stack's ports

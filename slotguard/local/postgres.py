@@ -16,7 +16,14 @@ from pathlib import Path
 
 import psycopg
 
-from slotguard.local.system import ServiceUser, ensure_programs, hand_over, postgres_bindir
+from slotguard.local.postgres_binaries import runnable_bindir
+from slotguard.local.system import (
+    ServiceUser,
+    ensure_programs,
+    hand_over,
+    pinned_postgres_major,
+    postgres_bindir,
+)
 from slotguard.local.tls import TlsFiles, ensure_tls
 
 MASTER_USER = "postgres"
@@ -31,6 +38,12 @@ class PostgresServerSettings:
     superuser_reserved_connections: int = 3
     idle_in_transaction_session_timeout_ms: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    # The server's major (`database.engine_version`); None: the pinned default.
+    major: int | None = None
+
+
+class MajorMismatchError(RuntimeError):
+    """The data directory was made by another PostgreSQL major than the one asked for."""
 
 
 class LocalPostgres:
@@ -50,13 +63,29 @@ class LocalPostgres:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        bindir = postgres_bindir()
+    @property
+    def major(self) -> int:
+        return self.settings.major or pinned_postgres_major()
+
+    def bindir(self) -> Path:
+        """The server programs of this cluster's major, runnable by the account it runs as."""
+        bindir = postgres_bindir(self.major)
         if bindir is None:
-            ensure_programs()
-            bindir = postgres_bindir()
+            ensure_programs(postgres_major=self.major)
+            bindir = postgres_bindir(self.major)
         assert bindir is not None
-        env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        return runnable_bindir(bindir) if self.user is not None else bindir
+
+    def _run(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        bindir = self.bindir()
+        env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", **(env or {})}
+        libdir = bindir.parent / "lib"
+        if (libdir / "libpq.so.5").exists():
+            # The server's own libpq for its modules (libpqwalreceiver: replicas, subscriptions);
+            # their RUNPATH is the build's prefix, so they would load the system's older one.
+            env["LD_LIBRARY_PATH"] = str(libdir)
         kwargs: dict[str, object] = {}
         if self.user is not None:
             kwargs = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
@@ -75,14 +104,27 @@ class LocalPostgres:
     def master_password(self) -> str:
         return self.password_file.read_text().strip()
 
-    def init(self) -> None:
-        """Create the cluster once; later calls only rewrite the configuration."""
+    def init(self, *, sync: bool = True) -> None:
+        """Create the cluster once; later calls only rewrite the configuration.
+
+        `sync=False`: initdb skips flushing the new files to disk (a throwaway cluster).
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
+        if not self.running():
+            # A chain made before it carried key identifiers fails strict clients: replace it.
+            self.tls = ensure_tls(self.root / "tls", renew_without_key_ids=True)
         if not self.password_file.exists():
             self.password_file.write_text(secrets.token_urlsafe(24))
             self.password_file.chmod(0o600)
-        if not (self.data_dir / "PG_VERSION").exists():
+        version_file = self.data_dir / "PG_VERSION"
+        if version_file.exists() and version_file.read_text().strip() != str(self.major):
+            raise MajorMismatchError(
+                f"{self.data_dir} holds a PostgreSQL {version_file.read_text().strip()} cluster "
+                f"but this stack runs PostgreSQL {self.major} (database.engine_version); remove "
+                f"{self.root} (its data is lost) or set database.engine_version back"
+            )
+        if not version_file.exists():
             hand_over(self.root, self.user)
             self._run(
                 "initdb",
@@ -98,6 +140,7 @@ class LocalPostgres:
                 "UTF8",
                 "--locale",
                 "C.UTF-8",
+                *(() if sync else ("--no-sync",)),
             )
         self.write_config()
         hand_over(self.root, self.user)
@@ -131,9 +174,11 @@ class LocalPostgres:
             with main_conf.open("a") as handle:
                 handle.write(include)
         # TLS is forced for TCP clients, as rds.force_ssl does; the socket is for local admin.
+        # Replication connections (a streaming replica, a logical subscriber) as for any client.
         (self.data_dir / "pg_hba.conf").write_text(
             "local     all all                scram-sha-256\n"
             "hostssl   all all 127.0.0.1/32   scram-sha-256\n"
+            "hostssl   replication all 127.0.0.1/32 scram-sha-256\n"
             "hostnossl all all 0.0.0.0/0      reject\n"
         )
 

