@@ -27,6 +27,14 @@ from pydantic import (
 )
 
 PROJECT = "slotguard"
+# RDS Proxy's RDS for PostgreSQL major versions ("All available versions" of each), from AWS's
+# "Supported Regions and DB engines for Amazon RDS Proxy". The settings refuse `rds-proxy` on
+# any other major, and `slotguard preflight` reads the same set, so the two never disagree.
+RDS_PROXY_POSTGRES_MAJORS = frozenset({13, 14, 15, 16, 17})
+RDS_PROXY_DOC = (
+    "https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/"
+    "Concepts.RDS_Fea_Regions_DB-eng.Feature.RDSProxy.html"
+)
 # Lambda's Python runtimes the kit's packaging builder and handlers support.
 LAMBDA_RUNTIMES = ("python3.11", "python3.12", "python3.13")
 
@@ -570,6 +578,18 @@ class StackSettings(_Section):
         Field(default_factory=_default_functions, min_length=1)
     )
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
+
+    @model_validator(mode="after")
+    def _proxy_engine(self) -> StackSettings:
+        major = self.database.engine_major
+        if self.pooler.kind == "rds-proxy" and major not in RDS_PROXY_POSTGRES_MAJORS:
+            supported = ", ".join(map(str, sorted(RDS_PROXY_POSTGRES_MAJORS)))
+            raise ValueError(
+                f"database.engine_version {major} is not among the RDS for PostgreSQL majors "
+                f"RDS Proxy supports ({supported}; {RDS_PROXY_DOC}): choose one of them, or "
+                "pooler.kind: pgbouncer"
+            )
+        return self
 
     @property
     def is_prod(self) -> bool:

@@ -16,8 +16,8 @@ from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 from infra.aws_constraints import enum, fargate_pair_problem
 from infra.budget import BOOTSTRAP_RESERVED_CONCURRENCY, LAMBDA_UNRESERVED_MINIMUM, Budget
 from infra.functions import function_name
-from infra.network import INTERFACE_ENDPOINTS
-from infra.settings import StackSettings
+from infra.network import interface_endpoints
+from infra.settings import RDS_PROXY_DOC, RDS_PROXY_POSTGRES_MAJORS, StackSettings
 from slotguard.aws.checks import Check, CheckFn, failed, passed, run_checks, skipped
 from slotguard.aws.tools import (
     IMAGE_PLATFORM,
@@ -28,22 +28,28 @@ from slotguard.aws.tools import (
 )
 
 ENGINE = "postgres"
-# RDS Proxy's supported RDS for PostgreSQL major versions ("All available versions" of each), from
-# https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Concepts.RDS_Fea_Regions_DB-eng.Feature.RDSProxy.html
-RDS_PROXY_POSTGRES_MAJORS = frozenset({13, 14, 15, 16, 17})
-RDS_PROXY_DOC = (
-    "https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/"
-    "Concepts.RDS_Fea_Regions_DB-eng.Feature.RDSProxy.html"
-)
 # Regions where Linux on Fargate runs only in some AZs (by AZ ID), from
 # https://docs.aws.amazon.com/AmazonECS/latest/developerguide/AWS_Fargate-Regions.html
 FARGATE_AZ_IDS: dict[str, frozenset[str]] = {
     "us-west-1": frozenset({"usw1-az1", "usw1-az3"}),
     "ap-northeast-1": frozenset({"apne1-az1", "apne1-az2", "apne1-az4"}),
 }
-# A route that sends the subnet's internet-bound traffic through a NAT (or a transit gateway
-# that leads to one, the usual shape of a shared egress VPC).
-EGRESS_TARGETS = ("NatGatewayId", "TransitGatewayId")
+# Route targets that can carry a private subnet's 0.0.0.0/0 traffic on to AWS's public APIs:
+# a NAT gateway; a transit gateway or Cloud WAN core network (a shared egress VPC behind it); a
+# NAT instance or appliance (InstanceId, or its NetworkInterfaceId); a virtual private gateway
+# (egress through the corporate network). Not a VPC peering connection: peering does not
+# support edge-to-edge routing through the peer's NAT or gateway ("VPC peering limitations",
+# https://docs.aws.amazon.com/vpc/latest/peering/vpc-peering-basics.html). Not an internet
+# gateway: a function's ENI has no public address, so a public subnet gives it no internet
+# (https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc-internet.html).
+EGRESS_TARGETS = (
+    "NatGatewayId",
+    "TransitGatewayId",
+    "CoreNetworkArn",
+    "InstanceId",
+    "NetworkInterfaceId",
+)
+VIRTUAL_PRIVATE_GATEWAY = "vgw-"
 
 ClientFactory = Callable[[str], Any]
 
@@ -428,19 +434,22 @@ class Preflight:
         return result
 
     def _routes(self, tables: dict[str, tuple[dict[str, Any], bool]]) -> Iterator[Check]:
+        # A subnet with no explicit association uses the main route table ("Subnet route
+        # tables", https://docs.aws.amazon.com/vpc/latest/userguide/subnet-route-tables.html).
+        # The program looks each subnet's explicit table up with the plural `get_route_tables`
+        # (an empty list, not an error, when none matches: terraform-provider-aws
+        # internal/service/ec2/vpc_route_tables_data_source.go) and falls back to the VPC's
+        # main_route_table_id, so an implicit association is fine either way.
         found = ", ".join(
             f"{s} -> {t['RouteTableId']}{'' if explicit else ' (main, implicit)'}"
             for s, (t, explicit) in tables.items()
         )
-        implicit = [s for s, (_, explicit) in tables.items() if not explicit]
-        if implicit and net_endpoints(self):
-            # The S3 gateway endpoint is attached to each subnet's route table, looked up by
-            # an `association.subnet-id` filter that never matches an implicit association.
+        missing = [s for s in self.settings.network.subnet_ids if s not in tables]
+        if missing:
             yield failed(
                 "route tables",
-                found,
-                f"associate {', '.join(implicit)} explicitly with a route table (the main one "
-                "will do), or set network.vpc_endpoints: false",
+                f"{found or 'none'}; no route table (explicit or main) for {', '.join(missing)}",
+                "give the VPC a main route table or associate those subnets with one",
             )
         else:
             yield passed("route tables", found)
@@ -458,51 +467,67 @@ class Preflight:
             if e.get("VpcEndpointType") == "Interface"
             and e.get("State", "available").lower() == "available"
         }
-        ours = [s for s in INTERFACE_ENDPOINTS if s in existing]
+        needed = interface_endpoints(self.settings.pooler.kind)
+        ours = [s for s in needed if s in existing]
         private_dns = [s for s in ours if existing[s].get("PrivateDnsEnabled")]
+        no_dns = [s for s in ours if s not in private_dns]
         found = "existing interface endpoints: " + (
-            ", ".join(f"{s} ({existing[s]['VpcEndpointId']})" for s in ours) or "none"
+            ", ".join(
+                f"{s} ({existing[s]['VpcEndpointId']}"
+                f"{'' if s in private_dns else ', private DNS off'})"
+                for s in ours
+            )
+            or "none"
         )
         if net_endpoints(self):
-            if private_dns:
+            # The program reuses an endpoint the VPC already has for a service (a second one
+            # with private DNS would be refused) and admits the stack's groups to it. Its calls
+            # reach it only through private DNS: without it they resolve to the public endpoint.
+            if no_dns:
+                commands = " and ".join(
+                    "aws ec2 modify-vpc-endpoint --vpc-endpoint-id "
+                    f"{existing[s]['VpcEndpointId']} --private-dns-enabled"
+                    for s in no_dns
+                )
                 yield failed(
                     "vpc endpoints",
-                    found + "; the stack would create its own with private DNS",
-                    "set network.vpc_endpoints: false to reuse the VPC's endpoints (a second "
-                    f"endpoint with private DNS for {', '.join(private_dns)} is refused)",
+                    found + "; the stack reuses them, but calls reach an endpoint only through "
+                    "its private DNS",
+                    f"turn private DNS on: {commands}",
                 )
             else:
-                yield passed("vpc endpoints", found + "; the stack creates its own")
+                made = [s for s in needed if s not in ours]
+                yield passed(
+                    "vpc endpoints",
+                    found
+                    + (f"; the stack reuses {', '.join(ours)}" if ours else "")
+                    + (f"; it creates {', '.join(made)}" if made else ""),
+                )
             yield skipped("nat egress", "network.vpc_endpoints: the stack needs no NAT")
             return
         yield passed(
             "vpc endpoints",
             found + ("; the stack reuses them" if private_dns else "; none reused"),
         )
-        missing = [s for s in INTERFACE_ENDPOINTS if s not in private_dns]
+        missing = [s for s in needed if s not in private_dns]
         if not missing:
             yield passed("nat egress", "every API the stack calls has a private-DNS endpoint")
             return
-        no_nat = [
-            s
-            for s, (table, _) in tables.items()
-            if not any(
-                r.get("DestinationCidrBlock") == "0.0.0.0/0"
-                and any(r.get(k) for k in EGRESS_TARGETS)
-                and r.get("State", "active") == "active"
-                for r in table.get("Routes", [])
-            )
-        ]
+        no_nat = [s for s, (table, _) in tables.items() if egress_route(table) is None]
         if no_nat:
             yield failed(
                 "nat egress",
-                f"{', '.join(no_nat)} have no 0.0.0.0/0 route to a NAT gateway, and "
-                f"{', '.join(missing)} have no endpoint",
+                f"{', '.join(no_nat)} have no 0.0.0.0/0 route to a NAT (gateway, transit "
+                f"gateway, NAT instance or virtual private gateway), and {', '.join(missing)} "
+                "have no endpoint",
                 "add a NAT route to those subnets' route tables, or set network.vpc_endpoints: "
                 "true",
             )
         else:
-            yield passed("nat egress", f"NAT routes reach {', '.join(missing)}")
+            via = sorted({str(egress_route(t)) for t, _ in tables.values()})
+            yield passed(
+                "nat egress", f"routes through {', '.join(via)} reach {', '.join(missing)}"
+            )
 
     # -- the artifacts ---------------------------------------------------------------------
 
@@ -549,6 +574,21 @@ class Preflight:
             yield failed("rds ca bundle", str(error), "save the bundle where the message says")
             return
         yield passed("rds ca bundle", where)
+
+
+def egress_route(table: dict[str, Any]) -> str | None:
+    """The target of an active 0.0.0.0/0 route that can reach AWS's APIs, if any."""
+    for route in table.get("Routes", []):
+        if route.get("DestinationCidrBlock") != "0.0.0.0/0":
+            continue
+        if route.get("State", "active") != "active":
+            continue
+        for key in EGRESS_TARGETS:
+            if route.get(key):
+                return str(route[key])
+        if str(route.get("GatewayId", "")).startswith(VIRTUAL_PRIVATE_GATEWAY):
+            return str(route["GatewayId"])
+    return None
 
 
 def net_endpoints(preflight: Preflight) -> bool:
