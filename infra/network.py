@@ -82,8 +82,21 @@ def needs_s3_gateway(pooler_kind: str) -> bool:
     return "ecr.dkr" in POOLER_ENDPOINTS[pooler_kind]
 
 
-def endpoint_policy(service: str, region: str) -> str:
-    """The endpoint policy: only the calls the stack makes, on what the stack reads."""
+def endpoint_policy(service: str, region: str, account: str) -> str:
+    """The endpoint policy: only the calls the stack makes, by this account, on its resources.
+
+    `Principal: *` alone would let code in the VPC holding another account's credentials write
+    that account's logs and metrics or read its secrets through the endpoint. Interface
+    endpoints therefore require `aws:PrincipalAccount` and `aws:ResourceAccount` to be the
+    stack's account (AWS global condition context keys,
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html;
+    "Control access to VPC endpoints using endpoint policies",
+    https://docs.aws.amazon.com/vpc/latest/privatelink/vpc-endpoints-access.html). The S3
+    gateway endpoint serves only ECR's AWS-owned layer bucket, whose requests are presigned by
+    an ECR account, not by the stack's principals (aws-samples/data-perimeter-policy-examples,
+    vpc_endpoint_policies/README.md, "Creation of containers with Amazon ECR images"): an
+    account condition there would break image pulls, so the bucket ARN is its limit.
+    """
     statement: dict[str, object] = {
         "Sid": "SlotguardCalls",
         "Effect": "Allow",
@@ -91,14 +104,24 @@ def endpoint_policy(service: str, region: str) -> str:
         "Action": list(ENDPOINT_ACTIONS.get(service, ())),
         "Resource": "*",
     }
-    if service == "secretsmanager":
-        statement["Resource"] = [
-            f"arn:*:secretsmanager:{region}:*:secret:{pattern}" for pattern in SECRET_NAME_PATTERNS
-        ]
-    elif service == "s3":
+    if service == "s3":
         statement["Action"] = ["s3:GetObject"]
         statement["Resource"] = [f"arn:*:s3:::{ECR_LAYER_BUCKET.format(region=region)}/*"]
+    else:
+        statement["Condition"] = {
+            "StringEquals": {"aws:PrincipalAccount": account, "aws:ResourceAccount": account}
+        }
+    if service == "secretsmanager":
+        statement["Resource"] = [
+            f"arn:*:secretsmanager:{region}:{account}:secret:{pattern}"
+            for pattern in SECRET_NAME_PATTERNS
+        ]
     return json.dumps({"Version": "2012-10-17", "Statement": [statement]}, sort_keys=True)
+
+
+def _policy_of(service: str, region_and_account: list[str]) -> str:
+    region, account = region_and_account
+    return endpoint_policy(service, region, account)
 
 
 @dataclass(frozen=True)
@@ -335,6 +358,7 @@ class Network(pulumi.ComponentResource):
         for role, source in self._api_callers:
             self._allow(f"{role}-endpoints", source, endpoints, HTTPS, f"{role} to AWS APIs")
         region = aws.get_region_output(opts=pulumi.InvokeOptions(parent=self)).region
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
         for service in interface_endpoints(args.pooler_kind):
             slug = service.replace(".", "-")
             found = existing.endpoints.get(service)
@@ -352,7 +376,9 @@ class Network(pulumi.ComponentResource):
                     private_dns_enabled=True,
                     subnet_ids=self.subnet_ids,
                     security_group_ids=[endpoints.id],
-                    policy=region.apply(functools.partial(endpoint_policy, service)),
+                    policy=pulumi.Output.all(region, account).apply(
+                        functools.partial(_policy_of, service)
+                    ),
                     tags={**tags, "Name": f"{name}-vpce-{service}"},
                     opts=child,
                 )
@@ -380,7 +406,9 @@ class Network(pulumi.ComponentResource):
                 service_name=region.apply(functools.partial(_service_name, service="s3")),
                 vpc_endpoint_type="Gateway",
                 route_table_ids=route_tables,
-                policy=region.apply(functools.partial(endpoint_policy, "s3")),
+                policy=pulumi.Output.all(region, account).apply(
+                    functools.partial(_policy_of, "s3")
+                ),
                 tags={**tags, "Name": f"{name}-vpce-s3"},
                 opts=child,
             )

@@ -26,7 +26,7 @@ from infra.budget import (
     compute_budget,
 )
 from infra.database import PROD_LOG_EXPORTS
-from infra.offline import MockAccount, OfflineRun, run_offline, variant_settings
+from infra.offline import ACCOUNT, MockAccount, OfflineRun, run_offline, variant_settings
 from infra.packaging import RUNTIME_GLIBC, PackagingError, build_package
 from infra.settings import SettingsError, StackSettings, settings_from_mapping
 
@@ -343,6 +343,32 @@ def test_endpoint_policies_are_scoped(variant: str) -> None:
                 "secretsmanager:GetSecretValue",
                 "secretsmanager:DescribeSecret",
             }
+
+
+@pytest.mark.parametrize("variant", ["dev", "prod", "dev-existing"])
+def test_endpoint_policies_admit_only_the_stacks_account(variant: str) -> None:
+    # `Principal: *` alone admits any account's credentials through the endpoint. The policy
+    # language's `aws:PrincipalAccount` (the caller's account) and `aws:ResourceAccount` (the
+    # account owning the resource) limit it to the stack's account (AWS global condition context
+    # keys, https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html;
+    # https://docs.aws.amazon.com/vpc/latest/privatelink/vpc-endpoints-access.html). The S3
+    # gateway's only bucket is ECR's AWS-owned layer bucket, reached with URLs presigned by an
+    # ECR account (aws-samples/data-perimeter-policy-examples vpc_endpoint_policies/README.md,
+    # "Creation of containers with Amazon ECR images"): no account condition fits it.
+    run = stack(variant)
+    interface = [e for e in run.of_type(VPCE) if not e.name.endswith("-vpce-s3")]
+    assert interface
+    for endpoint in interface:
+        (statement,) = _policy(endpoint)["Statement"]
+        assert statement["Condition"] == {
+            "StringEquals": {"aws:PrincipalAccount": ACCOUNT, "aws:ResourceAccount": ACCOUNT}
+        }, endpoint.name
+        if endpoint.name.endswith("-vpce-secretsmanager"):
+            assert all(f":{ACCOUNT}:secret:" in r for r in statement["Resource"])
+    for endpoint in run.of_type(VPCE):
+        if endpoint.name.endswith("-vpce-s3"):
+            (statement,) = _policy(endpoint)["Statement"]
+            assert "Condition" not in statement
 
 
 @pytest.mark.parametrize(
