@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -154,15 +157,38 @@ def _find_endpoint(
         raise
 
 
-def _zone(names: list[str], index: int) -> str:
-    if index >= len(names):
+def usable_zones(
+    names: Sequence[str], offered: Mapping[str, Collection[str]], count: int
+) -> list[str]:
+    """The first `count` AZs, in the region's order, where every interface endpoint is offered.
+
+    An interface endpoint service is not offered in every AZ of every region
+    (DescribeVpcEndpointServices' ServiceDetail.AvailabilityZones,
+    https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ServiceDetail.html), and an
+    endpoint cannot have a subnet in an AZ its service lacks.
+    """
+    fit = [z for z in names if all(z in zones for zones in offered.values())]
+    if len(fit) < count:
+        lacking = {
+            service: [z for z in names if z not in zones]
+            for service, zones in offered.items()
+            if any(z not in zones for z in names)
+        }
+        detail = "; ".join(f"{svc} is not offered in {', '.join(z)}" for svc, z in lacking.items())
         raise SettingsError(
             [
-                f"network.availability_zones: the region has {len(names)} available AZs, "
-                f"fewer than the {index + 1} asked for"
+                f"network.availability_zones: {count} AZs asked for, but the region has only "
+                f"{len(fit)} available AZs where every endpoint the stack needs is offered "
+                f"({', '.join(fit) or 'none'}{'; ' + detail if detail else ''}); lower "
+                "network.availability_zones"
             ]
         )
-    return names[index]
+    return fit[:count]
+
+
+def _chosen_zones(values: list[Any], services: tuple[str, ...], count: int) -> list[str]:
+    names, *offers = values
+    return usable_zones(list(names), dict(zip(services, offers, strict=True)), count)
 
 
 class Network(pulumi.ComponentResource):
@@ -234,8 +260,17 @@ class Network(pulumi.ComponentResource):
             tags={**tags, "Name": f"{name}-default-closed"},
             opts=child,
         )
-        zones = aws.get_availability_zones_output(
-            state="available", opts=pulumi.InvokeOptions(parent=self)
+        invoke = pulumi.InvokeOptions(parent=self)
+        names = aws.get_availability_zones_output(state="available", opts=invoke).names
+        services = interface_endpoints(self._pooler_kind) if s.vpc_endpoints else ()
+        offers = [
+            aws.ec2.get_vpc_endpoint_service_output(
+                service=service, service_type="Interface", opts=invoke
+            ).availability_zones
+            for service in services
+        ]
+        chosen = pulumi.Output.all(names, *offers).apply(
+            functools.partial(_chosen_zones, services=services, count=s.availability_zones)
         )
         blocks = list(s.cidr.subnets(new_prefix=max(SUBNET_PREFIX, s.cidr.prefixlen + 3)))
         route_table = aws.ec2.RouteTable(
@@ -250,7 +285,7 @@ class Network(pulumi.ComponentResource):
                 f"{name}-private-{index}",
                 vpc_id=vpc.id,
                 cidr_block=str(blocks[index]),
-                availability_zone=zones.names.apply(functools.partial(_zone, index=index)),
+                availability_zone=chosen.apply(operator.itemgetter(index)),
                 map_public_ip_on_launch=False,
                 tags={**tags, "Name": f"{name}-private-{index}"},
                 opts=child,

@@ -198,6 +198,8 @@ class MockAccount:
     existing_endpoints: Mapping[str, str] = field(default_factory=dict)
     # what Service Quotas answers instead of the quota (e.g. an access-denied message)
     quota_error: str | None = None
+    # interface endpoint service (e.g. "logs") -> the AZ letters it is offered in (else all)
+    endpoint_service_zones: Mapping[str, str] = field(default_factory=dict)
 
 
 class OfflineMocks(pulumi_mocks.Mocks):
@@ -272,6 +274,15 @@ class OfflineMocks(pulumi_mocks.Mocks):
             return {"id": r, "names": names, "zoneIds": [f"az{i}" for i in range(6)]}
         if invoke == "getRegion":
             return {"id": r, "name": r, "region": r}
+        if invoke == "getVpcEndpointService":
+            service = str(args.args.get("service", ""))
+            letters = self.account.endpoint_service_zones.get(service, "abcdef")
+            return {
+                "id": f"com.amazonaws.{r}.{service}",
+                "serviceName": f"com.amazonaws.{r}.{service}",
+                "serviceType": "Interface",
+                "availabilityZones": [f"{r}{letter}" for letter in letters],
+            }
         if invoke == "getRouteTable":
             table = f"rtb-{_digest(str(args.args.get('subnetId', '')))[:17]}"
             return {"id": table, "routeTableId": table}

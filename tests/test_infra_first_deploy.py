@@ -208,6 +208,27 @@ def test_endpoints_the_vpc_has_are_reused_not_duplicated() -> None:
     assert len(associations) == 2
 
 
+def test_a_new_vpc_takes_the_azs_where_every_endpoint_is_offered() -> None:
+    # An interface endpoint service is offered in the AZs DescribeVpcEndpointServices lists
+    # (ServiceDetail.AvailabilityZones,
+    # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ServiceDetail.html); the
+    # provider's `ec2.get_vpc_endpoint_service` answers them as `availability_zones`.
+    settings = variant_settings("dev")
+    region = settings.region
+    account = MockAccount(endpoint_service_zones={"logs": "bcd"})
+    run = run_offline(settings, account=account)
+    subnets = run.of_type("aws:ec2/subnet:Subnet")
+    assert sorted(s.input("availabilityZone") for s in subnets) == [f"{region}b", f"{region}c"]
+    # Where fewer AZs than asked offer every endpoint, preview refuses naming the setting.
+    with pytest.raises(SettingsError) as refused:
+        network.usable_zones(
+            [f"{region}a", f"{region}b"], {"logs": {f"{region}b"}, "ecr.api": {"x"}}, 2
+        )
+    (problem,) = refused.value.problems
+    assert problem.startswith("network.availability_zones:")
+    assert f"logs is not offered in {region}a" in problem
+
+
 @pytest.mark.parametrize(
     ("account", "attribute"),
     [

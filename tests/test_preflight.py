@@ -633,6 +633,131 @@ def test_an_rds_proxy_stack_needs_only_the_secrets_manager_endpoint(aws: None) -
     assert "logs, monitoring, ecr.api, ecr.dkr have no endpoint" in pgbouncer.found
 
 
+# -- endpoint services, Service Quotas, fixed names -------------------------------------------
+
+
+def endpoint_services_stub(region: str, offered: dict[str, list[str]]) -> Any:
+    ec2, stub = stubbed("ec2", region)
+    # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeVpcEndpointServices.html
+    stub.add_response(
+        "describe_vpc_endpoint_services",
+        {
+            "ServiceDetails": [
+                {
+                    "ServiceName": f"com.amazonaws.{region}.{service}",
+                    "ServiceType": [{"ServiceType": "Interface"}],
+                    "AvailabilityZones": zones,
+                }
+                for service, zones in offered.items()
+            ]
+        },
+    )
+    stub.add_response(
+        "describe_availability_zones",
+        {
+            "AvailabilityZones": [
+                {"ZoneName": f"{region}{x}", "ZoneId": f"z{x}", "State": "available"} for x in "abc"
+            ]
+        },
+        {"Filters": [{"Name": "state", "Values": ["available"]}]},
+    )
+    stub.activate()
+    return ec2
+
+
+def test_an_endpoint_service_missing_in_an_az_moves_a_new_vpc(aws: None) -> None:
+    # Each interface endpoint service lists the AZs it is offered in
+    # (DescribeVpcEndpointServices, ServiceDetail.AvailabilityZones:
+    # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ServiceDetail.html). A new VPC
+    # takes the first AZs where all are offered, as the program does (infra/network.py).
+    r = REGION
+    offered = {
+        "secretsmanager": [f"{r}a", f"{r}b", f"{r}c"],
+        "logs": [f"{r}b", f"{r}c"],
+        "monitoring": [f"{r}a", f"{r}b", f"{r}c"],
+        "ecr.api": [f"{r}a", f"{r}b", f"{r}c"],
+        "ecr.dkr": [f"{r}a", f"{r}b", f"{r}c"],
+    }
+    pf = preflight(settings(), {"ec2": endpoint_services_stub(r, offered)})
+    check = one(list(pf.endpoint_services()), "vpc endpoint services")
+    assert check.status is Status.PASS, check
+    assert [z.name for z in pf.zones()] == [f"{r}b", f"{r}c"]
+    three = settings({"network": {"availability_zones": 3}})
+    pf = preflight(three, {"ec2": endpoint_services_stub(r, offered)})
+    check = one(list(pf.endpoint_services()), "vpc endpoint services")
+    assert check.failed
+    assert "network.availability_zones to 2" in check.change
+
+
+def test_an_endpoint_service_missing_in_an_existing_subnets_az_fails(aws: None) -> None:
+    _ec2, vpc_id, subnets = vpc(zones=("eu-west-1a", "eu-west-1b"))
+    s = existing(vpc_id, subnets)
+    check = one(list(preflight(s).endpoint_services()), "vpc endpoint services")
+    assert check.status is Status.PASS, check  # moto offers every service in every AZ
+    pf = preflight(s)
+    pf._offered = {"secretsmanager": ["eu-west-1b"], "logs": ["eu-west-1a", "eu-west-1b"]}
+    check = one(list(pf.endpoint_services()), "vpc endpoint services")
+    assert check.failed
+    assert "secretsmanager not offered in eu-west-1a" in check.found
+    assert "network.subnet_ids" in check.change
+
+
+def test_service_quotas_permission_is_checked() -> None:
+    # The preview reads Lambda's quota with GetServiceQuota (infra/account.py); an identity
+    # without servicequotas:GetServiceQuota gets AccessDeniedException
+    # (https://docs.aws.amazon.com/servicequotas/2019-06-24/apireference/API_GetServiceQuota.html).
+    sq, stub = stubbed("service-quotas")
+    stub.add_response(
+        "get_service_quota",
+        {"Quota": {"ServiceCode": "lambda", "QuotaCode": "L-B99A9384", "Value": 10.0}},
+        {"ServiceCode": "lambda", "QuotaCode": "L-B99A9384"},
+    )
+    stub.add_client_error(
+        "get_service_quota", service_error_code="AccessDeniedException", http_status_code=400
+    )
+    stub.activate()
+    pf = preflight(settings(), {"service-quotas": sq})
+    allowed = one(list(pf.service_quotas()), "service quotas")
+    assert allowed.status is Status.PASS
+    assert "10" in allowed.found
+    denied = one(list(pf.service_quotas()), "service quotas")
+    assert denied.failed
+    assert "servicequotas:GetServiceQuota" in denied.change
+
+
+def test_names_an_earlier_stack_left_are_collisions(aws: None) -> None:
+    # Lambda refuses a function name in use (CreateFunction ResourceConflictException) and
+    # CloudWatch Logs an existing group (CreateLogGroup ResourceAlreadyExistsException); an
+    # alarm of the same name would be overwritten by PutMetricAlarm.
+    pf = preflight(settings(stack="t"))
+    clean = one(list(pf.name_collisions()), "name collisions")
+    assert clean.status is Status.PASS, clean
+    logs = aws_client("logs")
+    logs.create_log_group(logGroupName="/aws/lambda/slotguard-t-api")
+    logs.create_log_group(logGroupName="/aws/lambda/slotguard-tt-api")  # another stack's
+    cloudwatch = aws_client("cloudwatch")
+    alarm = pf.fixed_names()["alarms"][0]
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm,
+        MetricName="DatabaseConnections",
+        Namespace="AWS/RDS",
+        Statistic="Maximum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1.0,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    check = one(list(preflight(settings(stack="t")).name_collisions()), "name collisions")
+    assert check.failed
+    assert "log groups: /aws/lambda/slotguard-t-api" in check.found
+    assert "slotguard-tt-api" not in check.found
+    assert f"alarms: {alarm}" in check.found
+    deployed = one(
+        list(preflight(settings(stack="t"), deployed=True).name_collisions()), "name collisions"
+    )
+    assert deployed.status is Status.SKIP
+
+
 # -- the image and the CA bundle ---------------------------------------------------------------
 
 BUILDX_ARM = """Name:          default
