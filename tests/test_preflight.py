@@ -380,6 +380,19 @@ def test_fargate_in_a_region_restricted_to_some_az_ids(aws: None) -> None:
         },
         {"Filters": [{"Name": "state", "Values": ["available"]}]},
     )
+    # Every endpoint service offered in both AZs (the new VPC's AZ choice looks them up).
+    stub.add_response(
+        "describe_vpc_endpoint_services",
+        {
+            "ServiceDetails": [
+                {
+                    "ServiceName": f"com.amazonaws.us-west-1.{service}",
+                    "AvailabilityZones": ["us-west-1a", "us-west-1c"],
+                }
+                for service in ("secretsmanager", "logs", "monitoring", "ecr.api", "ecr.dkr")
+            ]
+        },
+    )
     stub.activate()
     s = settings_from_mapping({}, stack="t", region="us-west-1")
     check = one(list(preflight(s, {"ec2": ec2}, region="us-west-1").fargate()), "fargate arm64")
