@@ -372,6 +372,24 @@ class Budget:
         return data
 
 
+def reserved_text(settings: StackSettings) -> str:
+    """The reserved slots' arithmetic, e.g. `3 superuser_reserved - 2 rds_superuser_reserved`.
+
+    On RDS for PostgreSQL ordinary roles get max_connections - superuser_reserved_connections -
+    rds.rds_superuser_reserved_connections (AWS knowledge center,
+    rds-postgresql-error-connection-slots), and PostgreSQL 16 keeps `reserved_connections`
+    from them too.
+    """
+    db = settings.database
+    parts = [
+        f"{db.reserved_connections} superuser_reserved",
+        f"{db.rds_superuser_reserved_connections} rds_superuser_reserved",
+    ]
+    if db.pg_reserved_connections:
+        parts.append(f"{db.pg_reserved_connections} reserved_connections")
+    return " - ".join(parts)
+
+
 def _class_memory_gib(instance_class: str) -> float | None:
     return RDS_CLASS_MEMORY_GIB.get(instance_class)
 
@@ -751,16 +769,18 @@ def compute_budget(settings: StackSettings) -> Budget:
     out: list[Violation] = []
     m, m_source = _max_connections(settings, out)
     db = settings.database
-    ceiling = m - db.reserved_connections - db.admin_margin
+    # RDS keeps superuser_reserved_connections and rds.rds_superuser_reserved_connections (and
+    # PostgreSQL 16's reserved_connections) from ordinary roles: the pooler's role is one.
+    ceiling = m - db.reserved_total - db.admin_margin
     ceiling_text = (
         f"{ceiling} the database can give the pooler (max_connections {m} - "
-        f"{db.reserved_connections} reserved - {db.admin_margin} admin)"
+        f"{reserved_text(settings)} - {db.admin_margin} admin)"
     )
     if m and ceiling < 2:
         out.append(
             Violation(
                 "database.admin_margin",
-                f"max_connections {m} - {db.reserved_connections} reserved - "
+                f"max_connections {m} - {reserved_text(settings)} - "
                 f"{db.admin_margin} admin = {ceiling} leaves the pooler fewer than 2 connections",
             )
         )
@@ -828,14 +848,15 @@ def compute_budget(settings: StackSettings) -> Budget:
     alarms_settings = settings.alarms
     warn = math.ceil(m * alarms_settings.warn_percent / 100)
     critical = math.ceil(m * alarms_settings.critical_percent / 100)
-    usable_slots = m - db.reserved_connections
+    usable_slots = m - db.reserved_total
     if m and critical > usable_slots:
         out.append(
             Violation(
                 "alarms.critical_percent",
                 f"critical threshold {alarms_settings.critical_percent}% of {m} = {critical} "
-                f"connections is above the {usable_slots} non-reserved slots: it would fire "
-                "only after clients are already refused",
+                f"connections is above the {usable_slots} slots ordinary roles get "
+                f"(max_connections {m} - {reserved_text(settings)}): it would fire only after "
+                "clients are already refused",
             )
         )
     # What the pooler may hold at its planned peak (a deploy's surge included) is normal.
@@ -867,7 +888,7 @@ def compute_budget(settings: StackSettings) -> Budget:
         stack=settings.stack,
         max_connections=m,
         max_connections_source=m_source,
-        reserved_connections=db.reserved_connections,
+        reserved_connections=db.reserved_total,
         admin_margin=db.admin_margin,
         pooler_ceiling=ceiling,
         pooler_kind=settings.pooler.kind,
@@ -954,16 +975,22 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
         Figure("database.max_connections", m, "connections", budget.max_connections_source),
         Figure(
             "database.reserved_connections",
-            db.reserved_connections,
+            budget.reserved_connections,
             "connections",
-            "superuser_reserved_connections",
+            reserved_text(settings),
+        ),
+        Figure(
+            "database.usable_slots",
+            m - budget.reserved_connections,
+            "connections",
+            f"slots ordinary roles get: {m} - {budget.reserved_connections} reserved",
         ),
         Figure("database.admin_margin", db.admin_margin, "connections", "admin margin setting"),
         Figure(
             "pooler.ceiling",
             ceiling,
             "connections",
-            f"{m} - {db.reserved_connections} reserved - {db.admin_margin} admin",
+            f"{m} - {budget.reserved_connections} reserved - {db.admin_margin} admin",
         ),
     ]
     pb, rp = budget.pgbouncer, budget.rds_proxy
@@ -1085,8 +1112,8 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
             au.connection_limit,
             "connections",
             "pooler ceiling",
-            m - db.reserved_connections,
-            "non-reserved slots",
+            m - budget.reserved_connections,
+            "slots ordinary roles get",
         ),
         Figure("app_user.statement_timeout", au.statement_timeout_ms, "ms", "setting"),
         Figure(
@@ -1168,8 +1195,8 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
             al.db_connections_critical,
             "connections",
             f"{settings.alarms.critical_percent}% of {m}",
-            m - db.reserved_connections,
-            "non-reserved slots",
+            m - budget.reserved_connections,
+            "slots ordinary roles get",
         ),
         Figure(
             "alarms.db_connections_bypass",

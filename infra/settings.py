@@ -30,6 +30,8 @@ PROJECT = "slotguard"
 # RDS Proxy's RDS for PostgreSQL major versions ("All available versions" of each), from AWS's
 # "Supported Regions and DB engines for Amazon RDS Proxy". The settings refuse `rds-proxy` on
 # any other major, and `slotguard preflight` reads the same set, so the two never disagree.
+# PostgreSQL's `reserved_connections` (slots for pg_use_reserved_connections) exists from 16.
+PG_RESERVED_SINCE = 16
 RDS_PROXY_POSTGRES_MAJORS = frozenset({13, 14, 15, 16, 17})
 RDS_PROXY_DOC = (
     "https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/"
@@ -144,8 +146,26 @@ class DatabaseSettings(_Section):
         3,
         ge=1,
         le=20,
-        description="`superuser_reserved_connections`: slots only the master user and RDS's "
-        "own agents may take. RDS's default is 3.",
+        description="`superuser_reserved_connections`: slots only superusers may take (on RDS, "
+        "its own agents: the master user is `rds_superuser`, not a superuser). RDS's default "
+        "is 3.",
+    )
+    rds_superuser_reserved_connections: int = Field(
+        2,
+        ge=0,
+        le=20,
+        description="`rds.rds_superuser_reserved_connections`: slots RDS keeps for "
+        "`rds_superuser` roles (the master user), the margin a human with psql still gets when "
+        "ordinary roles are refused. RDS's default is 2; ordinary roles get `max_connections` "
+        "less this and `reserved_connections`.",
+    )
+    pg_reserved_connections: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="PostgreSQL 16's `reserved_connections`: slots for roles granted "
+        "`pg_use_reserved_connections` (monitoring agents, say), also kept from ordinary roles. "
+        "0 is PostgreSQL's default and leaves it out of the parameter group; 16 and later only.",
     )
     admin_margin: int = Field(
         3,
@@ -197,6 +217,25 @@ class DatabaseSettings(_Section):
         if not re.fullmatch(r"1[3-9]", value):
             raise ValueError('must be a PostgreSQL major version from 13 on, e.g. "16"')
         return value
+
+    @model_validator(mode="after")
+    def _pg_reserved(self) -> DatabaseSettings:
+        if self.pg_reserved_connections and int(self.engine_version) < PG_RESERVED_SINCE:
+            raise ValueError(
+                f"pg_reserved_connections {self.pg_reserved_connections} needs PostgreSQL "
+                f"{PG_RESERVED_SINCE} or later (engine_version is {self.engine_version}); set it "
+                "to 0"
+            )
+        return self
+
+    @property
+    def reserved_total(self) -> int:
+        """Every slot ordinary roles can never take (`app_user`, the migrator, monitoring)."""
+        return (
+            self.reserved_connections
+            + self.rds_superuser_reserved_connections
+            + self.pg_reserved_connections
+        )
 
     @property
     def engine_major(self) -> int:

@@ -140,7 +140,8 @@ def check_budget(view: StackView, config: BudgetConfig) -> Iterator[Finding]:
     ceiling = m - reserved - config.admin_margin
     ceiling_text = (
         f"{ceiling} the database can give the pooler (max_connections {m} - {reserved} "
-        f"superuser_reserved_connections - {config.admin_margin} admin margin)"
+        f"reserved (superuser, rds_superuser, reserved_connections) - {config.admin_margin} admin "
+        "margin)"
     )
     for resource, total, arithmetic in _pooler_server_connections(view):
         if total < 0:

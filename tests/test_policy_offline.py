@@ -88,9 +88,9 @@ def test_disabled_policies_do_not_run():
     report = evaluate(dev_resources(), "dev", config)
     assert report.policies == ["connection-budget"]
     assert len(report.disabled) == len(RULES) - 1
-    # 18 server connections > 25 - 3 reserved - 10 admin = 12.
+    # 15 server connections > 25 - 3 superuser - 2 rds_superuser reserved - 10 admin = 10.
     assert [v.policy for v in report.violations] == ["connection-budget"]
-    assert "12 the database can give the pooler" in report.violations[0].message
+    assert "10 the database can give the pooler" in report.violations[0].message
 
 
 @pytest.mark.parametrize(

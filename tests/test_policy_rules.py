@@ -274,7 +274,7 @@ def test_more_pgbouncer_tasks_than_the_database_can_serve():
     only(report, "connection-budget", "slotguard-dev-service")
     # 4 desired at the deploy plan's 150 % = 6 tasks x (4 + 1) server connections.
     assert "= 30" in report.violations[0].message
-    assert "19 the database can give the pooler" in report.violations[0].message
+    assert "17 the database can give the pooler" in report.violations[0].message
 
 
 def test_rolling_deploy_surge_counts():
