@@ -61,16 +61,19 @@ def quota_problems(settings: StackSettings, budget: Budget, quota: int) -> list[
     """Lambda refuses a reservation that leaves fewer than 100 executions unreserved."""
     reservable = quota - LAMBDA_UNRESERVED_MINIMUM
     total = budget.reserved_concurrency_total
-    if total <= reservable:
+    # No reservation asks nothing of the quota: unreserved functions run at any quota.
+    if total == 0 or total <= reservable:
         return []
     parts = " + ".join(
         f"{f.name} {f.reserved_concurrency}"
         for f in sorted(budget.functions.values(), key=lambda f: f.name)
+        if f.reserved_concurrency is not None
     )
     region = settings.region or "the stack's region"
     if reservable < BOOTSTRAP_RESERVED_CONCURRENCY + len(budget.functions):
         advice = (
-            "no reservation is possible at that quota: request an increase of Lambda's "
+            "no reservation is possible at that quota: leave the functions unreserved "
+            "(functions.<name>.reserved_concurrency: null) or request an increase of Lambda's "
             "'Concurrent executions' (L-B99A9384) in Service Quotas"
         )
     else:

@@ -253,7 +253,7 @@ class FunctionBudget:
 
     name: str
     timeout_s: int
-    reserved_concurrency: int
+    reserved_concurrency: int | None  # None: unreserved, in the account's shared pool
     connect_timeout_s: int
     retry_budget_s: float
     idle_discard_s: int
@@ -309,13 +309,25 @@ class Budget:
     # Numbers that hold but deserve attention (each with its arithmetic).
     warnings: tuple[str, ...] = ()
 
+    # The most function instances (one client connection each) the pooler may see at once:
+    # the reservations, plus the account's whole unreserved pool when a function is unreserved.
+    client_demand: int = 0
+    client_demand_text: str = ""
+
+    @property
+    def bootstrap_reserved_concurrency(self) -> int | None:
+        """The bootstrap's reservation: 1 where the stack reserves at all, else unreserved.
+
+        Its advisory lock (functions/bootstrap.py LOCK_KEY) already keeps two runs apart; the
+        reservation only adds a bound, which an account too small to reserve cannot give.
+        """
+        reserves = any(f.reserved_concurrency is not None for f in self.functions.values())
+        return BOOTSTRAP_RESERVED_CONCURRENCY if reserves else None
+
     @property
     def reserved_concurrency_total(self) -> int:
         """Every reservation the stack makes on the account: its functions' plus the bootstrap's."""
-        return (
-            sum(f.reserved_concurrency for f in self.functions.values())
-            + BOOTSTRAP_RESERVED_CONCURRENCY
-        )
+        return reserved_total([f.reserved_concurrency for f in self.functions.values()])
 
     def function_environment(self, name: str) -> dict[str, str]:
         """The numbers a function reads from its environment (host and secret come from infra)."""
@@ -370,6 +382,36 @@ class Budget:
         data = asdict(self)
         data["figures"] = [{**asdict(f), "headroom": f.headroom} for f in self.figures]
         return data
+
+
+def reserved_total(reservations: list[int | None]) -> int:
+    """Functions' reservations plus the bootstrap's 1, which it takes only beside others."""
+    reserved = [r for r in reservations if r is not None]
+    return sum(reserved) + (BOOTSTRAP_RESERVED_CONCURRENCY if reserved else 0)
+
+
+def client_demand(settings: StackSettings) -> tuple[int, str]:
+    """The most instances of the stack's functions that can run at once, with the arithmetic.
+
+    A reserved function runs at most its reservation. Unreserved functions share the account's
+    unreserved pool: together at most the quota less every reservation, this stack's included
+    (other stacks' reservations only make the pool smaller). Each instance holds one client
+    connection; the bootstrap connects to the database itself, not through the pooler.
+    """
+    fns = sorted(settings.functions.items())
+    reserved = {n: f.reserved_concurrency for n, f in fns if f.reserved_concurrency is not None}
+    unreserved = [n for n, f in fns if f.reserved_concurrency is None]
+    parts = [f"{n} {r}" for n, r in reserved.items()]
+    demand = sum(reserved.values())
+    if unreserved:
+        total = reserved_total([f.reserved_concurrency for _, f in fns])
+        pool = max(settings.lambda_concurrency_quota - total, 0)
+        demand += pool
+        parts.append(
+            f"unreserved {', '.join(unreserved)} up to lambda_concurrency_quota "
+            f"{settings.lambda_concurrency_quota} - {total} reserved = {pool}"
+        )
+    return demand, " + ".join(parts)
 
 
 def reserved_text(settings: StackSettings) -> str:
@@ -496,11 +538,8 @@ def _pgbouncer(
     )
     capacity = processes * pb.max_client_conn
     usable = capacity * (100 - pb.client_headroom_percent) // 100
-    demand = sum(f.reserved_concurrency for f in settings.functions.values())
+    demand, parts = client_demand(settings)
     if demand > usable:
-        parts = " + ".join(
-            f"{name} {f.reserved_concurrency}" for name, f in sorted(settings.functions.items())
-        )
         out.append(
             Violation(
                 "pooler.pgbouncer.max_client_conn",
@@ -808,29 +847,13 @@ def compute_budget(settings: StackSettings) -> Budget:
         reap = rds_proxy.idle_client_timeout_s
         port = rds_proxy.port
     functions = _functions(settings, queue_wait, queue_setting, reap, out)
+    demand, demand_text = client_demand(settings)
     warnings: list[str] = []
     if pgbouncer is not None:
         pgbouncer = _pgbouncer_prepared(settings, pgbouncer, out)
         pgbouncer = _pgbouncer_logins(settings, pgbouncer, functions, warnings)
 
-    reserved_total = (
-        sum(f.reserved_concurrency for f in settings.functions.values())
-        + BOOTSTRAP_RESERVED_CONCURRENCY
-    )
-    reservable = settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM
-    if reserved_total > reservable:
-        parts = " + ".join(
-            f"{name} {f.reserved_concurrency}" for name, f in sorted(settings.functions.items())
-        )
-        out.append(
-            Violation(
-                "lambda_concurrency_quota",
-                f"reserved concurrency {parts} + bootstrap {BOOTSTRAP_RESERVED_CONCURRENCY} = "
-                f"{reserved_total} exceeds the account quota {settings.lambda_concurrency_quota} "
-                f"- {LAMBDA_UNRESERVED_MINIMUM} that Lambda keeps unreserved = {reservable}; "
-                "request a higher quota in Service Quotas and set it here, or reserve less",
-            )
-        )
+    out += _lambda_quota(settings)
 
     au = settings.app_user
     app_user = AppUserBudget(
@@ -906,8 +929,32 @@ def compute_budget(settings: StackSettings) -> Budget:
         alarms=alarms,
         figures=(),
         warnings=tuple(warnings),
+        client_demand=demand,
+        client_demand_text=demand_text,
     )
     return _with_figures(budget, settings)
+
+
+def _lambda_quota(settings: StackSettings) -> list[Violation]:
+    """Reservations must leave Lambda its 100 unreserved; no reservation needs no room."""
+    fns = sorted(settings.functions.items())
+    total = reserved_total([f.reserved_concurrency for _, f in fns])
+    reservable = settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM
+    if total == 0 or total <= reservable:
+        return []
+    parts = " + ".join(
+        f"{name} {f.reserved_concurrency}" for name, f in fns if f.reserved_concurrency is not None
+    )
+    return [
+        Violation(
+            "lambda_concurrency_quota",
+            f"reserved concurrency {parts} + bootstrap {BOOTSTRAP_RESERVED_CONCURRENCY} = "
+            f"{total} exceeds the account quota {settings.lambda_concurrency_quota} "
+            f"- {LAMBDA_UNRESERVED_MINIMUM} that Lambda keeps unreserved = {max(reservable, 0)}; "
+            "request a higher quota in Service Quotas and set it here, reserve less, or leave "
+            "functions unreserved (functions.<name>.reserved_concurrency: null)",
+        )
+    ]
 
 
 def _version(text: str) -> tuple[int, int]:
@@ -945,7 +992,7 @@ def _pgbouncer_logins(
     A warning, not a violation: a function whose connect window (connect timeout + retry
     budget) is shorter than the admission time may fail to log in during that burst.
     """
-    burst = sum(f.reserved_concurrency for f in functions.values())
+    burst, _ = client_demand(settings)
     ps = settings.pooler.pgbouncer
     result = admission(
         burst, tasks=pb.tasks, processes_per_task=pb.processes_per_task, task_cpu_units=ps.cpu
@@ -1130,23 +1177,23 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
             "max(role's, 60 s)",
         ),
     ]
-    demand = sum(f.reserved_concurrency for f in budget.functions.values())
     figs.append(
         Figure(
             "functions.reserved_concurrency",
-            demand,
+            budget.client_demand,
             "instances",
-            " + ".join(f"{f.name} {f.reserved_concurrency}" for f in budget.functions.values()),
+            budget.client_demand_text,
             pb.usable_client_capacity if pb is not None else None,
             "pooler client capacity" if pb is not None else "",
         )
     )
+    bootstrap = budget.bootstrap_reserved_concurrency or 0
     figs.append(
         Figure(
             "lambda.reserved_concurrency_total",
             budget.reserved_concurrency_total,
             "instances",
-            f"functions {demand} + bootstrap {BOOTSTRAP_RESERVED_CONCURRENCY}",
+            f"functions {budget.reserved_concurrency_total - bootstrap} + bootstrap {bootstrap}",
             settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM,
             f"account quota {settings.lambda_concurrency_quota} - "
             f"{LAMBDA_UNRESERVED_MINIMUM} unreserved",

@@ -510,12 +510,17 @@ class FunctionSettings(_Section):
         le=900,
         description="Lambda timeout. Every database wait of the function fits inside it.",
     )
-    reserved_concurrency: int = Field(
+    reserved_concurrency: int | None = Field(
         50,
         ge=1,
         le=10_000,
         description="Reserved concurrency: at most this many instances, so at most this many "
-        "client connections. Required: an unbounded function is an unbounded connection count.",
+        "client connections. `null` leaves the function unreserved: it then runs in the "
+        "account's unreserved pool, shared with every other function of the region, and the "
+        "budget bounds its clients by `lambda_concurrency_quota` instead. A new account's quota "
+        "is too small to reserve anything (Lambda keeps 100 unreserved). Written out, never "
+        "implied: a key left out keeps the default reservation, so no existing stack loses its "
+        "bound silently.",
     )
     connect_timeout_s: int = Field(
         3, ge=1, le=30, description="libpq `connect_timeout` for each attempt."
@@ -600,11 +605,12 @@ class StackSettings(_Section):
     )
     lambda_concurrency_quota: int = Field(
         1000,
-        ge=100,
+        ge=1,
         le=1_000_000,
         description="The account's Lambda concurrent executions quota in this region (1,000 "
-        "unless raised in Service Quotas). Reserved concurrency, the bootstrap's 1 included, "
-        "must leave 100 unreserved; `pulumi preview` also reads the account's real quota.",
+        "by default; new accounts get less, 10 for some). Reserved concurrency, the bootstrap's "
+        "1 included, must leave 100 unreserved; unreserved functions may together reach all of "
+        "it, so it bounds their clients. `pulumi preview` also reads the account's real quota.",
     )
     tags: dict[str, str] = Field(
         default_factory=dict, description="Tags added to every taggable resource."

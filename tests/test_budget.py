@@ -288,7 +288,7 @@ function_settings = st.fixed_dictionaries(
     {"handler": st.just("functions.api.handler")},
     optional={
         "timeout_s": st.integers(1, 120),
-        "reserved_concurrency": st.integers(1, 3000),
+        "reserved_concurrency": st.none() | st.integers(1, 3000),
         "connect_timeout_s": st.integers(1, 10),
         "retry_budget_s": st.floats(0, 30, allow_nan=False),
     },
@@ -353,7 +353,7 @@ raw_settings = st.fixed_dictionaries(
                 "observer_connections": st.integers(0, 10),
             },
         ),
-        "lambda_concurrency_quota": st.integers(100, 10_000),
+        "lambda_concurrency_quota": st.integers(1, 10_000),
     },
 )
 
@@ -366,8 +366,14 @@ def assert_invariants(settings: StackSettings, b: Budget) -> None:
     assert b.pooler_server_connections <= b.pooler_planned_max <= b.pooler_limit
     assert b.pooler_limit <= b.pooler_ceiling
     assert b.app_user.connection_limit == b.pooler_ceiling <= m - db.reserved_total
-    demand = sum(f.reserved_concurrency for f in settings.functions.values())
-    assert demand <= settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM
+    reserved = b.reserved_concurrency_total
+    assert (
+        reserved == 0 or reserved <= settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM
+    )
+    demand = b.client_demand
+    assert demand >= sum(f.reserved_concurrency or 0 for f in settings.functions.values())
+    if any(f.reserved_concurrency is None for f in settings.functions.values()):
+        assert demand >= settings.lambda_concurrency_quota - reserved
     if b.pgbouncer is not None:
         pb = b.pgbouncer
         assert pb.max_db_connections == pb.pool_size + pb.reserve_pool

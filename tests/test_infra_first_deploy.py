@@ -106,17 +106,62 @@ def test_preview_resolves_the_major_version_rds_offers() -> None:
 def test_every_reservation_counts_the_bootstrap_included() -> None:
     # "Lambda requires at least 100 unreserved concurrency" / reserved concurrency counts every
     # function (https://docs.aws.amazon.com/lambda/latest/dg/configuring-concurrency.html).
-    budget = compute_budget(variant_settings("dev"))
-    functions = sum(f.reserved_concurrency for f in budget.functions.values())
+    budget = compute_budget(reserving_dev())
+    functions = sum(f.reserved_concurrency or 0 for f in budget.functions.values())
     assert budget.reserved_concurrency_total == functions + BOOTSTRAP_RESERVED_CONCURRENCY
-    # The dev example deploys on an account with the default quota of 1,000.
+    # Reserving like this fits an account with the default quota of 1,000.
     assert budget.reserved_concurrency_total <= 1000 - LAMBDA_UNRESERVED_MINIMUM
     figure = next(f for f in budget.figures if f.key == "lambda.reserved_concurrency_total")
     assert figure.value == budget.reserved_concurrency_total
     assert figure.limit == 1000 - LAMBDA_UNRESERVED_MINIMUM
-    # The old alternative 895 + 5 + 1 = 901 no longer fits 900.
+    # The alternative 895 + 5 + 1 = 901 does not fit 900.
     with pytest.raises(BudgetError, match=r"bootstrap 1 = 901 exceeds the account quota 1000"):
-        compute_budget(_with("dev", functions__api__reserved_concurrency=895))
+        compute_budget(
+            _with(
+                "dev",
+                functions__api__reserved_concurrency=895,
+                functions__health__reserved_concurrency=5,
+            )
+        )
+
+
+def reserving_dev() -> StackSettings:
+    """The dev example with reservations (api 894, health 5: 900 with the bootstrap's 1)."""
+    return _with(
+        "dev", functions__api__reserved_concurrency=894, functions__health__reserved_concurrency=5
+    )
+
+
+def test_the_dev_example_reserves_nothing_and_deploys_on_a_new_account() -> None:
+    # "New AWS accounts have reduced concurrency and memory quotas" and Lambda keeps 100 of the
+    # quota unreserved (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html,
+    # https://docs.aws.amazon.com/lambda/latest/dg/configuring-concurrency.html): at a quota of
+    # 10 no reservation is possible, so the example leaves every function unreserved, the
+    # bootstrap too (its advisory lock keeps two runs apart), and preview passes.
+    settings = variant_settings("dev")
+    budget = compute_budget(settings)
+    assert all(f.reserved_concurrency is None for f in budget.functions.values())
+    assert budget.bootstrap_reserved_concurrency is None
+    assert budget.reserved_concurrency_total == 0
+    run = run_offline(settings, account=MockAccount(lambda_concurrency_quota=10), preview=True)
+    functions = run.of_type("aws:lambda/function:Function")
+    assert {f.input("reservedConcurrentExecutions") for f in functions} == {-1}
+    # The pooler is sized for what the account can run: every unreserved instance at once.
+    assert budget.client_demand == settings.lambda_concurrency_quota
+    assert budget.pgbouncer is not None
+    assert budget.client_demand <= budget.pgbouncer.usable_client_capacity
+
+
+def test_unreserved_functions_share_the_pool_left_by_reservations() -> None:
+    # Reserved functions take their reservation out of the account's pool; the unreserved ones
+    # share what is left (quota - reservations, the bootstrap's 1 included).
+    settings = _with("dev", functions__health__reserved_concurrency=5)
+    budget = compute_budget(settings)
+    assert budget.reserved_concurrency_total == 5 + BOOTSTRAP_RESERVED_CONCURRENCY
+    assert budget.client_demand == 5 + (1000 - 6)
+    assert "unreserved api up to lambda_concurrency_quota 1000 - 6 reserved = 994" in (
+        budget.client_demand_text
+    )
 
 
 def test_the_budget_command_shows_the_total() -> None:
@@ -134,7 +179,7 @@ def test_preview_reads_the_account_quota() -> None:
     # service_quota_data_source.go: "A Service Quota will always have a default value").
     doc = aws.servicequotas.get_service_quota.__doc__ or ""
     assert "quota_code" in doc
-    run = run_offline(variant_settings("dev"), account=MockAccount(lambda_concurrency_quota=1000))
+    run = run_offline(reserving_dev(), account=MockAccount(lambda_concurrency_quota=1000))
     assert run.budget.reserved_concurrency_total == 900
     assert LAMBDA_CONCURRENCY_QUOTA_CODE == "L-B99A9384"
 
@@ -146,7 +191,7 @@ def test_preview_reads_the_account_quota() -> None:
 def test_preview_refuses_reservations_the_account_cannot_take(quota: int, advice: str) -> None:
     # New accounts often start at 10 concurrent executions (issue 11, item 2).
     with pytest.raises(SettingsError) as refused:
-        run_offline(variant_settings("dev"), account=MockAccount(lambda_concurrency_quota=quota))
+        run_offline(reserving_dev(), account=MockAccount(lambda_concurrency_quota=quota))
     (problem,) = refused.value.problems
     assert problem.startswith("functions.reserved_concurrency: the stack reserves api 894")
     assert (
@@ -503,7 +548,5 @@ def test_preview_alone_refuses_what_the_account_cannot_take() -> None:
     # Provider look-ups run during `pulumi preview` as during an update (issue 12): the same
     # refusal with the engine in preview mode.
     with pytest.raises(SettingsError, match=r"functions\.reserved_concurrency"):
-        run_offline(
-            variant_settings("dev"), account=MockAccount(lambda_concurrency_quota=10), preview=True
-        )
+        run_offline(reserving_dev(), account=MockAccount(lambda_concurrency_quota=10), preview=True)
     assert run_offline(variant_settings("dev-existing"), preview=True).resources

@@ -104,7 +104,10 @@ def test_function_environment_is_the_contract(variant: str) -> None:
         assert env["HEALTH_ALARM_PERCENT"] == str(run.settings.alarms.critical_percent)
         assert env["POWERTOOLS_SERVICE_NAME"] == key
         fb = run.budget.functions[key]
-        assert function.input("reservedConcurrentExecutions") == fb.reserved_concurrency
+        # Unreserved is the provider's -1: "`-1` removes any concurrency limitations"
+        # (pulumi-aws lambda_.Function reserved_concurrent_executions docstring).
+        expected = -1 if fb.reserved_concurrency is None else fb.reserved_concurrency
+        assert function.input("reservedConcurrentExecutions") == expected
         assert function.input("timeout") == fb.timeout_s
         assert function.input("vpcConfig")["subnetIds"], "functions run in the VPC"
 

@@ -14,7 +14,7 @@ from typing import Any
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 
 from infra.aws_constraints import enum, fargate_pair_problem
-from infra.budget import BOOTSTRAP_RESERVED_CONCURRENCY, LAMBDA_UNRESERVED_MINIMUM, Budget
+from infra.budget import LAMBDA_UNRESERVED_MINIMUM, Budget
 from infra.functions import function_name
 from infra.network import interface_endpoints
 from infra.settings import RDS_PROXY_DOC, RDS_PROXY_POSTGRES_MAJORS, StackSettings
@@ -147,17 +147,24 @@ class Preflight:
 
     # -- Lambda ----------------------------------------------------------------------------
 
-    def _stack_functions(self) -> dict[str, int]:
-        """Lambda name -> reserved concurrency, for every function of the stack."""
+    def _stack_functions(self) -> dict[str, int | None]:
+        """Lambda name -> reserved concurrency (None: unreserved), for every function."""
         stack = self.settings.stack
         names = {
             function_name(stack, key): fn.reserved_concurrency
             for key, fn in self.budget.functions.items()
         }
-        names[function_name(stack, "bootstrap")] = BOOTSTRAP_RESERVED_CONCURRENCY
+        names[function_name(stack, "bootstrap")] = self.budget.bootstrap_reserved_concurrency
         return names
 
     def lambda_concurrency(self) -> Iterator[Check]:
+        """Reservations against what the account has left, other stacks' reservations counted.
+
+        GetAccountSettings answers ConcurrentExecutions (the quota in force, where Service
+        Quotas may still show the default) and UnreservedConcurrentExecutions (the quota less
+        every reservation in the region, other stacks' included)
+        (https://docs.aws.amazon.com/lambda/latest/api/API_GetAccountSettings.html).
+        """
         lam = self.client("lambda")
         limit = lam.get_account_settings()["AccountLimit"]
         quota = int(limit["ConcurrentExecutions"])
@@ -172,12 +179,20 @@ class Preflight:
                 continue
             already += int(response.get("ReservedConcurrentExecutions") or 0)
         total = self.budget.reserved_concurrency_total
+        others = quota - unreserved - already
         left = unreserved + already - total
         found = (
-            f"account quota {quota}, unreserved now {unreserved}; the stack reserves {total} "
-            f"(functions + bootstrap), {already} of it already in place; leaves {left}"
+            f"account quota {quota}, {others} reserved by other functions, unreserved now "
+            f"{unreserved}; the stack reserves {total} (functions + bootstrap), {already} of it "
+            f"already in place; leaves {left}"
         )
-        if left >= LAMBDA_UNRESERVED_MINIMUM:
+        if total == 0:
+            yield passed(
+                "lambda unreserved concurrency",
+                f"account quota {quota}; the stack reserves nothing: its functions share the "
+                f"{unreserved + already} unreserved executions with the region's other functions",
+            )
+        elif left >= LAMBDA_UNRESERVED_MINIMUM:
             yield passed("lambda unreserved concurrency", found)
         else:
             yield failed(
@@ -185,18 +200,27 @@ class Preflight:
                 found,
                 f"Lambda keeps {LAMBDA_UNRESERVED_MINIMUM} unreserved: lower "
                 "functions.<name>.reserved_concurrency by "
-                f"{LAMBDA_UNRESERVED_MINIMUM - left}, or raise the 'Concurrent executions' "
-                "quota in Service Quotas",
+                f"{LAMBDA_UNRESERVED_MINIMUM - left}, leave functions unreserved "
+                "(reserved_concurrency: null), or raise the 'Concurrent executions' quota in "
+                "Service Quotas",
             )
         setting = self.settings.lambda_concurrency_quota
-        if setting > quota:
+        if setting <= quota:
+            yield passed("lambda_concurrency_quota", f"setting {setting} <= account quota {quota}")
+        elif total == 0:
+            # Unreserved functions' clients are bounded by the setting: a larger one only
+            # over-sizes the pooler's client capacity, it hides nothing.
+            yield passed(
+                "lambda_concurrency_quota",
+                f"setting {setting} above the account's {quota}: the pooler is sized for more "
+                "clients than the account can run",
+            )
+        else:
             yield failed(
                 "lambda_concurrency_quota",
                 f"the stack assumes a quota of {setting}, the account has {quota}",
                 f"set lambda_concurrency_quota: {quota} (or get the quota raised first)",
             )
-        else:
-            yield passed("lambda_concurrency_quota", f"setting {setting} <= account quota {quota}")
 
     def service_quotas(self) -> Iterator[Check]:
         """The preview reads Lambda's quota from Service Quotas (infra/account.py)."""

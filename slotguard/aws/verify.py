@@ -34,7 +34,8 @@ def storm_burst(budget: Budget) -> int:
     """A small burst sized to the stack: twice the pooler's server connections (so clients
     queue for the pool), at least 10, never more than the API's reserved concurrency."""
     api = budget.functions.get("api")
-    cap = api.reserved_concurrency if api is not None else 10
+    reserved = api.reserved_concurrency if api is not None else None
+    cap = reserved if reserved is not None else 10
     return max(1, min(cap, max(10, 2 * budget.pooler_server_connections)))
 
 
