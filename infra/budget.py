@@ -1194,7 +1194,7 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
             budget.reserved_concurrency_total,
             "instances",
             f"functions {budget.reserved_concurrency_total - bootstrap} + bootstrap {bootstrap}",
-            settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM,
+            max(settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM, 0),
             f"account quota {settings.lambda_concurrency_quota} - "
             f"{LAMBDA_UNRESERVED_MINIMUM} unreserved",
         )
