@@ -71,6 +71,12 @@ def preflight(
     return Preflight(settings=s, budget=compute_budget(s), client=client, region=region, **kwargs)
 
 
+def load_dev() -> StackSettings:
+    from infra.settings import load_stack
+
+    return load_stack("dev", ROOT)
+
+
 def one(checks: list[Check], name: str) -> Check:
     found = [c for c in checks if c.name == name]
     assert len(found) == 1, [c.name for c in checks]
@@ -142,11 +148,14 @@ def test_pulumi_missing_fails_with_the_install_page() -> None:
 # -- Lambda concurrency ------------------------------------------------------------------------
 
 
-def lambda_stub(quota: int, unreserved: int, existing: dict[str, int] | None = None) -> Any:
-    """Account settings, then one GetFunctionConcurrency per function of stack `t`."""
+def lambda_stub(
+    quota: int, unreserved: int, existing: dict[str, int] | None = None, stack: str = "t"
+) -> Any:
+    """Account settings, then one GetFunctionConcurrency per function of the stack."""
     client, stub = stubbed("lambda")
     stub.add_response("get_account_settings", account_settings(quota, unreserved), {})
-    for name in ("slotguard-t-api", "slotguard-t-health", "slotguard-t-bootstrap"):
+    for key in ("api", "health", "bootstrap"):
+        name = f"slotguard-{stack}-{key}"
         if existing is not None and name in existing:
             stub.add_response(
                 "get_function_concurrency",
@@ -203,6 +212,31 @@ def test_a_quota_setting_above_the_account_quota_fails() -> None:
     check = one(checks, "lambda_concurrency_quota")
     assert check.failed
     assert "set lambda_concurrency_quota: 1000" in check.change
+
+
+def test_other_stacks_reservations_in_the_region_count() -> None:
+    # UnreservedConcurrentExecutions is the quota less every reservation in the region, other
+    # stacks' included (https://docs.aws.amazon.com/lambda/latest/api/API_GetAccountSettings.html):
+    # a second stack reserving 900 of 1,000 leaves this one's 56 without Lambda's 100.
+    checks = list(preflight(settings(), {"lambda": lambda_stub(1000, 100)}).lambda_concurrency())
+    check = one(checks, "lambda unreserved concurrency")
+    assert check.failed
+    assert "900 reserved by other functions" in check.found
+    assert "reserved_concurrency: null" in check.change
+
+
+def test_an_unreserved_stack_passes_on_a_new_account() -> None:
+    # "New AWS accounts have reduced concurrency and memory quotas"
+    # (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html): at 10 nothing can
+    # be reserved, and a stack that reserves nothing needs nothing of the quota.
+    s = load_dev()
+    assert compute_budget(s).reserved_concurrency_total == 0
+    checks = list(preflight(s, {"lambda": lambda_stub(10, 10, stack="dev")}).lambda_concurrency())
+    check = one(checks, "lambda unreserved concurrency")
+    assert check.status is Status.PASS, check
+    assert "reserves nothing" in check.found
+    # The setting (1,000) over-sizes the pooler for an account of 10: not a failure.
+    assert one(checks, "lambda_concurrency_quota").status is Status.PASS
 
 
 def test_an_api_error_becomes_a_failed_row_not_a_traceback(aws: None) -> None:
