@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from infra.budget import Budget
 from infra.settings import StackSettings
 from slotguard.aws.checks import Check, CheckError, CheckFn, failed, passed, run_checks, skipped
@@ -28,6 +30,28 @@ DESCRIBE_ALARMS_MAX_NAMES = 100
 METRIC_PERIOD_S = 60
 METRIC_WAIT_S = 300
 ROLE_SETTINGS = ("statement_timeout", "idle_in_transaction_session_timeout", "lock_timeout")
+
+
+def alarm_metrics(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics an alarm reads: its own, or each MetricStat of its metric math."""
+    if alarm.get("MetricName"):
+        return [
+            {
+                "Namespace": alarm.get("Namespace", ""),
+                "MetricName": alarm["MetricName"],
+                "Dimensions": alarm.get("Dimensions", []),
+            }
+        ]
+    return [
+        q["MetricStat"]["Metric"]
+        for q in alarm.get("Metrics", [])
+        if "MetricStat" in q and "Metric" in q["MetricStat"]
+    ]
+
+
+def describe_metric(metric: dict[str, Any]) -> str:
+    dims = ", ".join(f"{d['Name']}={d['Value']}" for d in metric.get("Dimensions", []))
+    return f"{metric.get('Namespace')}/{metric.get('MetricName')} {{{dims}}}"
 
 
 def storm_burst(budget: Budget) -> int:
@@ -149,7 +173,33 @@ class Verify:
             "connection_limit": role.get("connection_limit"),
             **{key: settings.get(key) for key in ROLE_SETTINGS},
         }
+        reported = self.outputs.get("app_user_connection_limit")
+        held = (
+            isinstance(reported, int)
+            and reported < au.connection_limit
+            and found["connection_limit"] == reported
+        )
+        if held:
+            # The bootstrap holds the limit within the running server's max_connections while
+            # a larger one waits for a reboot (functions/bootstrap.py running_connection_limit).
+            wanted["connection_limit"] = reported
         wrong = [f"{k} {found[k]} (budget: {v})" for k, v in wanted.items() if found[k] != v]
+        if (
+            wrong
+            and found["connection_limit"] != wanted["connection_limit"]
+            and isinstance(reported, int)
+        ):
+            wrong.append(f"the bootstrap reported CONNECTION LIMIT {reported}")
+        if held and not wrong:
+            function = self.outputs.get("bootstrap_function", "the bootstrap function")
+            yield passed(
+                "app_user role",
+                f"{au.name}: CONNECTION LIMIT {reported}, as the bootstrap set it: held below "
+                f"the budget's {au.connection_limit} until the instance restarts with the new "
+                f"max_connections (pending reboot); after the reboot invoke {function} with the "
+                "stack output bootstrap_event",
+            )
+            return
         if wrong:
             yield failed(
                 "app_user role",
@@ -213,44 +263,116 @@ class Verify:
             yield from self._rds_proxy()
 
     def _pgbouncer(self) -> Iterator[Check]:
-        pb = self.budget.pgbouncer
-        tasks = pb.tasks if pb is not None else 0
+        """The service at its desired count, no rollout under way, its tasks and targets healthy.
+
+        Target tracking moves desiredCount between `tasks` and `max_tasks`, so running is held
+        against desired, not the configured count. A deployment's rolloutState is COMPLETED,
+        FAILED or IN_PROGRESS, and a task's healthStatus HEALTHY, UNHEALTHY or UNKNOWN (ECS API
+        reference: Deployment, https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Deployment.html;
+        Task, https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Task.html).
+        """
+        ps = self.settings.pooler.pgbouncer
+        low, high = ps.tasks, ps.scaling_maximum
         cluster = require(self.outputs, "ecs_cluster_name")
         service_name = require(self.outputs, "ecs_service_name")
-        services = self.client("ecs").describe_services(cluster=cluster, services=[service_name])
+        ecs = self.client("ecs")
+        services = ecs.describe_services(cluster=cluster, services=[service_name])
         service = next(iter(services.get("services", [])), None)
+        events = (
+            f"read the service's events: aws ecs describe-services --cluster {cluster} "
+            f"--services {service_name}"
+        )
         if service is None:
             yield failed(
                 "pgbouncer tasks",
                 f"no service {service_name} in cluster {cluster}",
                 "deploy the stack (`pulumi up`)",
             )
+            running = 0
         else:
             running, desired = service["runningCount"], service["desiredCount"]
-            found = f"{running} running of {desired} desired (budget: {tasks} tasks)"
-            if running == desired == tasks:
-                yield passed("pgbouncer tasks", found)
-            else:
+            span = f"{low}" if low == high else f"{low} to {high}"
+            found = f"{running} running of {desired} desired (the stack runs {span})"
+            rolling = [
+                d
+                for d in service.get("deployments", [])
+                if d.get("rolloutState") in ("IN_PROGRESS", "FAILED")
+            ]
+            if rolling:
+                d = rolling[0]
                 yield failed(
                     "pgbouncer tasks",
-                    found,
-                    f"read the service's events: aws ecs describe-services --cluster {cluster} "
-                    f"--services {service_name}",
+                    f"{found}; deployment {d.get('id', '?')} rolloutState "
+                    f"{d.get('rolloutState')}: {d.get('rolloutStateReason', '')}".rstrip(": "),
+                    "a rollout is under way: wait for it and run verify again"
+                    if d.get("rolloutState") == "IN_PROGRESS"
+                    else f"the rollout failed: {events}; logs in {self._log_group(service)}",
                 )
+            elif running != desired or not low <= desired <= high:
+                yield failed(
+                    "pgbouncer tasks", found, f"{events}; logs in {self._log_group(service)}"
+                )
+            else:
+                yield from self._task_health(ecs, cluster, service, found)
         arn = require(self.outputs, "target_group_arn")
         health = self.client("elbv2").describe_target_health(TargetGroupArn=arn)
         states = [d["TargetHealth"]["State"] for d in health.get("TargetHealthDescriptions", [])]
         healthy = states.count("healthy")
         found = f"{healthy} healthy of {len(states)} targets ({', '.join(states) or 'none'})"
-        if healthy == tasks and healthy == len(states):
+        if healthy and healthy == running and healthy == len(states):
             yield passed("nlb targets", found)
         else:
             yield failed(
                 "nlb targets",
-                found,
+                f"{found}; {running} tasks running",
                 "unhealthy targets fail the TCP health check: read the tasks' logs "
-                f"(/ecs/slotguard-{self.settings.stack}-pgbouncer)",
+                f"({self._log_group(service)})",
             )
+
+    def _task_health(
+        self, ecs: Any, cluster: str, service: dict[str, Any], found: str
+    ) -> Iterator[Check]:
+        arns = ecs.list_tasks(
+            cluster=cluster, serviceName=service["serviceName"], desiredStatus="RUNNING"
+        ).get("taskArns", [])
+        tasks = ecs.describe_tasks(cluster=cluster, tasks=arns).get("tasks", []) if arns else []
+        sick = [t for t in tasks if t.get("healthStatus") == "UNHEALTHY"]
+        if sick:
+            names = ", ".join(
+                f"{t['taskArn'].rsplit('/', 1)[-1]} "
+                + ", ".join(
+                    f"{c.get('name')} {c.get('healthStatus')}" for c in t.get("containers", [])
+                )
+                for t in sick
+            )
+            yield failed(
+                "pgbouncer tasks",
+                f"{found}; unhealthy: {names}",
+                f"read the tasks' logs ({self._log_group(service)})",
+            )
+        else:
+            states = sorted({str(t.get("healthStatus", "UNKNOWN")) for t in tasks})
+            yield passed("pgbouncer tasks", f"{found}; health {', '.join(states) or '-'}")
+
+    def _log_group(self, service: dict[str, Any] | None) -> str:
+        """The pooler's log group as the task definition names it (its generated suffix too)."""
+        prefix = f"/ecs/slotguard-{self.settings.stack}-pgbouncer-*"
+        definition = (service or {}).get("taskDefinition")
+        if not definition:
+            return prefix
+        try:
+            containers = self.client("ecs").describe_task_definition(taskDefinition=definition)[
+                "taskDefinition"
+            ]["containerDefinitions"]
+        except ClientError:
+            return prefix
+        for container in containers:
+            group = ((container.get("logConfiguration") or {}).get("options") or {}).get(
+                "awslogs-group"
+            )
+            if group:
+                return str(group)
+        return prefix
 
     def _rds_proxy(self) -> Iterator[Check]:
         proxy = require(self.outputs, "proxy_name")
@@ -302,15 +424,53 @@ class Verify:
             state = alarm["StateValue"]
             since = alarm.get("StateUpdatedTimestamp") or now
             age = (now - since).total_seconds()
-            if state == "INSUFFICIENT_DATA" and age > ALARM_GRACE_S:
+            configured = alarm.get("AlarmConfigurationUpdatedTimestamp") or since
+            settled = (now - configured).total_seconds() > ALARM_GRACE_S
+            silent = [m for m in alarm_metrics(alarm) if not self._has_data(cloudwatch, m)]
+            if state == "ALARM":
+                # A stack just deployed with an alarm firing is broken, whatever the alarm is:
+                # a health alarm treating missing data as breaching fires when nothing reports.
+                missing = alarm.get("TreatMissingData") == "breaching"
+                yield failed(
+                    f"alarm {name}",
+                    f"ALARM for {age / 60:.0f} min: {alarm.get('StateReason', '')[:200]}"
+                    + ("; missing data counts as breaching" if missing else ""),
+                    "fix what the alarm watches (its metric has no data, or breaches) before "
+                    "relying on the stack; the dashboard shows it",
+                )
+            elif state == "INSUFFICIENT_DATA" and age > ALARM_GRACE_S:
                 yield failed(
                     f"alarm {name}",
                     f"INSUFFICIENT_DATA for {age / 60:.0f} min: its metric never arrives",
                     f"check the metric {alarm.get('Namespace')}/{alarm.get('MetricName')} and "
                     "its dimensions exist (the pooler's exporter, the function names)",
                 )
+            elif silent and settled:
+                yield failed(
+                    f"alarm {name}",
+                    f"{state}, but no datapoint of {'; '.join(map(describe_metric, silent))} in "
+                    "the last two weeks: it can never fire",
+                    "the alarm watches a metric or dimension nothing publishes: redeploy the "
+                    "alarms (`pulumi up`) or fix the publisher",
+                )
             else:
                 yield passed(f"alarm {name}", f"{state}, notifies {len(alarm['AlarmActions'])}")
+
+    def _has_data(self, cloudwatch: Any, metric: dict[str, Any]) -> bool:
+        """ListMetrics lists a metric only if it had datapoints in the past two weeks
+        (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_ListMetrics.html)."""
+        listed = cloudwatch.list_metrics(
+            Namespace=metric["Namespace"],
+            MetricName=metric["MetricName"],
+            Dimensions=[
+                {"Name": d["Name"], "Value": d["Value"]} for d in metric.get("Dimensions", [])
+            ],
+        )
+        wanted = {(d["Name"], d["Value"]) for d in metric.get("Dimensions", [])}
+        return any(
+            {(d["Name"], d["Value"]) for d in m.get("Dimensions", [])} == wanted
+            for m in listed.get("Metrics", [])
+        )
 
     def subscription(self) -> Iterator[Check]:
         email = self.settings.alarms.email
