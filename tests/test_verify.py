@@ -102,6 +102,7 @@ def health_body(s: StackSettings, **changes: Any) -> dict[str, Any]:
         },
         "alarm_percent": 80.0,
         "via": {"host": ENDPOINT, "port": 6432},
+        "path": {"function": "10.40.1.23:51234", "server_saw": "10.40.2.7:40112"},
         "role": {
             "name": au.name,
             "connection_limit": au.connection_limit,
@@ -162,6 +163,25 @@ def test_health_connected_to_the_database_not_the_pooler_fails() -> None:
     )
     assert check.failed
     assert "the pooler is" in check.found
+
+
+def test_a_function_the_database_sees_directly_is_not_through_the_pooler() -> None:
+    # The health function reports the server's view of its client (inet_client_addr/port)
+    # and its own socket; equal means the connection reached the database directly
+    # (tests/test_functions_api.py shows both against real PgBouncer and PostgreSQL).
+    s = settings()
+    body = health_body(s, path={"function": "10.40.1.23:51234", "server_saw": "10.40.1.23:51234"})
+    check = one(
+        list(verify(s, {"lambda": health_lambda(200, body)}).health()), "through the pooler"
+    )
+    assert check.failed
+    assert "nothing sits in between" in check.found
+    body = health_body(s, path={})
+    check = one(
+        list(verify(s, {"lambda": health_lambda(200, body)}).health()), "through the pooler"
+    )
+    assert check.failed
+    assert "reports no path" in check.found
 
 
 def test_a_health_function_that_raises_is_a_failed_row() -> None:

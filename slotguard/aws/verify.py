@@ -143,18 +143,49 @@ class Verify:
                 "fix what `reason` names (database reachable, pooler running, utilisation "
                 "below the alarm)",
             )
+        yield from self._path(name, body)
+
+    def _path(self, name: str, body: dict[str, Any]) -> Iterator[Check]:
+        """The pooler's endpoint in the function's settings, and a hop the server saw.
+
+        The health function reports the server's view of its session's client
+        (inet_client_addr/port) beside its own socket: through a pooler they differ (the
+        backend's client is the pooler), wired straight to the database they are equal.
+        """
         via = body.get("via") or {}
+        path = body.get("path") or {}
         endpoint = require(self.outputs, "pooler_endpoint")
         port = require(self.outputs, "pooler_port")
-        if via.get("host") == endpoint and via.get("port") == int(port):
-            yield passed("through the pooler", f"{name} connected to {endpoint}:{port}")
-        else:
+        redeploy = (
+            "functions must reach the database only through the pooler: redeploy "
+            "(`pulumi up`) so DB_HOST/DB_PORT are the pooler's"
+        )
+        if via.get("host") != endpoint or via.get("port") != int(port):
             yield failed(
                 "through the pooler",
                 f"{name} connected to {via.get('host')}:{via.get('port')}, the pooler is "
                 f"{endpoint}:{port}",
-                "functions must reach the database only through the pooler: redeploy "
-                "(`pulumi up`) so DB_HOST/DB_PORT are the pooler's",
+                redeploy,
+            )
+        elif not path.get("server_saw") or not path.get("function"):
+            yield failed(
+                "through the pooler",
+                f"{name} set to {endpoint}:{port}, but it reports no path (server's view "
+                f"{path.get('server_saw')}, its own socket {path.get('function')})",
+                "deploy the kit's functions.health handler, which reports both",
+            )
+        elif path["server_saw"] == path["function"]:
+            yield failed(
+                "through the pooler",
+                f"the database saw {name}'s own socket {path['function']} as its client: "
+                "nothing sits in between",
+                redeploy,
+            )
+        else:
+            yield passed(
+                "through the pooler",
+                f"{name} connected to {endpoint}:{port}; the database saw "
+                f"{path['server_saw']}, not the function's {path['function']}",
             )
 
     def app_user(self) -> Iterator[Check]:
