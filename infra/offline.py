@@ -200,6 +200,8 @@ class MockAccount:
     quota_error: str | None = None
     # interface endpoint service (e.g. "logs") -> the AZ letters it is offered in (else all)
     endpoint_service_zones: Mapping[str, str] = field(default_factory=dict)
+    # other Lambda functions in the region -> their reserved concurrency (-1: unreserved)
+    other_functions: Mapping[str, int] = field(default_factory=dict)
 
 
 class OfflineMocks(pulumi_mocks.Mocks):
@@ -324,6 +326,21 @@ class OfflineMocks(pulumi_mocks.Mocks):
                 "prefixListId": f"pl-{_digest(endpoint)[:8]}",
                 "routeTableIds": [self.account.main_route_table],
                 "state": "available",
+            }
+        if invoke == "getFunctions":
+            names = sorted(self.account.other_functions)
+            return {
+                "id": r,
+                "functionNames": names,
+                "functionArns": [self.arn("lambda", f"function:{n}") for n in names],
+            }
+        if invoke == "getFunction":
+            name = str(args.args.get("functionName", ""))
+            return {
+                "id": name,
+                "functionName": name,
+                "arn": self.arn("lambda", f"function:{name}"),
+                "reservedConcurrentExecutions": self.account.other_functions.get(name, -1),
             }
         if invoke == "getServiceQuota":
             return {

@@ -201,6 +201,22 @@ def test_preview_refuses_reservations_the_account_cannot_take(quota: int, advice
     assert advice in problem
 
 
+def test_two_stacks_in_one_region_share_the_quota() -> None:
+    # One account's concurrent executions quota covers every function of the region, and a
+    # reservation is taken out of it for all (AWS What's New, 2017-11-30, "Set concurrency
+    # limits on individual AWS Lambda functions"): with prod's 600 + 5 + 1 reserved, dev's
+    # 894 + 5 + 1 no longer fits 1,000 - 100, though each alone does.
+    prod = {"slotguard-prod-api": 600, "slotguard-prod-health": 5, "slotguard-prod-bootstrap": 1}
+    account = MockAccount(other_functions={**prod, "someone-else": -1})
+    with pytest.raises(SettingsError) as refused:
+        run_offline(reserving_dev(), account=account)
+    (problem,) = refused.value.problems
+    assert "other functions there reserve 606" in problem
+    assert "(294 reservable)" in problem
+    # The dev example reserves nothing, so it deploys beside prod.
+    assert run_offline(variant_settings("dev"), account=account).resources
+
+
 def test_an_unreadable_quota_names_the_permission() -> None:
     denied = "AccessDeniedException: not authorized to perform: servicequotas:GetServiceQuota"
     with pytest.raises(SettingsError) as refused:
