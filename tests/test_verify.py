@@ -595,6 +595,44 @@ def test_an_alarm_on_a_metric_nobody_publishes_fails(aws: None) -> None:
     assert check.status is Status.PASS, check
 
 
+def test_a_function_alarm_is_proven_by_the_functions_invocations(aws: None) -> None:
+    # Lambda sends Errors/Throttles only when nonzero ("AWS Lambda only sends these metrics to
+    # CloudWatch if they have a nonzero value",
+    # http://docs.aws.amazon.com/lambda/latest/dg/monitoring-functions-metrics.html): a healthy
+    # function's Throttles alarm is checked against its Invocations instead.
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    dims: Any = [{"Name": "FunctionName", "Value": "slotguard-t-api"}]
+    cloudwatch.put_metric_alarm(
+        AlarmName="slotguard-t-api-throttles",
+        Namespace="AWS/Lambda",
+        MetricName="Throttles",
+        Dimensions=dims,
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+        AlarmActions=["arn:aws:sns:eu-west-1:123456789012:slotguard-t-alarms"],
+    )
+    cloudwatch.set_alarm_state(
+        AlarmName="slotguard-t-api-throttles", StateValue="OK", StateReason="evaluated"
+    )
+    later = datetime.now(UTC) + timedelta(minutes=20)
+    v = verify(
+        settings(), out=outputs(alarm_names=["slotguard-t-api-throttles"]), now=lambda: later
+    )
+    check = one(list(v.alarms()), "alarm slotguard-t-api-throttles")
+    assert check.status is Status.PASS
+    assert "not proven" in check.found
+    cloudwatch.put_metric_data(
+        Namespace="AWS/Lambda",
+        MetricData=[{"MetricName": "Invocations", "Dimensions": dims, "Value": 1}],
+    )
+    check = one(list(v.alarms()), "alarm slotguard-t-api-throttles")
+    assert check.status is Status.PASS
+    assert "not proven" not in check.found
+
+
 def test_alarms_that_left_insufficient_data_pass_later(aws: None) -> None:
     alarm("slotguard-t-a")
     publish_connections()

@@ -49,6 +49,23 @@ def alarm_metrics(alarm: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+# Lambda sends Errors and Throttles only when nonzero ("AWS Lambda only sends these metrics to
+# CloudWatch if they have a nonzero value", AWS Lambda Metrics,
+# http://docs.aws.amazon.com/lambda/latest/dg/monitoring-functions-metrics.html): a healthy
+# function has none. The same function's Invocations proves the alarm's dimension instead.
+LAMBDA_EVENT_METRICS = frozenset({"Errors", "Throttles"})
+INVOCATIONS = "Invocations"
+
+
+def event_proxy(metric: dict[str, Any]) -> dict[str, Any]:
+    """The metric whose datapoints prove an alarm's metric and dimensions are live."""
+    if metric.get("Namespace") == "AWS/Lambda" and metric.get("MetricName") in (
+        LAMBDA_EVENT_METRICS
+    ):
+        return {**metric, "MetricName": INVOCATIONS}
+    return metric
+
+
 def describe_metric(metric: dict[str, Any]) -> str:
     dims = ", ".join(f"{d['Name']}={d['Value']}" for d in metric.get("Dimensions", []))
     return f"{metric.get('Namespace')}/{metric.get('MetricName')} {{{dims}}}"
@@ -457,7 +474,8 @@ class Verify:
             age = (now - since).total_seconds()
             configured = alarm.get("AlarmConfigurationUpdatedTimestamp") or since
             settled = (now - configured).total_seconds() > ALARM_GRACE_S
-            silent = [m for m in alarm_metrics(alarm) if not self._has_data(cloudwatch, m)]
+            watched = [event_proxy(m) for m in alarm_metrics(alarm)]
+            silent = [m for m in watched if not self._has_data(cloudwatch, m)]
             if state == "ALARM":
                 # A stack just deployed with an alarm firing is broken, whatever the alarm is:
                 # a health alarm treating missing data as breaching fires when nothing reports.
@@ -475,6 +493,14 @@ class Verify:
                     f"INSUFFICIENT_DATA for {age / 60:.0f} min: its metric never arrives",
                     f"check the metric {alarm.get('Namespace')}/{alarm.get('MetricName')} and "
                     "its dimensions exist (the pooler's exporter, the function names)",
+                )
+            elif silent and settled and all(m["MetricName"] == INVOCATIONS for m in silent):
+                # Lambda sends its invocation counts only when nonzero: a function never
+                # invoked yet cannot show its dimension is right. Said, not failed.
+                yield passed(
+                    f"alarm {name}",
+                    f"{state}, notifies {len(alarm['AlarmActions'])}; its function has no "
+                    "invocation yet, so its metric's dimension is not proven",
                 )
             elif silent and settled:
                 yield failed(
