@@ -184,6 +184,60 @@ def test_a_function_the_database_sees_directly_is_not_through_the_pooler() -> No
     assert "reports no path" in check.found
 
 
+def pooler_tasks(*addresses: str) -> Any:
+    ecs, stub = stubbed("ecs")
+    arns = [f"arn:aws:ecs:{REGION}:123456789012:task/slotguard-t/t{i}" for i in range(2)]
+    stub.add_response(
+        "list_tasks",
+        {"taskArns": arns},
+        {
+            "cluster": "slotguard-t",
+            "serviceName": "slotguard-t-pgbouncer",
+            "desiredStatus": "RUNNING",
+        },
+    )
+    # https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Attachment.html
+    stub.add_response(
+        "describe_tasks",
+        {
+            "tasks": [
+                {
+                    "taskArn": arn,
+                    "attachments": [
+                        {
+                            "type": "ElasticNetworkInterface",
+                            "details": [{"name": "privateIPv4Address", "value": address}],
+                        }
+                    ],
+                }
+                for arn, address in zip(arns, addresses, strict=True)
+            ]
+        },
+        {"cluster": "slotguard-t", "tasks": arns},
+    )
+    stub.activate()
+    return ecs
+
+
+def test_the_client_the_database_saw_is_one_of_the_pooler_tasks() -> None:
+    s = settings()
+    out = outputs(**PGB)
+    clients = {
+        "lambda": health_lambda(200, health_body(s)),
+        "ecs": pooler_tasks("10.40.2.7", "10.40.3.9"),
+    }
+    check = one(list(verify(s, clients, out).health()), "through the pooler")
+    assert check.status is Status.PASS, check
+    assert "pooler task 10.40.2.7" in check.found
+    clients = {
+        "lambda": health_lambda(200, health_body(s)),
+        "ecs": pooler_tasks("10.40.2.8", "10.40.3.9"),
+    }
+    check = one(list(verify(s, clients, out).health()), "through the pooler")
+    assert check.failed
+    assert "none of the pooler's tasks (10.40.2.8, 10.40.3.9)" in check.found
+
+
 def test_a_health_function_that_raises_is_a_failed_row() -> None:
     s = settings()
     v = verify(s, {"lambda": health_lambda(200, {}, function_error="Unhandled")})

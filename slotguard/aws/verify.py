@@ -199,11 +199,49 @@ class Verify:
                 redeploy,
             )
         else:
+            seen = str(path["server_saw"]).rsplit(":", 1)[0]
+            tasks = self._pooler_addresses()
+            if tasks and seen not in tasks:
+                yield failed(
+                    "through the pooler",
+                    f"the database saw {path['server_saw']} as {name}'s client, none of the "
+                    f"pooler's tasks ({', '.join(sorted(tasks))})",
+                    "something else sits between the functions and the database: compare "
+                    "DB_HOST with the pooler_endpoint output",
+                )
+                return
+            which = f"pooler task {seen}" if tasks else str(path["server_saw"])
             yield passed(
                 "through the pooler",
-                f"{name} connected to {endpoint}:{port}; the database saw "
-                f"{path['server_saw']}, not the function's {path['function']}",
+                f"{name} connected to {endpoint}:{port}; the database saw {which}, not the "
+                f"function's {path['function']}",
             )
+
+    def _pooler_addresses(self) -> set[str]:
+        """The private addresses of the PgBouncer service's running tasks (empty if unknown).
+
+        A Fargate task's ENI attachment lists `privateIPv4Address` among its details
+        (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Attachment.html).
+        """
+        cluster = self.outputs.get("ecs_cluster_name")
+        service = self.outputs.get("ecs_service_name")
+        if self.settings.pooler.kind != "pgbouncer" or not cluster or not service:
+            return set()
+        ecs = self.client("ecs")
+        try:
+            arns = ecs.list_tasks(
+                cluster=cluster, serviceName=service, desiredStatus="RUNNING"
+            ).get("taskArns", [])
+            tasks = ecs.describe_tasks(cluster=cluster, tasks=arns).get("tasks", []) if arns else []
+        except ClientError:
+            return set()
+        return {
+            str(d["value"])
+            for t in tasks
+            for a in t.get("attachments", [])
+            for d in a.get("details", [])
+            if d.get("name") == "privateIPv4Address"
+        }
 
     def app_user(self) -> Iterator[Check]:
         role = (self._invoke_health()["body"].get("role")) or {}
