@@ -557,6 +557,28 @@ def test_an_existing_private_dns_endpoint_is_reused_not_a_conflict(aws: None) ->
     assert not [c for c in checks if c.failed], checks
 
 
+def test_the_whole_preflight_on_an_emulated_existing_vpc_has_no_network_false_failure(
+    aws: None,
+) -> None:
+    # Every check through `run()`, against moto's EC2: subnets on the main route table
+    # implicitly and a Secrets Manager endpoint with private DNS already present. The network
+    # rows all pass (other rows depend on services moto does not model for PostgreSQL).
+    ec2, vpc_id, subnets = vpc()
+    ec2.create_vpc_endpoint(
+        VpcId=vpc_id,
+        ServiceName=f"com.amazonaws.{REGION}.secretsmanager",
+        VpcEndpointType="Interface",
+        SubnetIds=subnets,
+        PrivateDnsEnabled=True,
+    )
+    checks = preflight(existing(vpc_id, subnets)).run()
+    network = {"vpc dns", "subnets", "route tables", "vpc endpoints", "vpc endpoint services"}
+    rows = [c for c in checks if c.name in network]
+    assert {c.name for c in rows} == network
+    assert all(c.status is Status.PASS for c in rows), rows
+    assert one(checks, "nat egress").status is Status.SKIP
+
+
 def test_an_existing_endpoint_without_private_dns_fails_with_the_command(aws: None) -> None:
     # Calls reach an interface endpoint by the service's default name only with private DNS on
     # (CreateVpcEndpoint PrivateDnsEnabled,
