@@ -305,11 +305,12 @@ def running_connection_limit(conn: psycopg.Connection[Any], app: AppUserSpec) ->
     row = conn.execute(
         "SELECT current_setting('max_connections')::int,"
         " current_setting('superuser_reserved_connections')::int,"
-        " coalesce(current_setting('reserved_connections', true), '0')::int"
+        " coalesce(current_setting('reserved_connections', true), '0')::int,"
+        " coalesce(current_setting('rds.rds_superuser_reserved_connections', true), '0')::int"
     ).fetchone()
     assert row is not None
-    max_connections, superuser_reserved, reserved = (int(v) for v in row)
-    running = max_connections - superuser_reserved - reserved - app.admin_margin
+    max_connections, superuser_reserved, reserved, rds_reserved = (int(v) for v in row)
+    running = max_connections - superuser_reserved - reserved - rds_reserved - app.admin_margin
     return max(1, min(app.connection_limit, running))
 
 

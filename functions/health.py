@@ -9,7 +9,9 @@ its owner's right to read pg_stat_activity, so the application role itself never
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -76,6 +78,12 @@ def check(
                 if roles
                 else []
             )
+            # The peer the server sees on this session's backend: the pooler when one is in
+            # between, this function's own socket when it connected directly.
+            peer = conn.execute(
+                "SELECT host(inet_client_addr()) AS addr, inet_client_port() AS port"
+            ).fetchone()
+            local = _local_address(conn.pgconn.socket)
     except DatabaseUnavailableError as exc:
         return 503, {"status": "unavailable", "reason": exc.reason, "failure": exc.failure.value}
     assert row is not None  # the function always returns one row
@@ -97,6 +105,12 @@ def check(
         # Where this function connected (the pooler's endpoint on AWS) and as which role, so a
         # deployed stack can be checked from outside without a connection of its own.
         "via": {"host": settings.host, "port": settings.port},
+        # The path the connection took: the database server's view of its client against this
+        # function's own end of the socket. Equal means nothing sits in between.
+        "path": {
+            "function": local,
+            "server_saw": f"{peer['addr']}:{peer['port']}" if peer and peer["addr"] else None,
+        },
         "role": {
             "name": role["rolname"],
             "connection_limit": role["rolconnlimit"],
@@ -108,6 +122,16 @@ def check(
     if saturated:
         body["reason"] = f"{percent}% of max_connections in use (alarm at {alarm}%)"
     return (503 if saturated else 200), body
+
+
+def _local_address(fd: int) -> str | None:
+    """`host:port` of this end of the database socket (None when it cannot be read)."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            name = sock.getsockname()
+    except OSError:
+        return None
+    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else None
 
 
 @with_lambda_context

@@ -57,20 +57,47 @@ def lambda_quota(parent: pulumi.Resource | None = None) -> int:
     return int(quota.value)
 
 
-def quota_problems(settings: StackSettings, budget: Budget, quota: int) -> list[str]:
-    """Lambda refuses a reservation that leaves fewer than 100 executions unreserved."""
-    reservable = quota - LAMBDA_UNRESERVED_MINIMUM
+def reserved_elsewhere(settings: StackSettings, parent: pulumi.Resource | None = None) -> int:
+    """What the region's other functions reserve (another stack's included).
+
+    Every function of the region is listed (`lambda_.get_functions`) and each one outside this
+    stack read for its reservation: `reserved_concurrent_executions`, "-1 if unreserved"
+    (pulumi-aws `lambda_.get_function` docstring).
+    """
+    opts = pulumi.InvokeOptions(parent=parent)
+    ours = f"slotguard-{settings.stack}-"
+    total = 0
+    for name in aws.lambda_.get_functions(opts=opts).function_names:
+        if name.startswith(ours):
+            continue
+        reserved = aws.lambda_.get_function(function_name=name, opts=opts)
+        total += max(int(reserved.reserved_concurrent_executions), 0)
+    return total
+
+
+def quota_problems(
+    settings: StackSettings, budget: Budget, quota: int, elsewhere: int = 0
+) -> list[str]:
+    """Lambda refuses a reservation that leaves fewer than 100 executions unreserved.
+
+    `elsewhere` is what other functions of the region already reserve: two stacks in one
+    account and region draw on one quota.
+    """
+    reservable = quota - LAMBDA_UNRESERVED_MINIMUM - elsewhere
     total = budget.reserved_concurrency_total
-    if total <= reservable:
+    # No reservation asks nothing of the quota: unreserved functions run at any quota.
+    if total == 0 or total <= reservable:
         return []
     parts = " + ".join(
         f"{f.name} {f.reserved_concurrency}"
         for f in sorted(budget.functions.values(), key=lambda f: f.name)
+        if f.reserved_concurrency is not None
     )
     region = settings.region or "the stack's region"
     if reservable < BOOTSTRAP_RESERVED_CONCURRENCY + len(budget.functions):
         advice = (
-            "no reservation is possible at that quota: request an increase of Lambda's "
+            "no reservation is possible at that quota: leave the functions unreserved "
+            "(functions.<name>.reserved_concurrency: null) or request an increase of Lambda's "
             "'Concurrent executions' (L-B99A9384) in Service Quotas"
         )
     else:
@@ -78,11 +105,13 @@ def quota_problems(settings: StackSettings, budget: Budget, quota: int) -> list[
             "lower functions.<name>.reserved_concurrency (largest first) or request an "
             "increase of Lambda's 'Concurrent executions' (L-B99A9384) in Service Quotas"
         )
+    others = f", other functions there reserve {elsewhere}" if elsewhere else ""
     return [
         f"functions.reserved_concurrency: the stack reserves {parts} + bootstrap "
         f"{BOOTSTRAP_RESERVED_CONCURRENCY} = {total}, but the account's concurrent executions "
-        f"quota in {region} is {quota} and Lambda keeps {LAMBDA_UNRESERVED_MINIMUM} unreserved "
-        f"({reservable} reservable); {advice}, then set lambda_concurrency_quota to the new quota"
+        f"quota in {region} is {quota}{others} and Lambda keeps {LAMBDA_UNRESERVED_MINIMUM} "
+        f"unreserved ({max(reservable, 0)} reservable); {advice}, then set "
+        "lambda_concurrency_quota to the new quota"
     ]
 
 
@@ -121,7 +150,9 @@ def check_account(
     problems: list[str] = []
     try:
         quota = lambda_quota(parent)
-        problems += quota_problems(settings, budget, quota)
+        # Only a stack that reserves competes for the reservable part of the quota.
+        elsewhere = reserved_elsewhere(settings, parent) if budget.reserved_concurrency_total else 0
+        problems += quota_problems(settings, budget, quota, elsewhere)
     except SettingsError as error:
         problems += error.problems
         quota = 0

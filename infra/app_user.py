@@ -20,7 +20,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from infra.budget import BOOTSTRAP_RESERVED_CONCURRENCY, Budget
+from infra.budget import Budget
 from infra.functions import (
     LOG_RETENTION_DAYS,
     RDS_CA_BUNDLE_PATH,
@@ -216,7 +216,7 @@ class AppUser(pulumi.ComponentResource):
                 architecture=first.architecture,
                 memory_mb=BOOTSTRAP_MEMORY_MB,
                 timeout_s=BOOTSTRAP_TIMEOUT_S,
-                reserved_concurrency=BOOTSTRAP_RESERVED_CONCURRENCY,
+                reserved_concurrency=args.budget.bootstrap_reserved_concurrency,
                 code=args.code(first.runtime, first.architecture),
                 environment={
                     # The bootstrap alone connects to the database itself (as the master user).

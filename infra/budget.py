@@ -262,7 +262,7 @@ class FunctionBudget:
 
     name: str
     timeout_s: int
-    reserved_concurrency: int
+    reserved_concurrency: int | None  # None: unreserved, in the account's shared pool
     connect_timeout_s: int
     retry_budget_s: float
     idle_discard_s: int
@@ -334,13 +334,25 @@ class Budget:
             return None
         return self.pgbouncer.pool_size - sum(w.pool_size or 0 for w in self.workloads.values())
 
+    # The most function instances (one client connection each) the pooler may see at once:
+    # the reservations, plus the account's whole unreserved pool when a function is unreserved.
+    client_demand: int = 0
+    client_demand_text: str = ""
+
+    @property
+    def bootstrap_reserved_concurrency(self) -> int | None:
+        """The bootstrap's reservation: 1 where the stack reserves at all, else unreserved.
+
+        Its advisory lock (functions/bootstrap.py LOCK_KEY) already keeps two runs apart; the
+        reservation only adds a bound, which an account too small to reserve cannot give.
+        """
+        reserves = any(f.reserved_concurrency is not None for f in self.functions.values())
+        return BOOTSTRAP_RESERVED_CONCURRENCY if reserves else None
+
     @property
     def reserved_concurrency_total(self) -> int:
         """Every reservation the stack makes on the account: its functions' plus the bootstrap's."""
-        return (
-            sum(f.reserved_concurrency for f in self.functions.values())
-            + BOOTSTRAP_RESERVED_CONCURRENCY
-        )
+        return reserved_total([f.reserved_concurrency for f in self.functions.values()])
 
     def function_environment(self, name: str) -> dict[str, str]:
         """The numbers a function reads from its environment (host and secret come from infra)."""
@@ -417,6 +429,54 @@ class Budget:
         data = asdict(self)
         data["figures"] = [{**asdict(f), "headroom": f.headroom} for f in self.figures]
         return data
+
+
+def reserved_total(reservations: list[int | None]) -> int:
+    """Functions' reservations plus the bootstrap's 1, which it takes only beside others."""
+    reserved = [r for r in reservations if r is not None]
+    return sum(reserved) + (BOOTSTRAP_RESERVED_CONCURRENCY if reserved else 0)
+
+
+def client_demand(settings: StackSettings) -> tuple[int, str]:
+    """The most instances of the stack's functions that can run at once, with the arithmetic.
+
+    A reserved function runs at most its reservation. Unreserved functions share the account's
+    unreserved pool: together at most the quota less every reservation, this stack's included
+    (other stacks' reservations only make the pool smaller). Each instance holds one client
+    connection; the bootstrap connects to the database itself, not through the pooler.
+    """
+    fns = sorted(settings.functions.items())
+    reserved = {n: f.reserved_concurrency for n, f in fns if f.reserved_concurrency is not None}
+    unreserved = [n for n, f in fns if f.reserved_concurrency is None]
+    parts = [f"{n} {r}" for n, r in reserved.items()]
+    demand = sum(reserved.values())
+    if unreserved:
+        total = reserved_total([f.reserved_concurrency for _, f in fns])
+        pool = max(settings.lambda_concurrency_quota - total, 0)
+        demand += pool
+        parts.append(
+            f"unreserved {', '.join(unreserved)} up to lambda_concurrency_quota "
+            f"{settings.lambda_concurrency_quota} - {total} reserved = {pool}"
+        )
+    return demand, " + ".join(parts)
+
+
+def reserved_text(settings: StackSettings) -> str:
+    """The reserved slots' arithmetic, e.g. `3 superuser_reserved - 2 rds_superuser_reserved`.
+
+    On RDS for PostgreSQL ordinary roles get max_connections - superuser_reserved_connections -
+    rds.rds_superuser_reserved_connections (AWS knowledge center,
+    rds-postgresql-error-connection-slots), and PostgreSQL 16 keeps `reserved_connections`
+    from them too.
+    """
+    db = settings.database
+    parts = [
+        f"{db.reserved_connections} superuser_reserved",
+        f"{db.rds_superuser_reserved_connections} rds_superuser_reserved",
+    ]
+    if db.pg_reserved_connections:
+        parts.append(f"{db.pg_reserved_connections} reserved_connections")
+    return " - ".join(parts)
 
 
 def _class_memory_gib(instance_class: str) -> float | None:
@@ -525,11 +585,8 @@ def _pgbouncer(
     )
     capacity = processes * pb.max_client_conn
     usable = capacity * (100 - pb.client_headroom_percent) // 100
-    demand = sum(f.reserved_concurrency for f in settings.functions.values())
+    demand, parts = client_demand(settings)
     if demand > usable:
-        parts = " + ".join(
-            f"{name} {f.reserved_concurrency}" for name, f in sorted(settings.functions.items())
-        )
         out.append(
             Violation(
                 "pooler.pgbouncer.max_client_conn",
@@ -820,21 +877,23 @@ def _workloads(
     return result
 
 
-def compute_budget(settings: StackSettings) -> Budget:  # noqa: PLR0915 - one step per part
+def compute_budget(settings: StackSettings) -> Budget:
     """Derive every number of the stack, or raise `BudgetError` listing every broken invariant."""
     out: list[Violation] = []
     m, m_source = _max_connections(settings, out)
     db = settings.database
-    ceiling = m - db.reserved_connections - db.admin_margin
+    # RDS keeps superuser_reserved_connections and rds.rds_superuser_reserved_connections (and
+    # PostgreSQL 16's reserved_connections) from ordinary roles: the pooler's role is one.
+    ceiling = m - db.reserved_total - db.admin_margin
     ceiling_text = (
         f"{ceiling} the database can give the pooler (max_connections {m} - "
-        f"{db.reserved_connections} reserved - {db.admin_margin} admin)"
+        f"{reserved_text(settings)} - {db.admin_margin} admin)"
     )
     if m and ceiling < 2:
         out.append(
             Violation(
                 "database.admin_margin",
-                f"max_connections {m} - {db.reserved_connections} reserved - "
+                f"max_connections {m} - {reserved_text(settings)} - "
                 f"{db.admin_margin} admin = {ceiling} leaves the pooler fewer than 2 connections",
             )
         )
@@ -862,6 +921,7 @@ def compute_budget(settings: StackSettings) -> Budget:  # noqa: PLR0915 - one st
         reap = rds_proxy.idle_client_timeout_s
         port = rds_proxy.port
     functions = _functions(settings, queue_wait, queue_setting, reap, out)
+    demand, demand_text = client_demand(settings)
     warnings: list[str] = []
     workloads, app_user_limit = _workloads(
         settings, pgbouncer, server_total=server_total, ceiling=ceiling, out=out, warnings=warnings
@@ -870,24 +930,7 @@ def compute_budget(settings: StackSettings) -> Budget:  # noqa: PLR0915 - one st
         pgbouncer = _pgbouncer_prepared(settings, pgbouncer, out)
         pgbouncer = _pgbouncer_logins(settings, pgbouncer, functions, warnings)
 
-    reserved_total = (
-        sum(f.reserved_concurrency for f in settings.functions.values())
-        + BOOTSTRAP_RESERVED_CONCURRENCY
-    )
-    reservable = settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM
-    if reserved_total > reservable:
-        parts = " + ".join(
-            f"{name} {f.reserved_concurrency}" for name, f in sorted(settings.functions.items())
-        )
-        out.append(
-            Violation(
-                "lambda_concurrency_quota",
-                f"reserved concurrency {parts} + bootstrap {BOOTSTRAP_RESERVED_CONCURRENCY} = "
-                f"{reserved_total} exceeds the account quota {settings.lambda_concurrency_quota} "
-                f"- {LAMBDA_UNRESERVED_MINIMUM} that Lambda keeps unreserved = {reservable}; "
-                "request a higher quota in Service Quotas and set it here, or reserve less",
-            )
-        )
+    out += _lambda_quota(settings)
 
     au = settings.app_user
     app_user = AppUserBudget(
@@ -905,14 +948,15 @@ def compute_budget(settings: StackSettings) -> Budget:  # noqa: PLR0915 - one st
     alarms_settings = settings.alarms
     warn = math.ceil(m * alarms_settings.warn_percent / 100)
     critical = math.ceil(m * alarms_settings.critical_percent / 100)
-    usable_slots = m - db.reserved_connections
+    usable_slots = m - db.reserved_total
     if m and critical > usable_slots:
         out.append(
             Violation(
                 "alarms.critical_percent",
                 f"critical threshold {alarms_settings.critical_percent}% of {m} = {critical} "
-                f"connections is above the {usable_slots} non-reserved slots: it would fire "
-                "only after clients are already refused",
+                f"connections is above the {usable_slots} slots ordinary roles get "
+                f"(max_connections {m} - {reserved_text(settings)}): it would fire only after "
+                "clients are already refused",
             )
         )
     # What the pooler may hold at its planned peak (a deploy's surge included) is normal.
@@ -944,7 +988,7 @@ def compute_budget(settings: StackSettings) -> Budget:  # noqa: PLR0915 - one st
         stack=settings.stack,
         max_connections=m,
         max_connections_source=m_source,
-        reserved_connections=db.reserved_connections,
+        reserved_connections=db.reserved_total,
         admin_margin=db.admin_margin,
         pooler_ceiling=ceiling,
         pooler_kind=settings.pooler.kind,
@@ -963,6 +1007,8 @@ def compute_budget(settings: StackSettings) -> Budget:  # noqa: PLR0915 - one st
         figures=(),
         warnings=tuple(warnings),
         workloads=workloads,
+        client_demand=demand,
+        client_demand_text=demand_text,
     )
     return _with_workload_figures(_with_figures(budget, settings))
 
@@ -1008,6 +1054,28 @@ def _with_workload_figures(budget: Budget) -> Budget:
     return replace(budget, figures=tuple(figures))
 
 
+def _lambda_quota(settings: StackSettings) -> list[Violation]:
+    """Reservations must leave Lambda its 100 unreserved; no reservation needs no room."""
+    fns = sorted(settings.functions.items())
+    total = reserved_total([f.reserved_concurrency for _, f in fns])
+    reservable = settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM
+    if total == 0 or total <= reservable:
+        return []
+    parts = " + ".join(
+        f"{name} {f.reserved_concurrency}" for name, f in fns if f.reserved_concurrency is not None
+    )
+    return [
+        Violation(
+            "lambda_concurrency_quota",
+            f"reserved concurrency {parts} + bootstrap {BOOTSTRAP_RESERVED_CONCURRENCY} = "
+            f"{total} exceeds the account quota {settings.lambda_concurrency_quota} "
+            f"- {LAMBDA_UNRESERVED_MINIMUM} that Lambda keeps unreserved = {max(reservable, 0)}; "
+            "request a higher quota in Service Quotas and set it here, reserve less, or leave "
+            "functions unreserved (functions.<name>.reserved_concurrency: null)",
+        )
+    ]
+
+
 def _version(text: str) -> tuple[int, int]:
     major, minor = text.split(".")[:2]
     return int(major), int(minor)
@@ -1043,7 +1111,7 @@ def _pgbouncer_logins(
     A warning, not a violation: a function whose connect window (connect timeout + retry
     budget) is shorter than the admission time may fail to log in during that burst.
     """
-    burst = sum(f.reserved_concurrency for f in functions.values())
+    burst, _ = client_demand(settings)
     ps = settings.pooler.pgbouncer
     result = admission(
         burst, tasks=pb.tasks, processes_per_task=pb.processes_per_task, task_cpu_units=ps.cpu
@@ -1073,16 +1141,22 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
         Figure("database.max_connections", m, "connections", budget.max_connections_source),
         Figure(
             "database.reserved_connections",
-            db.reserved_connections,
+            budget.reserved_connections,
             "connections",
-            "superuser_reserved_connections",
+            reserved_text(settings),
+        ),
+        Figure(
+            "database.usable_slots",
+            m - budget.reserved_connections,
+            "connections",
+            f"slots ordinary roles get: {m} - {budget.reserved_connections} reserved",
         ),
         Figure("database.admin_margin", db.admin_margin, "connections", "admin margin setting"),
         Figure(
             "pooler.ceiling",
             ceiling,
             "connections",
-            f"{m} - {db.reserved_connections} reserved - {db.admin_margin} admin",
+            f"{m} - {budget.reserved_connections} reserved - {db.admin_margin} admin",
         ),
     ]
     pb, rp = budget.pgbouncer, budget.rds_proxy
@@ -1206,8 +1280,8 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
             "pooler ceiling"
             if not budget.workloads
             else "pooler ceiling less the workloads' pools",
-            m - db.reserved_connections,
-            "non-reserved slots",
+            m - budget.reserved_connections,
+            "slots ordinary roles get",
         ),
         Figure("app_user.statement_timeout", au.statement_timeout_ms, "ms", "setting"),
         Figure(
@@ -1224,24 +1298,24 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
             "max(role's, 60 s)",
         ),
     ]
-    demand = sum(f.reserved_concurrency for f in budget.functions.values())
     figs.append(
         Figure(
             "functions.reserved_concurrency",
-            demand,
+            budget.client_demand,
             "instances",
-            " + ".join(f"{f.name} {f.reserved_concurrency}" for f in budget.functions.values()),
+            budget.client_demand_text,
             pb.usable_client_capacity if pb is not None else None,
             "pooler client capacity" if pb is not None else "",
         )
     )
+    bootstrap = budget.bootstrap_reserved_concurrency or 0
     figs.append(
         Figure(
             "lambda.reserved_concurrency_total",
             budget.reserved_concurrency_total,
             "instances",
-            f"functions {demand} + bootstrap {BOOTSTRAP_RESERVED_CONCURRENCY}",
-            settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM,
+            f"functions {budget.reserved_concurrency_total - bootstrap} + bootstrap {bootstrap}",
+            max(settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM, 0),
             f"account quota {settings.lambda_concurrency_quota} - "
             f"{LAMBDA_UNRESERVED_MINIMUM} unreserved",
         )
@@ -1289,8 +1363,8 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
             al.db_connections_critical,
             "connections",
             f"{settings.alarms.critical_percent}% of {m}",
-            m - db.reserved_connections,
-            "non-reserved slots",
+            m - budget.reserved_connections,
+            "slots ordinary roles get",
         ),
         Figure(
             "alarms.db_connections_bypass",

@@ -21,7 +21,14 @@ MASTER_USERNAME = "postgres"
 # The CA RDS signs the server certificate with; the functions' RDS CA bundle includes it.
 CA_CERT_IDENTIFIER = "rds-ca-rsa2048-g1"
 # Parameters PostgreSQL reads only at start; RDS applies them at the next reboot.
-STATIC_PARAMETERS = frozenset({"max_connections", "superuser_reserved_connections"})
+STATIC_PARAMETERS = frozenset(
+    {
+        "max_connections",
+        "superuser_reserved_connections",
+        "rds.rds_superuser_reserved_connections",
+        "reserved_connections",
+    }
+)
 # Logs `prod` exports to CloudWatch Logs: the server log and the major-version upgrade log, the two
 # types RDS for PostgreSQL publishes (ExportableLogTypes of DescribeDBEngineVersions;
 # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_LogAccess.Concepts.PostgreSQL.html).
@@ -41,14 +48,23 @@ class DatabaseArgs:
 
 
 def parameters(settings: StackSettings, budget: Budget) -> dict[str, str]:
-    """The parameter group's values: connection numbers from the budget, TLS and SCRAM forced."""
-    return {
+    """The parameter group's values: connection numbers from the budget, TLS and SCRAM forced.
+
+    Every reserved-slot parameter the budget counts is written, so what the budget subtracts is
+    what the server keeps, whatever RDS's defaults become.
+    """
+    db = settings.database
+    values = {
         "max_connections": str(budget.max_connections),
-        "superuser_reserved_connections": str(budget.reserved_connections),
+        "superuser_reserved_connections": str(db.reserved_connections),
+        "rds.rds_superuser_reserved_connections": str(db.rds_superuser_reserved_connections),
         "rds.force_ssl": "1",
         "password_encryption": "scram-sha-256",
         "idle_in_transaction_session_timeout": str(budget.database_idle_in_transaction_ms),
     }
+    if db.pg_reserved_connections:
+        values["reserved_connections"] = str(db.pg_reserved_connections)
+    return values
 
 
 class Database(pulumi.ComponentResource):

@@ -46,6 +46,17 @@ class FunctionCode:
 CodeSource = Callable[[str, str], FunctionCode]
 
 
+# The provider's value for "no reservation": "`-1` removes any concurrency limitations" (pulumi-aws
+# `lambda_.Function` reserved_concurrent_executions docstring), so a function that had one loses
+# it in place rather than keeping it because the input was left out.
+UNRESERVED = -1
+
+
+def lambda_reservation(reserved: int | None) -> int:
+    """The Lambda resource's `reserved_concurrent_executions` for a budget's reservation."""
+    return UNRESERVED if reserved is None else reserved
+
+
 def function_name(stack: str, key: str) -> str:
     """`slotguard-<stack>-<key>`, refused with the setting to change when Lambda would be."""
     name = f"slotguard-{stack}-{key}"
@@ -91,7 +102,7 @@ class LambdaFunctionArgs:
     architecture: str
     memory_mb: int
     timeout_s: int
-    reserved_concurrency: int
+    reserved_concurrency: int | None  # None: unreserved
     code: FunctionCode
     environment: Mapping[str, pulumi.Input[str]]
     subnet_ids: pulumi.Input[list[str]]
@@ -169,7 +180,7 @@ class LambdaFunction(pulumi.ComponentResource):
             architectures=[args.architecture],
             memory_size=args.memory_mb,
             timeout=args.timeout_s,
-            reserved_concurrent_executions=args.reserved_concurrency,
+            reserved_concurrent_executions=lambda_reservation(args.reserved_concurrency),
             code=args.code.archive,
             layers=list(args.layers) or None,
             source_code_hash=args.code.sha256_b64,

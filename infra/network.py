@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -82,8 +85,21 @@ def needs_s3_gateway(pooler_kind: str) -> bool:
     return "ecr.dkr" in POOLER_ENDPOINTS[pooler_kind]
 
 
-def endpoint_policy(service: str, region: str) -> str:
-    """The endpoint policy: only the calls the stack makes, on what the stack reads."""
+def endpoint_policy(service: str, region: str, account: str) -> str:
+    """The endpoint policy: only the calls the stack makes, by this account, on its resources.
+
+    `Principal: *` alone would let code in the VPC holding another account's credentials write
+    that account's logs and metrics or read its secrets through the endpoint. Interface
+    endpoints therefore require `aws:PrincipalAccount` and `aws:ResourceAccount` to be the
+    stack's account (AWS global condition context keys,
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html;
+    "Control access to VPC endpoints using endpoint policies",
+    https://docs.aws.amazon.com/vpc/latest/privatelink/vpc-endpoints-access.html). The S3
+    gateway endpoint serves only ECR's AWS-owned layer bucket, whose requests are presigned by
+    an ECR account, not by the stack's principals (aws-samples/data-perimeter-policy-examples,
+    vpc_endpoint_policies/README.md, "Creation of containers with Amazon ECR images"): an
+    account condition there would break image pulls, so the bucket ARN is its limit.
+    """
     statement: dict[str, object] = {
         "Sid": "SlotguardCalls",
         "Effect": "Allow",
@@ -91,14 +107,24 @@ def endpoint_policy(service: str, region: str) -> str:
         "Action": list(ENDPOINT_ACTIONS.get(service, ())),
         "Resource": "*",
     }
-    if service == "secretsmanager":
-        statement["Resource"] = [
-            f"arn:*:secretsmanager:{region}:*:secret:{pattern}" for pattern in SECRET_NAME_PATTERNS
-        ]
-    elif service == "s3":
+    if service == "s3":
         statement["Action"] = ["s3:GetObject"]
         statement["Resource"] = [f"arn:*:s3:::{ECR_LAYER_BUCKET.format(region=region)}/*"]
+    else:
+        statement["Condition"] = {
+            "StringEquals": {"aws:PrincipalAccount": account, "aws:ResourceAccount": account}
+        }
+    if service == "secretsmanager":
+        statement["Resource"] = [
+            f"arn:*:secretsmanager:{region}:{account}:secret:{pattern}"
+            for pattern in SECRET_NAME_PATTERNS
+        ]
     return json.dumps({"Version": "2012-10-17", "Statement": [statement]}, sort_keys=True)
+
+
+def _policy_of(service: str, region_and_account: list[str]) -> str:
+    region, account = region_and_account
+    return endpoint_policy(service, region, account)
 
 
 @dataclass(frozen=True)
@@ -131,15 +157,38 @@ def _find_endpoint(
         raise
 
 
-def _zone(names: list[str], index: int) -> str:
-    if index >= len(names):
+def usable_zones(
+    names: Sequence[str], offered: Mapping[str, Collection[str]], count: int
+) -> list[str]:
+    """The first `count` AZs, in the region's order, where every interface endpoint is offered.
+
+    An interface endpoint service is not offered in every AZ of every region
+    (DescribeVpcEndpointServices' ServiceDetail.AvailabilityZones,
+    https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ServiceDetail.html), and an
+    endpoint cannot have a subnet in an AZ its service lacks.
+    """
+    fit = [z for z in names if all(z in zones for zones in offered.values())]
+    if len(fit) < count:
+        lacking = {
+            service: [z for z in names if z not in zones]
+            for service, zones in offered.items()
+            if any(z not in zones for z in names)
+        }
+        detail = "; ".join(f"{svc} is not offered in {', '.join(z)}" for svc, z in lacking.items())
         raise SettingsError(
             [
-                f"network.availability_zones: the region has {len(names)} available AZs, "
-                f"fewer than the {index + 1} asked for"
+                f"network.availability_zones: {count} AZs asked for, but the region has only "
+                f"{len(fit)} available AZs where every endpoint the stack needs is offered "
+                f"({', '.join(fit) or 'none'}{'; ' + detail if detail else ''}); lower "
+                "network.availability_zones"
             ]
         )
-    return names[index]
+    return fit[:count]
+
+
+def _chosen_zones(values: list[Any], services: tuple[str, ...], count: int) -> list[str]:
+    names, *offers = values
+    return usable_zones(list(names), dict(zip(services, offers, strict=True)), count)
 
 
 class Network(pulumi.ComponentResource):
@@ -211,8 +260,17 @@ class Network(pulumi.ComponentResource):
             tags={**tags, "Name": f"{name}-default-closed"},
             opts=child,
         )
-        zones = aws.get_availability_zones_output(
-            state="available", opts=pulumi.InvokeOptions(parent=self)
+        invoke = pulumi.InvokeOptions(parent=self)
+        names = aws.get_availability_zones_output(state="available", opts=invoke).names
+        services = interface_endpoints(self._pooler_kind) if s.vpc_endpoints else ()
+        offers = [
+            aws.ec2.get_vpc_endpoint_service_output(
+                service=service, service_type="Interface", opts=invoke
+            ).availability_zones
+            for service in services
+        ]
+        chosen = pulumi.Output.all(names, *offers).apply(
+            functools.partial(_chosen_zones, services=services, count=s.availability_zones)
         )
         blocks = list(s.cidr.subnets(new_prefix=max(SUBNET_PREFIX, s.cidr.prefixlen + 3)))
         route_table = aws.ec2.RouteTable(
@@ -227,7 +285,7 @@ class Network(pulumi.ComponentResource):
                 f"{name}-private-{index}",
                 vpc_id=vpc.id,
                 cidr_block=str(blocks[index]),
-                availability_zone=zones.names.apply(functools.partial(_zone, index=index)),
+                availability_zone=chosen.apply(operator.itemgetter(index)),
                 map_public_ip_on_launch=False,
                 tags={**tags, "Name": f"{name}-private-{index}"},
                 opts=child,
@@ -335,6 +393,7 @@ class Network(pulumi.ComponentResource):
         for role, source in self._api_callers:
             self._allow(f"{role}-endpoints", source, endpoints, HTTPS, f"{role} to AWS APIs")
         region = aws.get_region_output(opts=pulumi.InvokeOptions(parent=self)).region
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
         for service in interface_endpoints(args.pooler_kind):
             slug = service.replace(".", "-")
             found = existing.endpoints.get(service)
@@ -352,7 +411,9 @@ class Network(pulumi.ComponentResource):
                     private_dns_enabled=True,
                     subnet_ids=self.subnet_ids,
                     security_group_ids=[endpoints.id],
-                    policy=region.apply(functools.partial(endpoint_policy, service)),
+                    policy=pulumi.Output.all(region, account).apply(
+                        functools.partial(_policy_of, service)
+                    ),
                     tags={**tags, "Name": f"{name}-vpce-{service}"},
                     opts=child,
                 )
@@ -380,7 +441,9 @@ class Network(pulumi.ComponentResource):
                 service_name=region.apply(functools.partial(_service_name, service="s3")),
                 vpc_endpoint_type="Gateway",
                 route_table_ids=route_tables,
-                policy=region.apply(functools.partial(endpoint_policy, "s3")),
+                policy=pulumi.Output.all(region, account).apply(
+                    functools.partial(_policy_of, "s3")
+                ),
                 tags={**tags, "Name": f"{name}-vpce-s3"},
                 opts=child,
             )

@@ -198,6 +198,10 @@ class MockAccount:
     existing_endpoints: Mapping[str, str] = field(default_factory=dict)
     # what Service Quotas answers instead of the quota (e.g. an access-denied message)
     quota_error: str | None = None
+    # interface endpoint service (e.g. "logs") -> the AZ letters it is offered in (else all)
+    endpoint_service_zones: Mapping[str, str] = field(default_factory=dict)
+    # other Lambda functions in the region -> their reserved concurrency (-1: unreserved)
+    other_functions: Mapping[str, int] = field(default_factory=dict)
 
 
 class OfflineMocks(pulumi_mocks.Mocks):
@@ -272,6 +276,15 @@ class OfflineMocks(pulumi_mocks.Mocks):
             return {"id": r, "names": names, "zoneIds": [f"az{i}" for i in range(6)]}
         if invoke == "getRegion":
             return {"id": r, "name": r, "region": r}
+        if invoke == "getVpcEndpointService":
+            service = str(args.args.get("service", ""))
+            letters = self.account.endpoint_service_zones.get(service, "abcdef")
+            return {
+                "id": f"com.amazonaws.{r}.{service}",
+                "serviceName": f"com.amazonaws.{r}.{service}",
+                "serviceType": "Interface",
+                "availabilityZones": [f"{r}{letter}" for letter in letters],
+            }
         if invoke == "getRouteTable":
             table = f"rtb-{_digest(str(args.args.get('subnetId', '')))[:17]}"
             return {"id": table, "routeTableId": table}
@@ -313,6 +326,21 @@ class OfflineMocks(pulumi_mocks.Mocks):
                 "prefixListId": f"pl-{_digest(endpoint)[:8]}",
                 "routeTableIds": [self.account.main_route_table],
                 "state": "available",
+            }
+        if invoke == "getFunctions":
+            names = sorted(self.account.other_functions)
+            return {
+                "id": r,
+                "functionNames": names,
+                "functionArns": [self.arn("lambda", f"function:{n}") for n in names],
+            }
+        if invoke == "getFunction":
+            name = str(args.args.get("functionName", ""))
+            return {
+                "id": name,
+                "functionName": name,
+                "arn": self.arn("lambda", f"function:{name}"),
+                "reservedConcurrentExecutions": self.account.other_functions.get(name, -1),
             }
         if invoke == "getServiceQuota":
             return {

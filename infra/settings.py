@@ -27,6 +27,16 @@ from pydantic import (
 )
 
 PROJECT = "slotguard"
+# RDS Proxy's RDS for PostgreSQL major versions ("All available versions" of each), from AWS's
+# "Supported Regions and DB engines for Amazon RDS Proxy". The settings refuse `rds-proxy` on
+# any other major, and `slotguard preflight` reads the same set, so the two never disagree.
+# PostgreSQL's `reserved_connections` (slots for pg_use_reserved_connections) exists from 16.
+PG_RESERVED_SINCE = 16
+RDS_PROXY_POSTGRES_MAJORS = frozenset({13, 14, 15, 16, 17})
+RDS_PROXY_DOC = (
+    "https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/"
+    "Concepts.RDS_Fea_Regions_DB-eng.Feature.RDSProxy.html"
+)
 # Lambda's Python runtimes the kit's packaging builder and handlers support.
 LAMBDA_RUNTIMES = ("python3.11", "python3.12", "python3.13")
 
@@ -136,8 +146,26 @@ class DatabaseSettings(_Section):
         3,
         ge=1,
         le=20,
-        description="`superuser_reserved_connections`: slots only the master user and RDS's "
-        "own agents may take. RDS's default is 3.",
+        description="`superuser_reserved_connections`: slots only superusers may take (on RDS, "
+        "its own agents: the master user is `rds_superuser`, not a superuser). RDS's default "
+        "is 3.",
+    )
+    rds_superuser_reserved_connections: int = Field(
+        2,
+        ge=0,
+        le=20,
+        description="`rds.rds_superuser_reserved_connections`: slots RDS keeps for "
+        "`rds_superuser` roles (the master user), the margin a human with psql still gets when "
+        "ordinary roles are refused. RDS's default is 2; ordinary roles get `max_connections` "
+        "less this and `reserved_connections`.",
+    )
+    pg_reserved_connections: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="PostgreSQL 16's `reserved_connections`: slots for roles granted "
+        "`pg_use_reserved_connections` (monitoring agents, say), also kept from ordinary roles. "
+        "0 is PostgreSQL's default and leaves it out of the parameter group; 16 and later only.",
     )
     admin_margin: int = Field(
         3,
@@ -189,6 +217,25 @@ class DatabaseSettings(_Section):
         if not re.fullmatch(r"1[3-9]", value):
             raise ValueError('must be a PostgreSQL major version from 13 on, e.g. "16"')
         return value
+
+    @model_validator(mode="after")
+    def _pg_reserved(self) -> DatabaseSettings:
+        if self.pg_reserved_connections and int(self.engine_version) < PG_RESERVED_SINCE:
+            raise ValueError(
+                f"pg_reserved_connections {self.pg_reserved_connections} needs PostgreSQL "
+                f"{PG_RESERVED_SINCE} or later (engine_version is {self.engine_version}); set it "
+                "to 0"
+            )
+        return self
+
+    @property
+    def reserved_total(self) -> int:
+        """Every slot ordinary roles can never take (`app_user`, the migrator, monitoring)."""
+        return (
+            self.reserved_connections
+            + self.rds_superuser_reserved_connections
+            + self.pg_reserved_connections
+        )
 
     @property
     def engine_major(self) -> int:
@@ -463,12 +510,17 @@ class FunctionSettings(_Section):
         le=900,
         description="Lambda timeout. Every database wait of the function fits inside it.",
     )
-    reserved_concurrency: int = Field(
+    reserved_concurrency: int | None = Field(
         50,
         ge=1,
         le=10_000,
         description="Reserved concurrency: at most this many instances, so at most this many "
-        "client connections. Required: an unbounded function is an unbounded connection count.",
+        "client connections. `null` leaves the function unreserved: it then runs in the "
+        "account's unreserved pool, shared with every other function of the region, and the "
+        "budget bounds its clients by `lambda_concurrency_quota` instead. A new account's quota "
+        "is too small to reserve anything (Lambda keeps 100 unreserved). Written out, never "
+        "implied: a key left out keeps the default reservation, so no existing stack loses its "
+        "bound silently.",
     )
     connect_timeout_s: int = Field(
         3, ge=1, le=30, description="libpq `connect_timeout` for each attempt."
@@ -594,11 +646,12 @@ class StackSettings(_Section):
     )
     lambda_concurrency_quota: int = Field(
         1000,
-        ge=100,
+        ge=1,
         le=1_000_000,
         description="The account's Lambda concurrent executions quota in this region (1,000 "
-        "unless raised in Service Quotas). Reserved concurrency, the bootstrap's 1 included, "
-        "must leave 100 unreserved; `pulumi preview` also reads the account's real quota.",
+        "by default; new accounts get less, 10 for some). Reserved concurrency, the bootstrap's "
+        "1 included, must leave 100 unreserved; unreserved functions may together reach all of "
+        "it, so it bounds their clients. `pulumi preview` also reads the account's real quota.",
     )
     tags: dict[str, str] = Field(
         default_factory=dict, description="Tags added to every taggable resource."
@@ -619,6 +672,18 @@ class StackSettings(_Section):
             "default workload, `app_user` with its settings and the whole pool.",
         )
     )
+
+    @model_validator(mode="after")
+    def _proxy_engine(self) -> StackSettings:
+        major = self.database.engine_major
+        if self.pooler.kind == "rds-proxy" and major not in RDS_PROXY_POSTGRES_MAJORS:
+            supported = ", ".join(map(str, sorted(RDS_PROXY_POSTGRES_MAJORS)))
+            raise ValueError(
+                f"database.engine_version {major} is not among the RDS for PostgreSQL majors "
+                f"RDS Proxy supports ({supported}; {RDS_PROXY_DOC}): choose one of them, or "
+                "pooler.kind: pgbouncer"
+            )
+        return self
 
     @property
     def is_prod(self) -> bool:

@@ -30,6 +30,9 @@ PGB = "PGBOUNCER_"
 # AWS and PostgreSQL defaults the rules assume when a resource leaves a value out.
 LAMBDA_DEFAULT_TIMEOUT_S = 3
 RDS_DEFAULT_SUPERUSER_RESERVED = 3
+# rds.rds_superuser_reserved_connections' default: RDS keeps these from ordinary roles too
+# (AWS knowledge center, rds-postgresql-error-connection-slots).
+RDS_DEFAULT_RDS_SUPERUSER_RESERVED = 2
 PROXY_DEFAULT_MAX_CONNECTIONS_PERCENT = 100
 PROXY_DEFAULT_BORROW_TIMEOUT_S = 120
 PROXY_DEFAULT_IDLE_CLIENT_TIMEOUT_S = 1800
@@ -118,19 +121,22 @@ def application_functions(view: StackView, config: DirectAccessConfig) -> list[P
 
 
 def max_connections(view: StackView) -> tuple[int | None, int, PolicyResource | None]:
-    """`max_connections` and `superuser_reserved_connections` as the parameter group pins them."""
+    """`max_connections` and the slots kept from ordinary roles, as the parameter group pins."""
     for instance in view.of_type(RDS_INSTANCE):
         group = view.parameter_group_of(instance)
         if group is None:
             continue
         params = view.parameters(group)
-        reserved = as_int(params.get("superuser_reserved_connections"))
-        return (
-            as_int(params.get("max_connections")),
-            reserved if reserved is not None else RDS_DEFAULT_SUPERUSER_RESERVED,
-            group,
+        superuser = as_int(params.get("superuser_reserved_connections"))
+        rds = as_int(params.get("rds.rds_superuser_reserved_connections"))
+        pg16 = as_int(params.get("reserved_connections"))
+        reserved = (
+            (superuser if superuser is not None else RDS_DEFAULT_SUPERUSER_RESERVED)
+            + (rds if rds is not None else RDS_DEFAULT_RDS_SUPERUSER_RESERVED)
+            + (pg16 or 0)
         )
-    return None, RDS_DEFAULT_SUPERUSER_RESERVED, None
+        return as_int(params.get("max_connections")), reserved, group
+    return None, RDS_DEFAULT_SUPERUSER_RESERVED + RDS_DEFAULT_RDS_SUPERUSER_RESERVED, None
 
 
 def pgbouncer_containers(view: StackView) -> list[Container]:

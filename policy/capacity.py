@@ -55,6 +55,13 @@ class BudgetConfig(DirectAccessConfig):
         description="PgBouncer client capacity kept free above the functions' reserved "
         "concurrency, for frozen instances' connections not yet reaped.",
     )
+    account_concurrency: int = Field(
+        1000,
+        ge=1,
+        alias="accountConcurrency",
+        description="The account's Lambda concurrent executions quota: unreserved functions "
+        "together may run this many instances (Lambda's default quota is 1,000).",
+    )
 
 
 # Application Auto Scaling's scalable target: an ECS service's desired count between min and max.
@@ -140,7 +147,8 @@ def check_budget(view: StackView, config: BudgetConfig) -> Iterator[Finding]:
     ceiling = m - reserved - config.admin_margin
     ceiling_text = (
         f"{ceiling} the database can give the pooler (max_connections {m} - {reserved} "
-        f"superuser_reserved_connections - {config.admin_margin} admin margin)"
+        f"reserved (superuser, rds_superuser, reserved_connections) - {config.admin_margin} admin "
+        "margin)"
     )
     for resource, total, arithmetic in _pooler_server_connections(view):
         if total < 0:
@@ -152,11 +160,17 @@ def check_budget(view: StackView, config: BudgetConfig) -> Iterator[Finding]:
                 "max_connections.",
                 resource.urn,
             )
+    functions = application_functions(view, config)
     demand_parts = [
-        (fn, n)
-        for fn in application_functions(view, config)
+        (fn.name, n)
+        for fn in functions
         if (n := as_int(fn.props.get("reservedConcurrentExecutions"))) is not None and n > 0
     ]
+    # Unreserved functions (no reservation, or the provider's -1) share the account's pool:
+    # together up to the account's concurrency less the reservations.
+    if any(is_unreserved(fn) for fn in functions):
+        pool = max(config.account_concurrency - sum(n for _, n in demand_parts), 0)
+        demand_parts.append(("unreserved functions up to accountConcurrency", pool))
     demand = sum(n for _, n in demand_parts)
     for c in pgbouncer_containers(view):
         task = c.task_definition
@@ -168,7 +182,7 @@ def check_budget(view: StackView, config: BudgetConfig) -> Iterator[Finding]:
             capacity = tasks * processes * per_process
             usable = capacity * (100 - config.client_headroom_percent) // 100
             if demand > usable:
-                parts = " + ".join(f"{fn.name} {n}" for fn, n in demand_parts)
+                parts = " + ".join(f"{name} {n}" for name, n in demand_parts)
                 yield Finding(
                     f"functions' reserved concurrency {parts} = {demand} exceeds the client "
                     f"capacity of pooler {label(service)}: {tasks} tasks x {processes} processes "
@@ -358,6 +372,12 @@ class FunctionsConfig(RuleConfig):
     pass
 
 
+def is_unreserved(fn: PolicyResource) -> bool:
+    """No reservation: the provider's -1 ("removes any concurrency limitations") or unset."""
+    reserved = as_int(fn.props.get("reservedConcurrentExecutions"))
+    return reserved is None or reserved < 0
+
+
 def check_functions(view: StackView, config: FunctionsConfig) -> Iterator[Finding]:
     del config
     statement_s = statement_timeout_s(view)
@@ -365,11 +385,12 @@ def check_functions(view: StackView, config: FunctionsConfig) -> Iterator[Findin
     queue_s, queue_where = max(waits) if waits else (0.0, "")
     for fn in view.of_type(LAMBDA_FUNCTION):
         reserved = as_int(fn.props.get("reservedConcurrentExecutions"))
-        if reserved is None or reserved < 1:
+        if reserved == 0:
+            # 0 throttles every invocation; an unreserved function (-1 or unset) is bounded by
+            # the account's concurrency, which connection-budget holds against the pooler.
             yield Finding(
-                f"function {label(fn)} has no reserved concurrency "
-                f"({'unset' if reserved is None else reserved}): set "
-                "reserved_concurrent_executions so its connections are bounded.",
+                f"function {label(fn)} has reserved concurrency 0, which throttles every "
+                "invocation: reserve at least 1 or leave it unreserved (-1).",
                 fn.urn,
             )
         timeout = as_int(fn.props.get("timeout")) or LAMBDA_DEFAULT_TIMEOUT_S

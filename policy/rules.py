@@ -64,7 +64,8 @@ RULES: tuple[Rule[Any], ...] = (
     Rule(
         "connection-budget",
         "Pooler server connections fit max_connections minus reserved slots and the admin "
-        "margin; the pooler's client capacity covers the functions' reserved concurrency.",
+        "margin; the pooler's client capacity covers the functions' reserved concurrency, and the "
+        "account's whole concurrency where a function is unreserved.",
         BudgetConfig,
         check_budget,
     ),
@@ -84,8 +85,9 @@ RULES: tuple[Rule[Any], ...] = (
     ),
     Rule(
         "function-limits",
-        "Every function has reserved concurrency, and its timeout exceeds the statement timeout "
-        "plus the pooler's queue wait.",
+        "No function is reserved at 0, and every function's timeout exceeds the statement "
+        "timeout plus the pooler's queue wait (unreserved functions are bounded by "
+        "connection-budget).",
         FunctionsConfig,
         check_functions,
     ),

@@ -78,16 +78,52 @@ def setting_exists(path: str) -> bool:
 def test_dev_budget_numbers():
     b = budget_of(DEV)
     assert b.max_connections == 25
-    assert b.pooler_ceiling == 25 - 3 - 3
+    # Ordinary roles get max_connections - superuser_reserved_connections (3) -
+    # rds.rds_superuser_reserved_connections (2): "In Amazon RDS for PostgreSQL, the actual
+    # maximum number of available connections to non-superusers is calculated as ...; the
+    # default value for superuser_reserved_connections is 3, and ... for
+    # rds.rds_superuser_reserved_connections is 2" (AWS knowledge center,
+    # https://aws.amazon.com/premiumsupport/knowledge-center/rds-postgresql-error-connection-slots/).
+    assert b.reserved_connections == 3 + 2
+    assert b.max_connections - b.reserved_connections == 20  # dev's usable slots, not 22
+    assert b.pooler_ceiling == 25 - 3 - 2 - 3
     assert b.pgbouncer is not None
     assert b.pgbouncer.max_db_connections == 5
     assert b.pooler_server_connections == 10  # 2 tasks x 5
     assert b.pooler_planned_max == 15  # a deploy's 3 tasks x 5
-    assert b.app_user.connection_limit == 19
+    assert b.app_user.connection_limit == 17
     assert b.alarms.db_connections_warn == math.ceil(25 * 0.7) == 18
     assert b.pooler_limit == 18 - 2 - 1  # below the warning alarm, after 2 observers
     assert b.alarms.db_connections_critical == 20
     assert b.alarms.db_connections_bypass == 15 + 3
+
+
+def test_every_reserved_slot_is_counted_and_rendered():
+    # PostgreSQL 16's reserved_connections keeps slots for roles with pg_use_reserved_connections
+    # from ordinary roles too; its default is 0 ("reserved_connections",
+    # https://www.postgresql.org/docs/16/runtime-config-connection.html).
+    from infra.database import STATIC_PARAMETERS, parameters
+
+    raw = with_override("database.pg_reserved_connections", 2)
+    raw["alarms"] = {"warn_percent": 60, "critical_percent": 72}  # 18 of the 18 usable slots
+    raw["pooler"]["pgbouncer"]["pool_size"] = 3
+    s = settings_from_mapping(raw, stack="t")
+    b = compute_budget(s)
+    assert b.reserved_connections == 3 + 2 + 2
+    assert b.pooler_ceiling == 25 - 7 - 3
+    params = parameters(s, b)
+    assert params["superuser_reserved_connections"] == "3"
+    assert params["rds.rds_superuser_reserved_connections"] == "2"
+    assert params["reserved_connections"] == "2"
+    # All three are read at server start only, like max_connections.
+    assert {"rds.rds_superuser_reserved_connections", "reserved_connections"} <= STATIC_PARAMETERS
+    assert "reserved_connections" not in parameters(settings_from_mapping(DEV, stack="t"), b)
+    with pytest.raises(SettingsError) as refused:
+        settings_from_mapping(
+            with_override("database", {"engine_version": "15", "pg_reserved_connections": 1}),
+            stack="t",
+        )
+    assert "needs PostgreSQL 16" in str(refused.value)
 
 
 def test_max_connections_from_instance_class_memory():
@@ -159,7 +195,7 @@ BROKEN = [
         "= 93 exceed the 15 the pooler may hold below the warning alarm (warn_percent 70% of 25",
     ),
     ("pooler.pgbouncer.tasks", 10, "pooler.pgbouncer.pool_size", "= 55 exceed the 15"),
-    ("database.admin_margin", 21, "database.admin_margin", "= 1 leaves the pooler fewer than 2"),
+    ("database.admin_margin", 19, "database.admin_margin", "= 1 leaves the pooler fewer than 2"),
     (
         "pooler.pgbouncer.max_client_conn",
         300,
@@ -188,7 +224,8 @@ BROKEN = [
         "alarms",
         {"warn_percent": 90, "critical_percent": 99},
         "alarms.critical_percent",
-        "non-reserved slots",
+        "above the 20 slots ordinary roles get (max_connections 25 - 3 superuser_reserved - 2 "
+        "rds_superuser_reserved)",
     ),
     ("lambda_concurrency_quota", 800, "lambda_concurrency_quota", "keeps unreserved = 700"),
     ("app_user.migration_role", "app_user", "app_user.migration_role", "must differ"),
@@ -251,7 +288,7 @@ function_settings = st.fixed_dictionaries(
     {"handler": st.just("functions.api.handler")},
     optional={
         "timeout_s": st.integers(1, 120),
-        "reserved_concurrency": st.integers(1, 3000),
+        "reserved_concurrency": st.none() | st.integers(1, 3000),
         "connect_timeout_s": st.integers(1, 10),
         "retry_budget_s": st.floats(0, 30, allow_nan=False),
     },
@@ -265,6 +302,8 @@ raw_settings = st.fixed_dictionaries(
                 "max_connections": st.integers(10, 5000),
                 "instance_class": st.sampled_from(sorted(RDS_CLASS_MEMORY_GIB)),
                 "reserved_connections": st.integers(1, 20),
+                "rds_superuser_reserved_connections": st.integers(0, 20),
+                "pg_reserved_connections": st.integers(0, 5),
                 "admin_margin": st.integers(1, 100),
             },
         ),
@@ -314,7 +353,7 @@ raw_settings = st.fixed_dictionaries(
                 "observer_connections": st.integers(0, 10),
             },
         ),
-        "lambda_concurrency_quota": st.integers(100, 10_000),
+        "lambda_concurrency_quota": st.integers(1, 10_000),
     },
 )
 
@@ -323,12 +362,18 @@ def assert_invariants(settings: StackSettings, b: Budget) -> None:
     """Every invariant of the budget, restated independently of how it is computed."""
     m = b.max_connections
     db = settings.database
-    assert b.pooler_ceiling == m - db.reserved_connections - db.admin_margin >= 2
+    assert b.pooler_ceiling == m - db.reserved_total - db.admin_margin >= 2
     assert b.pooler_server_connections <= b.pooler_planned_max <= b.pooler_limit
     assert b.pooler_limit <= b.pooler_ceiling
-    assert b.app_user.connection_limit == b.pooler_ceiling <= m - db.reserved_connections
-    demand = sum(f.reserved_concurrency for f in settings.functions.values())
-    assert demand <= settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM
+    assert b.app_user.connection_limit == b.pooler_ceiling <= m - db.reserved_total
+    reserved = b.reserved_concurrency_total
+    assert (
+        reserved == 0 or reserved <= settings.lambda_concurrency_quota - LAMBDA_UNRESERVED_MINIMUM
+    )
+    demand = b.client_demand
+    assert demand >= sum(f.reserved_concurrency or 0 for f in settings.functions.values())
+    if any(f.reserved_concurrency is None for f in settings.functions.values()):
+        assert demand >= settings.lambda_concurrency_quota - reserved
     if b.pgbouncer is not None:
         pb = b.pgbouncer
         assert pb.max_db_connections == pb.pool_size + pb.reserve_pool

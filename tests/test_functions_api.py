@@ -323,6 +323,22 @@ def test_health_reports_the_endpoint_and_the_role_settings(function_env, functio
     )
 
 
+def test_health_reports_the_path_the_connection_took(function_env, functions_stack):
+    # inet_client_addr()/inet_client_port() are the server's view of the session's client
+    # ("System Information Functions", https://www.postgresql.org/docs/current/functions-info.html).
+    # Through PgBouncer the backend's client is PgBouncer's own server connection; wired
+    # straight to PostgreSQL it is this function's socket. Real PgBouncer, real PostgreSQL.
+    status, body = _health(function_env)
+    assert status == 200
+    path = body["path"]
+    assert path["function"]
+    assert path["server_saw"]
+    assert path["server_saw"] != path["function"]
+    status, direct = _health(function_env, via="database")
+    assert status == 200
+    assert direct["path"]["server_saw"] == direct["path"]["function"]
+
+
 def test_health_is_503_at_the_alarm_threshold(function_env):
     status, body = _health(function_env, HEALTH_ALARM_PERCENT="1")
     assert status == 503

@@ -26,7 +26,7 @@ from infra.budget import (
     compute_budget,
 )
 from infra.database import PROD_LOG_EXPORTS
-from infra.offline import MockAccount, OfflineRun, run_offline, variant_settings
+from infra.offline import ACCOUNT, MockAccount, OfflineRun, run_offline, variant_settings
 from infra.packaging import RUNTIME_GLIBC, PackagingError, build_package
 from infra.settings import SettingsError, StackSettings, settings_from_mapping
 
@@ -106,17 +106,62 @@ def test_preview_resolves_the_major_version_rds_offers() -> None:
 def test_every_reservation_counts_the_bootstrap_included() -> None:
     # "Lambda requires at least 100 unreserved concurrency" / reserved concurrency counts every
     # function (https://docs.aws.amazon.com/lambda/latest/dg/configuring-concurrency.html).
-    budget = compute_budget(variant_settings("dev"))
-    functions = sum(f.reserved_concurrency for f in budget.functions.values())
+    budget = compute_budget(reserving_dev())
+    functions = sum(f.reserved_concurrency or 0 for f in budget.functions.values())
     assert budget.reserved_concurrency_total == functions + BOOTSTRAP_RESERVED_CONCURRENCY
-    # The dev example deploys on an account with the default quota of 1,000.
+    # Reserving like this fits an account with the default quota of 1,000.
     assert budget.reserved_concurrency_total <= 1000 - LAMBDA_UNRESERVED_MINIMUM
     figure = next(f for f in budget.figures if f.key == "lambda.reserved_concurrency_total")
     assert figure.value == budget.reserved_concurrency_total
     assert figure.limit == 1000 - LAMBDA_UNRESERVED_MINIMUM
-    # The old alternative 895 + 5 + 1 = 901 no longer fits 900.
+    # The alternative 895 + 5 + 1 = 901 does not fit 900.
     with pytest.raises(BudgetError, match=r"bootstrap 1 = 901 exceeds the account quota 1000"):
-        compute_budget(_with("dev", functions__api__reserved_concurrency=895))
+        compute_budget(
+            _with(
+                "dev",
+                functions__api__reserved_concurrency=895,
+                functions__health__reserved_concurrency=5,
+            )
+        )
+
+
+def reserving_dev() -> StackSettings:
+    """The dev example with reservations (api 894, health 5: 900 with the bootstrap's 1)."""
+    return _with(
+        "dev", functions__api__reserved_concurrency=894, functions__health__reserved_concurrency=5
+    )
+
+
+def test_the_dev_example_reserves_nothing_and_deploys_on_a_new_account() -> None:
+    # "New AWS accounts have reduced concurrency and memory quotas" and Lambda keeps 100 of the
+    # quota unreserved (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html,
+    # https://docs.aws.amazon.com/lambda/latest/dg/configuring-concurrency.html): at a quota of
+    # 10 no reservation is possible, so the example leaves every function unreserved, the
+    # bootstrap too (its advisory lock keeps two runs apart), and preview passes.
+    settings = variant_settings("dev")
+    budget = compute_budget(settings)
+    assert all(f.reserved_concurrency is None for f in budget.functions.values())
+    assert budget.bootstrap_reserved_concurrency is None
+    assert budget.reserved_concurrency_total == 0
+    run = run_offline(settings, account=MockAccount(lambda_concurrency_quota=10), preview=True)
+    functions = run.of_type("aws:lambda/function:Function")
+    assert {f.input("reservedConcurrentExecutions") for f in functions} == {-1}
+    # The pooler is sized for what the account can run: every unreserved instance at once.
+    assert budget.client_demand == settings.lambda_concurrency_quota
+    assert budget.pgbouncer is not None
+    assert budget.client_demand <= budget.pgbouncer.usable_client_capacity
+
+
+def test_unreserved_functions_share_the_pool_left_by_reservations() -> None:
+    # Reserved functions take their reservation out of the account's pool; the unreserved ones
+    # share what is left (quota - reservations, the bootstrap's 1 included).
+    settings = _with("dev", functions__health__reserved_concurrency=5)
+    budget = compute_budget(settings)
+    assert budget.reserved_concurrency_total == 5 + BOOTSTRAP_RESERVED_CONCURRENCY
+    assert budget.client_demand == 5 + (1000 - 6)
+    assert "unreserved api up to lambda_concurrency_quota 1000 - 6 reserved = 994" in (
+        budget.client_demand_text
+    )
 
 
 def test_the_budget_command_shows_the_total() -> None:
@@ -134,7 +179,7 @@ def test_preview_reads_the_account_quota() -> None:
     # service_quota_data_source.go: "A Service Quota will always have a default value").
     doc = aws.servicequotas.get_service_quota.__doc__ or ""
     assert "quota_code" in doc
-    run = run_offline(variant_settings("dev"), account=MockAccount(lambda_concurrency_quota=1000))
+    run = run_offline(reserving_dev(), account=MockAccount(lambda_concurrency_quota=1000))
     assert run.budget.reserved_concurrency_total == 900
     assert LAMBDA_CONCURRENCY_QUOTA_CODE == "L-B99A9384"
 
@@ -146,7 +191,7 @@ def test_preview_reads_the_account_quota() -> None:
 def test_preview_refuses_reservations_the_account_cannot_take(quota: int, advice: str) -> None:
     # New accounts often start at 10 concurrent executions (issue 11, item 2).
     with pytest.raises(SettingsError) as refused:
-        run_offline(variant_settings("dev"), account=MockAccount(lambda_concurrency_quota=quota))
+        run_offline(reserving_dev(), account=MockAccount(lambda_concurrency_quota=quota))
     (problem,) = refused.value.problems
     assert problem.startswith("functions.reserved_concurrency: the stack reserves api 894")
     assert (
@@ -154,6 +199,22 @@ def test_preview_refuses_reservations_the_account_cannot_take(quota: int, advice
         in problem
     )
     assert advice in problem
+
+
+def test_two_stacks_in_one_region_share_the_quota() -> None:
+    # One account's concurrent executions quota covers every function of the region, and a
+    # reservation is taken out of it for all (AWS What's New, 2017-11-30, "Set concurrency
+    # limits on individual AWS Lambda functions"): with prod's 600 + 5 + 1 reserved, dev's
+    # 894 + 5 + 1 no longer fits 1,000 - 100, though each alone does.
+    prod = {"slotguard-prod-api": 600, "slotguard-prod-health": 5, "slotguard-prod-bootstrap": 1}
+    account = MockAccount(other_functions={**prod, "someone-else": -1})
+    with pytest.raises(SettingsError) as refused:
+        run_offline(reserving_dev(), account=account)
+    (problem,) = refused.value.problems
+    assert "other functions there reserve 606" in problem
+    assert "(294 reservable)" in problem
+    # The dev example reserves nothing, so it deploys beside prod.
+    assert run_offline(variant_settings("dev"), account=account).resources
 
 
 def test_an_unreadable_quota_names_the_permission() -> None:
@@ -206,6 +267,27 @@ def test_endpoints_the_vpc_has_are_reused_not_duplicated() -> None:
     )
     assert {a.input("vpcEndpointId") for a in associations} == {"vpce-0bbb"}
     assert len(associations) == 2
+
+
+def test_a_new_vpc_takes_the_azs_where_every_endpoint_is_offered() -> None:
+    # An interface endpoint service is offered in the AZs DescribeVpcEndpointServices lists
+    # (ServiceDetail.AvailabilityZones,
+    # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ServiceDetail.html); the
+    # provider's `ec2.get_vpc_endpoint_service` answers them as `availability_zones`.
+    settings = variant_settings("dev")
+    region = settings.region
+    account = MockAccount(endpoint_service_zones={"logs": "bcd"})
+    run = run_offline(settings, account=account)
+    subnets = run.of_type("aws:ec2/subnet:Subnet")
+    assert sorted(s.input("availabilityZone") for s in subnets) == [f"{region}b", f"{region}c"]
+    # Where fewer AZs than asked offer every endpoint, preview refuses naming the setting.
+    with pytest.raises(SettingsError) as refused:
+        network.usable_zones(
+            [f"{region}a", f"{region}b"], {"logs": {f"{region}b"}, "ecr.api": {"x"}}, 2
+        )
+    (problem,) = refused.value.problems
+    assert problem.startswith("network.availability_zones:")
+    assert f"logs is not offered in {region}a" in problem
 
 
 @pytest.mark.parametrize(
@@ -345,6 +427,32 @@ def test_endpoint_policies_are_scoped(variant: str) -> None:
             }
 
 
+@pytest.mark.parametrize("variant", ["dev", "prod", "dev-existing"])
+def test_endpoint_policies_admit_only_the_stacks_account(variant: str) -> None:
+    # `Principal: *` alone admits any account's credentials through the endpoint. The policy
+    # language's `aws:PrincipalAccount` (the caller's account) and `aws:ResourceAccount` (the
+    # account owning the resource) limit it to the stack's account (AWS global condition context
+    # keys, https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html;
+    # https://docs.aws.amazon.com/vpc/latest/privatelink/vpc-endpoints-access.html). The S3
+    # gateway's only bucket is ECR's AWS-owned layer bucket, reached with URLs presigned by an
+    # ECR account (aws-samples/data-perimeter-policy-examples vpc_endpoint_policies/README.md,
+    # "Creation of containers with Amazon ECR images"): no account condition fits it.
+    run = stack(variant)
+    interface = [e for e in run.of_type(VPCE) if not e.name.endswith("-vpce-s3")]
+    assert interface
+    for endpoint in interface:
+        (statement,) = _policy(endpoint)["Statement"]
+        assert statement["Condition"] == {
+            "StringEquals": {"aws:PrincipalAccount": ACCOUNT, "aws:ResourceAccount": ACCOUNT}
+        }, endpoint.name
+        if endpoint.name.endswith("-vpce-secretsmanager"):
+            assert all(f":{ACCOUNT}:secret:" in r for r in statement["Resource"])
+    for endpoint in run.of_type(VPCE):
+        if endpoint.name.endswith("-vpce-s3"):
+            (statement,) = _policy(endpoint)["Statement"]
+            assert "Condition" not in statement
+
+
 @pytest.mark.parametrize(
     ("variant", "services", "s3"),
     [
@@ -456,7 +564,5 @@ def test_preview_alone_refuses_what_the_account_cannot_take() -> None:
     # Provider look-ups run during `pulumi preview` as during an update (issue 12): the same
     # refusal with the engine in preview mode.
     with pytest.raises(SettingsError, match=r"functions\.reserved_concurrency"):
-        run_offline(
-            variant_settings("dev"), account=MockAccount(lambda_concurrency_quota=10), preview=True
-        )
+        run_offline(reserving_dev(), account=MockAccount(lambda_concurrency_quota=10), preview=True)
     assert run_offline(variant_settings("dev-existing"), preview=True).resources

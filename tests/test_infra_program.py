@@ -87,11 +87,12 @@ def test_new_vpc_without_endpoints_is_refused() -> None:
 
 
 def test_too_few_availability_zones_in_the_region_is_refused() -> None:
-    from infra.network import _zone
+    from infra.network import usable_zones
 
-    assert _zone(["eu-west-1a", "eu-west-1b"], index=1) == "eu-west-1b"
-    with pytest.raises(SettingsError, match=r"network\.availability_zones: the region has 2"):
-        _zone(["eu-west-1a", "eu-west-1b"], index=2)
+    zones = ["eu-west-1a", "eu-west-1b"]
+    assert usable_zones(zones, {}, 2) == zones
+    with pytest.raises(SettingsError, match=r"network\.availability_zones: 3 AZs asked for"):
+        usable_zones(zones, {}, 3)
 
 
 @pytest.mark.parametrize("stack", ["Prod", "dev_1", "dev--a", "dev-", "9dev", "x" * 31])

@@ -104,7 +104,10 @@ def test_function_environment_is_the_contract(variant: str) -> None:
         assert env["HEALTH_ALARM_PERCENT"] == str(run.settings.alarms.critical_percent)
         assert env["POWERTOOLS_SERVICE_NAME"] == key
         fb = run.budget.functions[key]
-        assert function.input("reservedConcurrentExecutions") == fb.reserved_concurrency
+        # Unreserved is the provider's -1: "`-1` removes any concurrency limitations"
+        # (pulumi-aws lambda_.Function reserved_concurrent_executions docstring).
+        expected = -1 if fb.reserved_concurrency is None else fb.reserved_concurrency
+        assert function.input("reservedConcurrentExecutions") == expected
         assert function.input("timeout") == fb.timeout_s
         assert function.input("vpcConfig")["subnetIds"], "functions run in the VPC"
 
@@ -181,7 +184,19 @@ def test_parameter_group_carries_the_budget(variant: str) -> None:
     group = run.one("aws:rds/parameterGroup:ParameterGroup")
     values = {p["name"]: p["value"] for p in group.input("parameters")}
     assert values["max_connections"] == str(run.budget.max_connections)
-    assert values["superuser_reserved_connections"] == str(run.budget.reserved_connections)
+    db = run.settings.database
+    # Every slot the budget keeps from ordinary roles is pinned (AWS knowledge center,
+    # rds-postgresql-error-connection-slots: ordinary roles get max_connections -
+    # superuser_reserved_connections - rds.rds_superuser_reserved_connections).
+    assert values["superuser_reserved_connections"] == str(db.reserved_connections)
+    assert values["rds.rds_superuser_reserved_connections"] == str(
+        db.rds_superuser_reserved_connections
+    )
+    assert (
+        int(values["superuser_reserved_connections"])
+        + int(values["rds.rds_superuser_reserved_connections"])
+        == run.budget.reserved_connections
+    )
     assert values["idle_in_transaction_session_timeout"] == str(
         run.budget.database_idle_in_transaction_ms
     )
@@ -190,6 +205,9 @@ def test_parameter_group_carries_the_budget(variant: str) -> None:
     assert group.input("family") == run.settings.database.parameter_group_family
     methods = {p["name"]: p["applyMethod"] for p in group.input("parameters")}
     assert methods["max_connections"] == "pending-reboot"
+    # pending-reboot is accepted for any parameter, static or dynamic (ModifyDBParameterGroup's
+    # ApplyMethod: "pending-reboot" applies at the next reboot), so the slots change together.
+    assert methods["rds.rds_superuser_reserved_connections"] == "pending-reboot"
 
 
 @pytest.mark.parametrize("variant", PGBOUNCER)

@@ -35,7 +35,7 @@ from tests.scratch import reachable_temp_dir
 
 pytestmark = pytest.mark.integration
 
-BURST = 60  # > app_user's CONNECTION LIMIT (19): the direct wirings run out of slots
+BURST = 60  # > app_user's CONNECTION LIMIT (17): the direct wirings run out of slots
 # Longer than the 30 s the storm once retried a fresh admin connection for before giving up.
 HOLD_S = 35.0
 
@@ -60,7 +60,7 @@ def test_status_shows_where_the_stack_is_as_up_does_and_as_json(stack):
     assert shown.exit_code == 0, shown.output
     for text in (
         f"127.0.0.1:{record.ports.postgres} (max_connections 25, TLS)",
-        f"127.0.0.1:{record.ports.pgbouncer} (2 PgBouncer processes, ceiling 19)",
+        f"127.0.0.1:{record.ports.pgbouncer} (2 PgBouncer processes, ceiling 17)",
         record.runtime_url,
         record.aws_url,
         str(stack.paths.root),

@@ -163,7 +163,7 @@ def test_status_shows_health_connections_pools_and_alarms(stack):
     result = CliRunner().invoke(app, ["status", "--stack", "dev"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "health: 200 ok" in result.output
-    assert "max_connections 25 (pooler ceiling 19)" in result.output
+    assert "max_connections 25 (pooler ceiling 17)" in result.output
     assert "SHOW POOLS" in result.output
     assert "app_user" in result.output
     assert "db-connections-bypass" in result.output
@@ -194,7 +194,7 @@ def test_naive_wiring_with_slow_queries_runs_out_of_slots_and_the_pooler_recover
         target.close()  # closes what the direct instances still hold
     (naive,) = report.wirings
     assert naive.function_name == "probe-naive"
-    # At most app_user's CONNECTION LIMIT (19) hold a connection at once; no retries.
+    # At most app_user's CONNECTION LIMIT (17) hold a connection at once; no retries.
     too_many = naive.failed.get("too many connections", 0)
     assert too_many >= burst - stack.budget.app_user.connection_limit - 5
     assert naive.peak_db_connections is not None

@@ -57,7 +57,7 @@ def test_policy_resources_are_linked_like_the_engines():
     # Secrets arrive unwrapped, as a pack sees them; camelCase property names, as the engine's.
     version = by_name["slotguard-dev-app-secret-version"]
     assert json.loads(version.props["secretString"])["username"] == "app_user"
-    assert api.props["reservedConcurrentExecutions"] == 894
+    assert api.props["reservedConcurrentExecutions"] == -1  # the dev example is unreserved
 
 
 # -- configuration and enforcement levels --------------------------------------------------------
@@ -88,9 +88,9 @@ def test_disabled_policies_do_not_run():
     report = evaluate(dev_resources(), "dev", config)
     assert report.policies == ["connection-budget"]
     assert len(report.disabled) == len(RULES) - 1
-    # 18 server connections > 25 - 3 reserved - 10 admin = 12.
+    # 15 server connections > 25 - 3 superuser - 2 rds_superuser reserved - 10 admin = 10.
     assert [v.policy for v in report.violations] == ["connection-budget"]
-    assert "12 the database can give the pooler" in report.violations[0].message
+    assert "10 the database can give the pooler" in report.violations[0].message
 
 
 @pytest.mark.parametrize(
@@ -267,8 +267,18 @@ def test_function_limits_use_lambda_defaults():
     )
     findings = rule_named("function-limits").run(StackView([fn, run]))
     messages = " | ".join(f.message for f in findings)
-    assert "no reserved concurrency (unset)" in messages
+    assert "reserved concurrency" not in messages  # unset is unreserved: connection-budget's
     assert "times out after 3 s" in messages
+    # Reserved at 0, every invocation is throttled ("A value of `0` disables lambda from being
+    # triggered", pulumi-aws lambda_.Function reserved_concurrent_executions docstring).
+    zero = _resource(
+        "aws:lambda/function:Function",
+        "zero",
+        handler="functions.api.handler",
+        reservedConcurrentExecutions=0,
+    )
+    findings = rule_named("function-limits").run(StackView([zero, run]))
+    assert any("reserved concurrency 0" in f.message for f in findings)
 
 
 def test_missing_pieces_are_violations_not_silence():

@@ -274,7 +274,7 @@ def test_more_pgbouncer_tasks_than_the_database_can_serve():
     only(report, "connection-budget", "slotguard-dev-service")
     # 4 desired at the deploy plan's 150 % = 6 tasks x (4 + 1) server connections.
     assert "= 30" in report.violations[0].message
-    assert "19 the database can give the pooler" in report.violations[0].message
+    assert "17 the database can give the pooler" in report.violations[0].message
 
 
 def test_rolling_deploy_surge_counts():
@@ -337,7 +337,23 @@ def test_client_capacity_below_reserved_concurrency():
 
     report = check("dev", edit)
     only(report, "connection-budget", "slotguard-dev-service")
-    assert "899" in report.violations[0].message  # api 894 + health 5
+    # The dev example's functions are unreserved: together they may reach the account's whole
+    # concurrency (accountConcurrency, Lambda's default quota 1,000).
+    assert "unreserved functions up to accountConcurrency 1000 = 1000" in (
+        report.violations[0].message
+    )
+
+
+def test_unreserved_functions_count_the_accounts_concurrency():
+    # Every function's executions count against the account-level limit unless a reservation
+    # deducts its share from that shared pool (AWS What's New, 2017-11-30, "Set concurrency
+    # limits on individual AWS Lambda functions"): unreserved functions together may reach the
+    # account's concurrency, and one above the pooler's 2 x 5000 x 80 % = 8000 clients is
+    # refused.
+    assert not check("dev").violations
+    report = check("dev", config={"connection-budget": {"accountConcurrency": 9000}})
+    only(report, "connection-budget", "slotguard-dev-service")
+    assert "= 9000 exceeds the client capacity" in report.violations[0].message
 
 
 # -- app_user timeouts ---------------------------------------------------------------------------
@@ -410,13 +426,23 @@ def test_warning_alarm_above_the_configured_percentage():
 # -- functions: reserved concurrency and timeouts ----------------------------------------------
 
 
-def test_function_without_reserved_concurrency():
+def test_function_reserved_at_zero():
+    def edit(recs):
+        api = find(recs, FUNCTION, "-api-function")
+        replace(recs, api, inputs={**api.inputs, "reservedConcurrentExecutions": 0})
+
+    only(check("prod", edit), "function-limits", "slotguard-prod-api-function")
+
+
+def test_prod_function_left_unreserved_is_held_against_the_pooler():
+    # prod runs RDS Proxy (no client capacity figure): an unreserved function is bounded by the
+    # account, so no finding; function-limits no longer requires a reservation.
     def edit(recs):
         api = find(recs, FUNCTION, "-api-function")
         inputs = {k: v for k, v in api.inputs.items() if k != "reservedConcurrentExecutions"}
         replace(recs, api, inputs=inputs)
 
-    only(check("prod", edit), "function-limits", "slotguard-prod-api-function")
+    assert not check("prod", edit).violations
 
 
 def test_function_timeout_inside_the_waits():

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from infra.budget import compute_budget
 from infra.packaging import PackagingError
-from infra.settings import StackSettings, settings_from_mapping
+from infra.settings import SettingsError, StackSettings, settings_from_mapping
 from slotguard.aws.checks import Check, Status, run_checks
 from slotguard.aws.preflight import Preflight, match_engine_version
 from slotguard.aws.tools import PULUMI_MIN_VERSION, Tools, buildx_platforms
@@ -69,6 +69,12 @@ def preflight(
 
     kwargs.setdefault("tools", tools())
     return Preflight(settings=s, budget=compute_budget(s), client=client, region=region, **kwargs)
+
+
+def load_dev() -> StackSettings:
+    from infra.settings import load_stack
+
+    return load_stack("dev", ROOT)
 
 
 def one(checks: list[Check], name: str) -> Check:
@@ -142,11 +148,14 @@ def test_pulumi_missing_fails_with_the_install_page() -> None:
 # -- Lambda concurrency ------------------------------------------------------------------------
 
 
-def lambda_stub(quota: int, unreserved: int, existing: dict[str, int] | None = None) -> Any:
-    """Account settings, then one GetFunctionConcurrency per function of stack `t`."""
+def lambda_stub(
+    quota: int, unreserved: int, existing: dict[str, int] | None = None, stack: str = "t"
+) -> Any:
+    """Account settings, then one GetFunctionConcurrency per function of the stack."""
     client, stub = stubbed("lambda")
     stub.add_response("get_account_settings", account_settings(quota, unreserved), {})
-    for name in ("slotguard-t-api", "slotguard-t-health", "slotguard-t-bootstrap"):
+    for key in ("api", "health", "bootstrap"):
+        name = f"slotguard-{stack}-{key}"
         if existing is not None and name in existing:
             stub.add_response(
                 "get_function_concurrency",
@@ -203,6 +212,31 @@ def test_a_quota_setting_above_the_account_quota_fails() -> None:
     check = one(checks, "lambda_concurrency_quota")
     assert check.failed
     assert "set lambda_concurrency_quota: 1000" in check.change
+
+
+def test_other_stacks_reservations_in_the_region_count() -> None:
+    # UnreservedConcurrentExecutions is the quota less every reservation in the region, other
+    # stacks' included (https://docs.aws.amazon.com/lambda/latest/api/API_GetAccountSettings.html):
+    # a second stack reserving 900 of 1,000 leaves this one's 56 without Lambda's 100.
+    checks = list(preflight(settings(), {"lambda": lambda_stub(1000, 100)}).lambda_concurrency())
+    check = one(checks, "lambda unreserved concurrency")
+    assert check.failed
+    assert "900 reserved by other functions" in check.found
+    assert "reserved_concurrency: null" in check.change
+
+
+def test_an_unreserved_stack_passes_on_a_new_account() -> None:
+    # "New AWS accounts have reduced concurrency and memory quotas"
+    # (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html): at 10 nothing can
+    # be reserved, and a stack that reserves nothing needs nothing of the quota.
+    s = load_dev()
+    assert compute_budget(s).reserved_concurrency_total == 0
+    checks = list(preflight(s, {"lambda": lambda_stub(10, 10, stack="dev")}).lambda_concurrency())
+    check = one(checks, "lambda unreserved concurrency")
+    assert check.status is Status.PASS, check
+    assert "reserves nothing" in check.found
+    # The setting (1,000) over-sizes the pooler for an account of 10: not a failure.
+    assert one(checks, "lambda_concurrency_quota").status is Status.PASS
 
 
 def test_an_api_error_becomes_a_failed_row_not_a_traceback(aws: None) -> None:
@@ -325,6 +359,19 @@ def test_rds_proxy_supports_the_engine_major() -> None:
     )
 
 
+def test_rds_proxy_majors_come_from_one_source_the_settings_enforce() -> None:
+    # "Supported Regions and DB engines for Amazon RDS Proxy" (RDS for PostgreSQL: 13 to 17,
+    # all available versions of each). The settings accept engine majors up to 19, so a proxy
+    # stack on 18 is refused when settings load, with the same set preflight reads.
+    for major in (13, 17):
+        settings({"pooler": "rds-proxy", "database": {"engine_version": str(major)}})
+    with pytest.raises(SettingsError) as error:
+        settings({"pooler": "rds-proxy", "database": {"engine_version": "18"}})
+    assert "RDS Proxy supports (13, 14, 15, 16, 17" in str(error.value)
+    assert "pooler.kind: pgbouncer" in str(error.value)
+    settings({"database": {"engine_version": "18"}})  # PgBouncer has no such limit
+
+
 def test_rds_proxy_refuses_a_major_it_does_not_list() -> None:
     s = settings({"pooler": "rds-proxy"})
     s = s.model_copy(update={"database": s.database.model_copy(update={"engine_version": "12"})})
@@ -366,6 +413,19 @@ def test_fargate_in_a_region_restricted_to_some_az_ids(aws: None) -> None:
             ]
         },
         {"Filters": [{"Name": "state", "Values": ["available"]}]},
+    )
+    # Every endpoint service offered in both AZs (the new VPC's AZ choice looks them up).
+    stub.add_response(
+        "describe_vpc_endpoint_services",
+        {
+            "ServiceDetails": [
+                {
+                    "ServiceName": f"com.amazonaws.us-west-1.{service}",
+                    "AvailabilityZones": ["us-west-1a", "us-west-1c"],
+                }
+                for service in ("secretsmanager", "logs", "monitoring", "ecr.api", "ecr.dkr")
+            ]
+        },
     )
     stub.activate()
     s = settings_from_mapping({}, stack="t", region="us-west-1")
@@ -459,26 +519,51 @@ def test_subnets_that_do_not_exist_fail(aws: None) -> None:
     assert check.change == "fix network.subnet_ids"
 
 
-def test_subnets_on_the_main_route_table_fail_when_the_stack_adds_the_s3_endpoint(
-    aws: None,
-) -> None:
-    # Subnets never explicitly associated use the main route table; an implicit association
-    # carries no SubnetId (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RouteTableAssociation.html),
-    # and the provider's route-table look-up by subnet filters on association.subnet-id and
-    # errors with "query returned no results" (hashicorp/terraform-provider-aws,
-    # internal/service/ec2/vpc_route_table_data_source.go).
+def test_subnets_on_the_main_route_table_pass_as_the_program_handles_them(aws: None) -> None:
+    # Subnets never explicitly associated use the main route table ("Subnet route tables",
+    # https://docs.aws.amazon.com/vpc/latest/userguide/subnet-route-tables.html); the program's
+    # plural `get_route_tables` answers an empty list for them, not an error
+    # (hashicorp/terraform-provider-aws internal/service/ec2/vpc_route_tables_data_source.go),
+    # and it falls back to the VPC's main_route_table_id (infra/network.py read_existing_vpc).
     _, vpc_id, subnets = vpc()
     checks = list(preflight(existing(vpc_id, subnets)).existing_vpc())
     check = one(checks, "route tables")
-    assert check.failed
+    assert check.status is Status.PASS, check
     assert "(main, implicit)" in check.found
-    assert "associate" in check.change
-    assert "network.vpc_endpoints: false" in check.change
+    assert not [c for c in checks if c.failed], checks
 
 
-def test_existing_private_dns_endpoints_conflict_with_the_stacks_own(aws: None) -> None:
+def test_an_existing_private_dns_endpoint_is_reused_not_a_conflict(aws: None) -> None:
+    # The program reuses an interface endpoint the VPC already has for a service and admits the
+    # stack's groups to it (infra/network.py Network._endpoints, `_admit`): no advice to turn
+    # vpc_endpoints off, which would switch the stack to NAT egress.
+    _ec2, vpc_id, subnets = vpc()
+    _ec2.create_vpc_endpoint(
+        VpcId=vpc_id,
+        ServiceName=f"com.amazonaws.{REGION}.secretsmanager",
+        VpcEndpointType="Interface",
+        SubnetIds=subnets,
+        PrivateDnsEnabled=True,
+    )
+    checks = list(preflight(existing(vpc_id, subnets)).existing_vpc())
+    check = one(checks, "vpc endpoints")
+    assert check.status is Status.PASS, check
+    assert "secretsmanager (vpce-" in check.found
+    assert "the stack reuses secretsmanager" in check.found
+    assert "it creates logs, monitoring, ecr.api, ecr.dkr" in check.found
+    assert "vpc_endpoints: false" not in check.change
+    # The whole emulated account: an existing VPC on its main route table with an endpoint
+    # already present reports no failure.
+    assert not [c for c in checks if c.failed], checks
+
+
+def test_the_whole_preflight_on_an_emulated_existing_vpc_has_no_network_false_failure(
+    aws: None,
+) -> None:
+    # Every check through `run()`, against moto's EC2: subnets on the main route table
+    # implicitly and a Secrets Manager endpoint with private DNS already present. The network
+    # rows all pass (other rows depend on services moto does not model for PostgreSQL).
     ec2, vpc_id, subnets = vpc()
-    explicit_table(ec2, vpc_id, subnets)
     ec2.create_vpc_endpoint(
         VpcId=vpc_id,
         ServiceName=f"com.amazonaws.{REGION}.secretsmanager",
@@ -486,10 +571,30 @@ def test_existing_private_dns_endpoints_conflict_with_the_stacks_own(aws: None) 
         SubnetIds=subnets,
         PrivateDnsEnabled=True,
     )
+    checks = preflight(existing(vpc_id, subnets)).run()
+    network = {"vpc dns", "subnets", "route tables", "vpc endpoints", "vpc endpoint services"}
+    rows = [c for c in checks if c.name in network]
+    assert {c.name for c in rows} == network
+    assert all(c.status is Status.PASS for c in rows), rows
+    assert one(checks, "nat egress").status is Status.SKIP
+
+
+def test_an_existing_endpoint_without_private_dns_fails_with_the_command(aws: None) -> None:
+    # Calls reach an interface endpoint by the service's default name only with private DNS on
+    # (CreateVpcEndpoint PrivateDnsEnabled,
+    # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateVpcEndpoint.html).
+    ec2, vpc_id, subnets = vpc()
+    endpoint = ec2.create_vpc_endpoint(
+        VpcId=vpc_id,
+        ServiceName=f"com.amazonaws.{REGION}.logs",
+        VpcEndpointType="Interface",
+        SubnetIds=subnets,
+        PrivateDnsEnabled=False,
+    )["VpcEndpoint"]["VpcEndpointId"]
     check = one(list(preflight(existing(vpc_id, subnets)).existing_vpc()), "vpc endpoints")
     assert check.failed
-    assert "secretsmanager (vpce-" in check.found
-    assert "network.vpc_endpoints: false" in check.change
+    assert "private DNS off" in check.found
+    assert f"--vpc-endpoint-id {endpoint} --private-dns-enabled" in check.change
 
 
 def endpoints_for_all(ec2: Any, vpc_id: str, subnets: list[str], skip: str = "") -> None:
@@ -521,17 +626,205 @@ def test_without_endpoints_or_a_nat_the_apis_are_unreachable(aws: None) -> None:
     assert "add a NAT route" in check.change
 
 
-def test_a_nat_route_reaches_the_apis_without_endpoints(aws: None) -> None:
-    ec2, vpc_id, subnets = vpc()
-    table = explicit_table(ec2, vpc_id, subnets)
+def nat_gateway(ec2: Any, vpc_id: str) -> str:
     public = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.9.99.0/24")["Subnet"]["SubnetId"]
     allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
     nat = ec2.create_nat_gateway(SubnetId=public, AllocationId=allocation)["NatGateway"]
-    ec2.create_route(
-        RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat["NatGatewayId"]
-    )
+    return str(nat["NatGatewayId"])
+
+
+def test_a_nat_route_reaches_the_apis_without_endpoints(aws: None) -> None:
+    ec2, vpc_id, subnets = vpc()
+    table = explicit_table(ec2, vpc_id, subnets)
+    nat = nat_gateway(ec2, vpc_id)
+    ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
     check = one(list(preflight(existing(vpc_id, subnets, False)).existing_vpc()), "nat egress")
     assert check.status is Status.PASS, check
+    assert nat in check.found
+
+
+def test_a_nat_instance_route_counts_as_egress_on_the_main_table(aws: None) -> None:
+    # A NAT instance is a route to its instance (or its network interface): "NAT instances",
+    # https://docs.aws.amazon.com/vpc/latest/userguide/VPC_NAT_Instance.html. The subnets use
+    # the main route table implicitly.
+    ec2, vpc_id, subnets = vpc()
+    main = ec2.describe_route_tables(
+        Filters=[
+            {"Name": "vpc-id", "Values": [vpc_id]},
+            {"Name": "association.main", "Values": ["true"]},
+        ]
+    )["RouteTables"][0]["RouteTableId"]
+    eni = ec2.create_network_interface(SubnetId=subnets[0])["NetworkInterface"][
+        "NetworkInterfaceId"
+    ]
+    ec2.create_route(RouteTableId=main, DestinationCidrBlock="0.0.0.0/0", NetworkInterfaceId=eni)
+    check = one(list(preflight(existing(vpc_id, subnets, False)).existing_vpc()), "nat egress")
+    assert check.status is Status.PASS, check
+    assert eni in check.found
+
+
+def test_a_peering_route_is_not_egress(aws: None) -> None:
+    # VPC peering does not support edge-to-edge routing through the peer's NAT or gateway
+    # ("VPC peering limitations", https://docs.aws.amazon.com/vpc/latest/peering/vpc-peering-basics.html).
+    ec2, vpc_id, subnets = vpc()
+    table = explicit_table(ec2, vpc_id, subnets)
+    peer = ec2.create_vpc(CidrBlock="10.10.0.0/16")["Vpc"]["VpcId"]
+    peering = ec2.create_vpc_peering_connection(VpcId=vpc_id, PeerVpcId=peer)[
+        "VpcPeeringConnection"
+    ]["VpcPeeringConnectionId"]
+    ec2.create_route(
+        RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", VpcPeeringConnectionId=peering
+    )
+    check = one(list(preflight(existing(vpc_id, subnets, False)).existing_vpc()), "nat egress")
+    assert check.failed
+    assert "no 0.0.0.0/0 route to a NAT" in check.found
+
+
+def test_an_rds_proxy_stack_needs_only_the_secrets_manager_endpoint(aws: None) -> None:
+    # RDS Proxy stacks call Secrets Manager alone (infra/network.py POOLER_ENDPOINTS): a VPC
+    # with only that endpoint needs no NAT for them, while PgBouncer's stack still does.
+    ec2, vpc_id, subnets = vpc()
+    explicit_table(ec2, vpc_id, subnets)
+    ec2.create_vpc_endpoint(
+        VpcId=vpc_id,
+        ServiceName=f"com.amazonaws.{REGION}.secretsmanager",
+        VpcEndpointType="Interface",
+        SubnetIds=subnets,
+        PrivateDnsEnabled=True,
+    )
+    proxy = existing(vpc_id, subnets, False).model_copy(
+        update={"pooler": settings({"pooler": "rds-proxy"}).pooler}
+    )
+    check = one(list(preflight(proxy).existing_vpc()), "nat egress")
+    assert check.status is Status.PASS, check
+    pgbouncer = one(list(preflight(existing(vpc_id, subnets, False)).existing_vpc()), "nat egress")
+    assert pgbouncer.failed
+    assert "logs, monitoring, ecr.api, ecr.dkr have no endpoint" in pgbouncer.found
+
+
+# -- endpoint services, Service Quotas, fixed names -------------------------------------------
+
+
+def endpoint_services_stub(region: str, offered: dict[str, list[str]]) -> Any:
+    ec2, stub = stubbed("ec2", region)
+    # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeVpcEndpointServices.html
+    stub.add_response(
+        "describe_vpc_endpoint_services",
+        {
+            "ServiceDetails": [
+                {
+                    "ServiceName": f"com.amazonaws.{region}.{service}",
+                    "ServiceType": [{"ServiceType": "Interface"}],
+                    "AvailabilityZones": zones,
+                }
+                for service, zones in offered.items()
+            ]
+        },
+    )
+    stub.add_response(
+        "describe_availability_zones",
+        {
+            "AvailabilityZones": [
+                {"ZoneName": f"{region}{x}", "ZoneId": f"z{x}", "State": "available"} for x in "abc"
+            ]
+        },
+        {"Filters": [{"Name": "state", "Values": ["available"]}]},
+    )
+    stub.activate()
+    return ec2
+
+
+def test_an_endpoint_service_missing_in_an_az_moves_a_new_vpc(aws: None) -> None:
+    # Each interface endpoint service lists the AZs it is offered in
+    # (DescribeVpcEndpointServices, ServiceDetail.AvailabilityZones:
+    # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ServiceDetail.html). A new VPC
+    # takes the first AZs where all are offered, as the program does (infra/network.py).
+    r = REGION
+    offered = {
+        "secretsmanager": [f"{r}a", f"{r}b", f"{r}c"],
+        "logs": [f"{r}b", f"{r}c"],
+        "monitoring": [f"{r}a", f"{r}b", f"{r}c"],
+        "ecr.api": [f"{r}a", f"{r}b", f"{r}c"],
+        "ecr.dkr": [f"{r}a", f"{r}b", f"{r}c"],
+    }
+    pf = preflight(settings(), {"ec2": endpoint_services_stub(r, offered)})
+    check = one(list(pf.endpoint_services()), "vpc endpoint services")
+    assert check.status is Status.PASS, check
+    assert [z.name for z in pf.zones()] == [f"{r}b", f"{r}c"]
+    three = settings({"network": {"availability_zones": 3}})
+    pf = preflight(three, {"ec2": endpoint_services_stub(r, offered)})
+    check = one(list(pf.endpoint_services()), "vpc endpoint services")
+    assert check.failed
+    assert "network.availability_zones to 2" in check.change
+
+
+def test_an_endpoint_service_missing_in_an_existing_subnets_az_fails(aws: None) -> None:
+    _ec2, vpc_id, subnets = vpc(zones=("eu-west-1a", "eu-west-1b"))
+    s = existing(vpc_id, subnets)
+    check = one(list(preflight(s).endpoint_services()), "vpc endpoint services")
+    assert check.status is Status.PASS, check  # moto offers every service in every AZ
+    pf = preflight(s)
+    pf._offered = {"secretsmanager": ["eu-west-1b"], "logs": ["eu-west-1a", "eu-west-1b"]}
+    check = one(list(pf.endpoint_services()), "vpc endpoint services")
+    assert check.failed
+    assert "secretsmanager not offered in eu-west-1a" in check.found
+    assert "network.subnet_ids" in check.change
+
+
+def test_service_quotas_permission_is_checked() -> None:
+    # The preview reads Lambda's quota with GetServiceQuota (infra/account.py); an identity
+    # without servicequotas:GetServiceQuota gets AccessDeniedException
+    # (https://docs.aws.amazon.com/servicequotas/2019-06-24/apireference/API_GetServiceQuota.html).
+    sq, stub = stubbed("service-quotas")
+    stub.add_response(
+        "get_service_quota",
+        {"Quota": {"ServiceCode": "lambda", "QuotaCode": "L-B99A9384", "Value": 10.0}},
+        {"ServiceCode": "lambda", "QuotaCode": "L-B99A9384"},
+    )
+    stub.add_client_error(
+        "get_service_quota", service_error_code="AccessDeniedException", http_status_code=400
+    )
+    stub.activate()
+    pf = preflight(settings(), {"service-quotas": sq})
+    allowed = one(list(pf.service_quotas()), "service quotas")
+    assert allowed.status is Status.PASS
+    assert "10" in allowed.found
+    denied = one(list(pf.service_quotas()), "service quotas")
+    assert denied.failed
+    assert "servicequotas:GetServiceQuota" in denied.change
+
+
+def test_names_an_earlier_stack_left_are_collisions(aws: None) -> None:
+    # Lambda refuses a function name in use (CreateFunction ResourceConflictException) and
+    # CloudWatch Logs an existing group (CreateLogGroup ResourceAlreadyExistsException); an
+    # alarm of the same name would be overwritten by PutMetricAlarm.
+    pf = preflight(settings(stack="t"))
+    clean = one(list(pf.name_collisions()), "name collisions")
+    assert clean.status is Status.PASS, clean
+    logs = aws_client("logs")
+    logs.create_log_group(logGroupName="/aws/lambda/slotguard-t-api")
+    logs.create_log_group(logGroupName="/aws/lambda/slotguard-tt-api")  # another stack's
+    cloudwatch = aws_client("cloudwatch")
+    alarm = pf.fixed_names()["alarms"][0]
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm,
+        MetricName="DatabaseConnections",
+        Namespace="AWS/RDS",
+        Statistic="Maximum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1.0,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    check = one(list(preflight(settings(stack="t")).name_collisions()), "name collisions")
+    assert check.failed
+    assert "log groups: /aws/lambda/slotguard-t-api" in check.found
+    assert "slotguard-tt-api" not in check.found
+    assert f"alarms: {alarm}" in check.found
+    deployed = one(
+        list(preflight(settings(stack="t"), deployed=True).name_collisions()), "name collisions"
+    )
+    assert deployed.status is Status.SKIP
 
 
 # -- the image and the CA bundle ---------------------------------------------------------------

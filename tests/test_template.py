@@ -88,8 +88,7 @@ def test_a_new_stack_from_the_defaults_is_deployable(tmp_path: Path) -> None:
         1000,
     )
     budget = compute_budget(settings)
-    reserved = sum(f.reserved_concurrency for f in settings.functions.values())
-    assert reserved + 100 <= settings.lambda_concurrency_quota
+    assert budget.reserved_concurrency_total + 100 <= settings.lambda_concurrency_quota
     assert budget.pooler_kind == "pgbouncer"
     run = run_offline(settings)
     assert run.outputs["pooler_kind"] == "pgbouncer"
@@ -122,16 +121,19 @@ def test_an_example_stack_keeps_its_structure_through_pulumi_new(
 def test_the_example_deploys_at_the_default_quota_and_a_smaller_one_is_named(
     tmp_path: Path,
 ) -> None:
-    """`pulumi new` from the dev example at the prompt's default quota (1,000) holds; a quota
-    too small for its reservations is refused before anything deploys, naming the setting."""
+    """`pulumi new` from the dev example holds at the prompt's default quota (1,000) and at a
+    new account's 10 (it reserves nothing); reservations too large for a quota are refused
+    before anything deploys, naming the setting."""
     pulumi_new(tmp_path, "dev")
     settings = load_stack("dev", root=tmp_path)
     assert settings.lambda_concurrency_quota == 1000
     budget = compute_budget(settings)
-    assert budget.reserved_concurrency_total + 100 <= settings.lambda_concurrency_quota
-    smaller = settings.model_copy(
-        update={"lambda_concurrency_quota": budget.reserved_concurrency_total + 99}
+    assert budget.reserved_concurrency_total == 0
+    compute_budget(settings.model_copy(update={"lambda_concurrency_quota": 10}))
+    api = settings.functions["api"].model_copy(update={"reserved_concurrency": 900})
+    reserving = settings.model_copy(
+        update={"functions": {**settings.functions, "api": api}, "lambda_concurrency_quota": 1000}
     )
     with pytest.raises(BudgetError) as raised:
-        compute_budget(smaller)
+        compute_budget(reserving)
     assert any(v.setting == "lambda_concurrency_quota" for v in raised.value.violations)

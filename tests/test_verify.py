@@ -53,7 +53,7 @@ def outputs(**extra: Any) -> dict[str, Any]:
         "alarm_names": [],
         "alarm_topic_arn": f"arn:aws:sns:{REGION}:123456789012:slotguard-t-alarms",
         "max_connections": 112,
-        "pooler_ceiling": 106,
+        "pooler_ceiling": 104,
         **extra,
     }
 
@@ -102,6 +102,7 @@ def health_body(s: StackSettings, **changes: Any) -> dict[str, Any]:
         },
         "alarm_percent": 80.0,
         "via": {"host": ENDPOINT, "port": 6432},
+        "path": {"function": "10.40.1.23:51234", "server_saw": "10.40.2.7:40112"},
         "role": {
             "name": au.name,
             "connection_limit": au.connection_limit,
@@ -164,6 +165,79 @@ def test_health_connected_to_the_database_not_the_pooler_fails() -> None:
     assert "the pooler is" in check.found
 
 
+def test_a_function_the_database_sees_directly_is_not_through_the_pooler() -> None:
+    # The health function reports the server's view of its client (inet_client_addr/port)
+    # and its own socket; equal means the connection reached the database directly
+    # (tests/test_functions_api.py shows both against real PgBouncer and PostgreSQL).
+    s = settings()
+    body = health_body(s, path={"function": "10.40.1.23:51234", "server_saw": "10.40.1.23:51234"})
+    check = one(
+        list(verify(s, {"lambda": health_lambda(200, body)}).health()), "through the pooler"
+    )
+    assert check.failed
+    assert "nothing sits in between" in check.found
+    body = health_body(s, path={})
+    check = one(
+        list(verify(s, {"lambda": health_lambda(200, body)}).health()), "through the pooler"
+    )
+    assert check.failed
+    assert "reports no path" in check.found
+
+
+def pooler_tasks(*addresses: str) -> Any:
+    ecs, stub = stubbed("ecs")
+    arns = [f"arn:aws:ecs:{REGION}:123456789012:task/slotguard-t/t{i}" for i in range(2)]
+    stub.add_response(
+        "list_tasks",
+        {"taskArns": arns},
+        {
+            "cluster": "slotguard-t",
+            "serviceName": "slotguard-t-pgbouncer",
+            "desiredStatus": "RUNNING",
+        },
+    )
+    # https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Attachment.html
+    stub.add_response(
+        "describe_tasks",
+        {
+            "tasks": [
+                {
+                    "taskArn": arn,
+                    "attachments": [
+                        {
+                            "type": "ElasticNetworkInterface",
+                            "details": [{"name": "privateIPv4Address", "value": address}],
+                        }
+                    ],
+                }
+                for arn, address in zip(arns, addresses, strict=True)
+            ]
+        },
+        {"cluster": "slotguard-t", "tasks": arns},
+    )
+    stub.activate()
+    return ecs
+
+
+def test_the_client_the_database_saw_is_one_of_the_pooler_tasks() -> None:
+    s = settings()
+    out = outputs(**PGB)
+    clients = {
+        "lambda": health_lambda(200, health_body(s)),
+        "ecs": pooler_tasks("10.40.2.7", "10.40.3.9"),
+    }
+    check = one(list(verify(s, clients, out).health()), "through the pooler")
+    assert check.status is Status.PASS, check
+    assert "pooler task 10.40.2.7" in check.found
+    clients = {
+        "lambda": health_lambda(200, health_body(s)),
+        "ecs": pooler_tasks("10.40.2.8", "10.40.3.9"),
+    }
+    check = one(list(verify(s, clients, out).health()), "through the pooler")
+    assert check.failed
+    assert "none of the pooler's tasks (10.40.2.8, 10.40.3.9)" in check.found
+
+
 def test_a_health_function_that_raises_is_a_failed_row() -> None:
     s = settings()
     v = verify(s, {"lambda": health_lambda(200, {}, function_error="Unhandled")})
@@ -191,6 +265,33 @@ def test_app_user_settings_that_differ_fail_naming_each() -> None:
     assert "statement_timeout 30000 (budget: 5000)" in check.found
     assert "connection_limit -1" in check.found
     assert "bootstrap" in check.change
+
+
+def test_a_limit_the_bootstrap_holds_for_a_pending_reboot_passes_and_says_why() -> None:
+    # max_connections is static: a raise waits for a reboot, and until then the bootstrap holds
+    # app_user's limit within the running server's (functions/bootstrap.py
+    # running_connection_limit) and reports it (output app_user_connection_limit).
+    s = settings()
+    body = health_body(s)
+    budget_limit = compute_budget(s).app_user.connection_limit
+    body["role"]["connection_limit"] = budget_limit - 20
+    out = outputs(
+        app_user_connection_limit=budget_limit - 20, bootstrap_function="slotguard-t-bootstrap"
+    )
+    check = one(
+        list(verify(s, {"lambda": health_lambda(200, body)}, out).app_user()), "app_user role"
+    )
+    assert check.status is Status.PASS, check
+    assert "as the bootstrap set it" in check.found
+    assert "pending reboot" in check.found
+    assert "slotguard-t-bootstrap" in check.found
+    # A limit that is neither the budget's nor the bootstrap's was changed by someone else.
+    body["role"]["connection_limit"] = budget_limit - 21
+    check = one(
+        list(verify(s, {"lambda": health_lambda(200, body)}, out).app_user()), "app_user role"
+    )
+    assert check.failed
+    assert f"the bootstrap reported CONNECTION LIMIT {budget_limit - 20}" in check.found
 
 
 # -- the parameter group -----------------------------------------------------------------------
@@ -289,19 +390,65 @@ def test_ecs_tasks_not_running_fail(aws: None) -> None:
     elb.register_targets(TargetGroupArn=tg, Targets=[{"Id": "10.0.0.5"}, {"Id": "10.0.1.5"}])
     checks = list(verify(settings(), out=outputs(**PGB, target_group_arn=tg)).pooler())
     tasks = one(checks, "pgbouncer tasks")
-    assert tasks.failed  # moto starts no task: 0 running of 2
+    assert tasks.failed  # moto starts no task: 0 running of 2, its first rollout under way
     assert "0 running of 2 desired" in tasks.found
-    assert "aws ecs describe-services" in tasks.change
-    assert one(checks, "nlb targets").status is Status.PASS  # moto reports both healthy
+    # Deployment.rolloutState IN_PROGRESS while a deployment rolls out
+    # (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Deployment.html).
+    assert "rolloutState IN_PROGRESS" in tasks.found
+    assert "wait for it" in tasks.change
+    # Targets are held against the tasks running, not against the budget's count.
+    targets = one(checks, "nlb targets")
+    assert targets.failed
+    assert "0 tasks running" in targets.found
 
 
-def pooler_stubs(running: int, states: tuple[str, ...]) -> dict[str, Any]:
+def pooler_stubs(
+    running: int,
+    states: tuple[str, ...],
+    desired: int = 2,
+    health: str = "HEALTHY",
+    rollout: str = "COMPLETED",
+) -> dict[str, Any]:
     ecs, ecs_stub = stubbed("ecs")
+    service = ecs_service("slotguard-t", "slotguard-t-pgbouncer", running, desired)
+    # https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Deployment.html
+    service["services"][0]["deployments"] = [
+        {"id": "ecs-svc/1", "status": "PRIMARY", "rolloutState": rollout}
+    ]
     ecs_stub.add_response(
         "describe_services",
-        ecs_service("slotguard-t", "slotguard-t-pgbouncer", running, 2),
+        service,
         {"cluster": "slotguard-t", "services": ["slotguard-t-pgbouncer"]},
     )
+    if rollout == "COMPLETED" and running == desired:
+        arns = [f"arn:aws:ecs:{REGION}:123456789012:task/slotguard-t/t{i}" for i in range(running)]
+        # https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ListTasks.html
+        ecs_stub.add_response(
+            "list_tasks",
+            {"taskArns": arns},
+            {
+                "cluster": "slotguard-t",
+                "serviceName": "slotguard-t-pgbouncer",
+                "desiredStatus": "RUNNING",
+            },
+        )
+        if arns:
+            # https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Task.html
+            # (healthStatus HEALTHY | UNHEALTHY | UNKNOWN)
+            ecs_stub.add_response(
+                "describe_tasks",
+                {
+                    "tasks": [
+                        {
+                            "taskArn": arn,
+                            "healthStatus": health,
+                            "containers": [{"name": "pgbouncer", "healthStatus": health}],
+                        }
+                        for arn in arns
+                    ]
+                },
+                {"cluster": "slotguard-t", "tasks": arns},
+            )
     ecs_stub.activate()
     elb, elb_stub = stubbed("elbv2")
     elb_stub.add_response(
@@ -317,6 +464,62 @@ def test_running_tasks_and_healthy_targets_pass() -> None:
     )
     checks = list(v.pooler())
     assert [c.status for c in checks] == [Status.PASS, Status.PASS]
+
+
+def test_a_scaled_out_service_running_its_desired_count_passes() -> None:
+    # Target tracking sets desiredCount between tasks and max_tasks: 3 of 3 desired is healthy.
+    s = settings({"pooler": {"kind": "pgbouncer", "pgbouncer": {"tasks": 2, "max_tasks": 3}}})
+    v = verify(
+        s,
+        pooler_stubs(3, ("healthy",) * 3, desired=3),
+        outputs(**PGB, target_group_arn="tg"),
+    )
+    checks = list(v.pooler())
+    assert [c.status for c in checks] == [Status.PASS, Status.PASS], checks
+    assert "the stack runs 2 to 3" in one(checks, "pgbouncer tasks").found
+
+
+def test_an_unhealthy_container_or_a_failed_rollout_fails() -> None:
+    v = verify(
+        settings(),
+        pooler_stubs(2, ("healthy", "healthy"), health="UNHEALTHY"),
+        outputs(**PGB, target_group_arn="tg"),
+    )
+    check = one(list(v.pooler()), "pgbouncer tasks")
+    assert check.failed
+    assert "pgbouncer UNHEALTHY" in check.found
+    v = verify(
+        settings(),
+        pooler_stubs(2, ("healthy", "healthy"), rollout="FAILED"),
+        outputs(**PGB, target_group_arn="tg"),
+    )
+    check = one(list(v.pooler()), "pgbouncer tasks")
+    assert check.failed
+    assert "rolloutState FAILED" in check.found
+
+
+def test_the_log_group_hint_names_the_generated_suffix(aws: None) -> None:
+    # The log group is created with name_prefix, so its name ends in a generated suffix; the
+    # task definition's awslogs-group option carries the real name.
+    ecs = boto3.client("ecs", region_name=REGION)
+    group = "/ecs/slotguard-t-pgbouncer-20260101a1b2c3d4e5f6a7b8c9d0"
+    definition = ecs.register_task_definition(
+        family="pgbouncer",
+        containerDefinitions=[
+            {
+                "name": "pgbouncer",
+                "image": "x",
+                "memory": 512,
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {"awslogs-group": group, "awslogs-region": REGION},
+                },
+            }
+        ],
+    )["taskDefinition"]["taskDefinitionArn"]
+    v = verify(settings(), {"ecs": ecs})
+    assert v._log_group({"taskDefinition": definition}) == group
+    assert v._log_group(None) == "/ecs/slotguard-t-pgbouncer-*"
 
 
 def test_unhealthy_targets_fail() -> None:
@@ -398,8 +601,95 @@ def test_alarms_missing_without_action_or_stuck_fail(aws: None) -> None:
     assert one(checks, "alarm slotguard-t-c").found == "does not exist"
 
 
+def publish_connections() -> None:
+    boto3.client("cloudwatch", region_name=REGION).put_metric_data(
+        Namespace="AWS/RDS",
+        MetricData=[
+            {
+                "MetricName": "DatabaseConnections",
+                "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": "slotguard-t-db"}],
+                "Value": 3,
+            }
+        ],
+    )
+
+
+def test_an_alarm_firing_after_the_deploy_fails(aws: None) -> None:
+    alarm("slotguard-t-a")
+    publish_connections()
+    boto3.client("cloudwatch", region_name=REGION).set_alarm_state(
+        AlarmName="slotguard-t-a", StateValue="ALARM", StateReason="Threshold Crossed"
+    )
+    check = one(
+        list(verify(settings(), out=outputs(alarm_names=["slotguard-t-a"])).alarms()),
+        "alarm slotguard-t-a",
+    )
+    assert check.failed
+    assert "ALARM" in check.found
+    assert "Threshold Crossed" in check.found
+
+
+def test_an_alarm_on_a_metric_nobody_publishes_fails(aws: None) -> None:
+    # ListMetrics returns only metrics with datapoints in the past two weeks
+    # (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_ListMetrics.html):
+    # an alarm on a wrong dimension sits in OK forever and can never fire.
+    alarm("slotguard-t-a")
+    boto3.client("cloudwatch", region_name=REGION).set_alarm_state(
+        AlarmName="slotguard-t-a", StateValue="OK", StateReason="evaluated"
+    )
+    later = datetime.now(UTC) + timedelta(minutes=20)
+    v = verify(settings(), out=outputs(alarm_names=["slotguard-t-a"]), now=lambda: later)
+    check = one(list(v.alarms()), "alarm slotguard-t-a")
+    assert check.failed
+    assert "no datapoint of AWS/RDS/DatabaseConnections {DBInstanceIdentifier=slotguard-t-db}" in (
+        check.found
+    )
+    publish_connections()
+    check = one(list(v.alarms()), "alarm slotguard-t-a")
+    assert check.status is Status.PASS, check
+
+
+def test_a_function_alarm_is_proven_by_the_functions_invocations(aws: None) -> None:
+    # Lambda sends Errors/Throttles only when nonzero ("AWS Lambda only sends these metrics to
+    # CloudWatch if they have a nonzero value",
+    # http://docs.aws.amazon.com/lambda/latest/dg/monitoring-functions-metrics.html): a healthy
+    # function's Throttles alarm is checked against its Invocations instead.
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    dims: Any = [{"Name": "FunctionName", "Value": "slotguard-t-api"}]
+    cloudwatch.put_metric_alarm(
+        AlarmName="slotguard-t-api-throttles",
+        Namespace="AWS/Lambda",
+        MetricName="Throttles",
+        Dimensions=dims,
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+        AlarmActions=["arn:aws:sns:eu-west-1:123456789012:slotguard-t-alarms"],
+    )
+    cloudwatch.set_alarm_state(
+        AlarmName="slotguard-t-api-throttles", StateValue="OK", StateReason="evaluated"
+    )
+    later = datetime.now(UTC) + timedelta(minutes=20)
+    v = verify(
+        settings(), out=outputs(alarm_names=["slotguard-t-api-throttles"]), now=lambda: later
+    )
+    check = one(list(v.alarms()), "alarm slotguard-t-api-throttles")
+    assert check.status is Status.PASS
+    assert "not proven" in check.found
+    cloudwatch.put_metric_data(
+        Namespace="AWS/Lambda",
+        MetricData=[{"MetricName": "Invocations", "Dimensions": dims, "Value": 1}],
+    )
+    check = one(list(v.alarms()), "alarm slotguard-t-api-throttles")
+    assert check.status is Status.PASS
+    assert "not proven" not in check.found
+
+
 def test_alarms_that_left_insufficient_data_pass_later(aws: None) -> None:
     alarm("slotguard-t-a")
+    publish_connections()
     boto3.client("cloudwatch", region_name=REGION).set_alarm_state(
         AlarmName="slotguard-t-a", StateValue="OK", StateReason="evaluated"
     )
@@ -498,7 +788,8 @@ def test_a_storm_with_no_failure_and_a_peak_within_the_ceiling_passes(aws: None)
     assert one(checks, "storm").found == "burst 4: 0 failed"
     peak = one(checks, "storm peak connections")
     assert peak.status is Status.PASS
-    assert "ceiling 106 + admin margin 3 = 109" in peak.found
+    # db.t4g.micro's 112 - 3 superuser - 2 rds_superuser reserved - 3 admin = 104.
+    assert "ceiling 104 + admin margin 3 = 107" in peak.found
 
 
 def test_a_storm_with_failures_or_a_peak_over_the_ceiling_fails(aws: None) -> None:

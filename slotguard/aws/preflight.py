@@ -14,10 +14,10 @@ from typing import Any
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 
 from infra.aws_constraints import enum, fargate_pair_problem
-from infra.budget import BOOTSTRAP_RESERVED_CONCURRENCY, LAMBDA_UNRESERVED_MINIMUM, Budget
+from infra.budget import LAMBDA_UNRESERVED_MINIMUM, Budget
 from infra.functions import function_name
-from infra.network import INTERFACE_ENDPOINTS
-from infra.settings import StackSettings
+from infra.network import interface_endpoints
+from infra.settings import RDS_PROXY_DOC, RDS_PROXY_POSTGRES_MAJORS, StackSettings
 from slotguard.aws.checks import Check, CheckFn, failed, passed, run_checks, skipped
 from slotguard.aws.tools import (
     IMAGE_PLATFORM,
@@ -28,22 +28,28 @@ from slotguard.aws.tools import (
 )
 
 ENGINE = "postgres"
-# RDS Proxy's supported RDS for PostgreSQL major versions ("All available versions" of each), from
-# https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Concepts.RDS_Fea_Regions_DB-eng.Feature.RDSProxy.html
-RDS_PROXY_POSTGRES_MAJORS = frozenset({13, 14, 15, 16, 17})
-RDS_PROXY_DOC = (
-    "https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/"
-    "Concepts.RDS_Fea_Regions_DB-eng.Feature.RDSProxy.html"
-)
 # Regions where Linux on Fargate runs only in some AZs (by AZ ID), from
 # https://docs.aws.amazon.com/AmazonECS/latest/developerguide/AWS_Fargate-Regions.html
 FARGATE_AZ_IDS: dict[str, frozenset[str]] = {
     "us-west-1": frozenset({"usw1-az1", "usw1-az3"}),
     "ap-northeast-1": frozenset({"apne1-az1", "apne1-az2", "apne1-az4"}),
 }
-# A route that sends the subnet's internet-bound traffic through a NAT (or a transit gateway
-# that leads to one, the usual shape of a shared egress VPC).
-EGRESS_TARGETS = ("NatGatewayId", "TransitGatewayId")
+# Route targets that can carry a private subnet's 0.0.0.0/0 traffic on to AWS's public APIs:
+# a NAT gateway; a transit gateway or Cloud WAN core network (a shared egress VPC behind it); a
+# NAT instance or appliance (InstanceId, or its NetworkInterfaceId); a virtual private gateway
+# (egress through the corporate network). Not a VPC peering connection: peering does not
+# support edge-to-edge routing through the peer's NAT or gateway ("VPC peering limitations",
+# https://docs.aws.amazon.com/vpc/latest/peering/vpc-peering-basics.html). Not an internet
+# gateway: a function's ENI has no public address, so a public subnet gives it no internet
+# (https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc-internet.html).
+EGRESS_TARGETS = (
+    "NatGatewayId",
+    "TransitGatewayId",
+    "CoreNetworkArn",
+    "InstanceId",
+    "NetworkInterfaceId",
+)
+VIRTUAL_PRIVATE_GATEWAY = "vgw-"
 
 ClientFactory = Callable[[str], Any]
 
@@ -63,9 +69,12 @@ class Preflight:
     client: ClientFactory
     region: str | None
     tools: Tools = field(default_factory=Tools)
+    # The stack is already deployed: its fixed names are its own, not an earlier stack's.
+    deployed: bool = False
     prebuilt_image: str | None = None
     ca_bundle: Callable[[], str] | None = None
     _zones: list[Zone] | None = None
+    _offered: dict[str, list[str]] | None = None
 
     def run(self) -> list[Check]:
         return run_checks(self.named_checks())
@@ -75,10 +84,13 @@ class Preflight:
             ("aws credentials", self.credentials),
             ("pulumi cli", self.pulumi_cli),
             ("lambda concurrency", self.lambda_concurrency),
+            ("service quotas", self.service_quotas),
+            ("name collisions", self.name_collisions),
             ("rds engine version", self.rds_engine),
             ("rds proxy engine", self.rds_proxy_engine),
             ("fargate", self.fargate),
             ("existing vpc", self.existing_vpc),
+            ("vpc endpoint services", self.endpoint_services),
             ("pooler image", self.image_build),
             ("rds ca bundle", self.rds_ca_bundle),
         ]
@@ -135,17 +147,24 @@ class Preflight:
 
     # -- Lambda ----------------------------------------------------------------------------
 
-    def _stack_functions(self) -> dict[str, int]:
-        """Lambda name -> reserved concurrency, for every function of the stack."""
+    def _stack_functions(self) -> dict[str, int | None]:
+        """Lambda name -> reserved concurrency (None: unreserved), for every function."""
         stack = self.settings.stack
         names = {
             function_name(stack, key): fn.reserved_concurrency
             for key, fn in self.budget.functions.items()
         }
-        names[function_name(stack, "bootstrap")] = BOOTSTRAP_RESERVED_CONCURRENCY
+        names[function_name(stack, "bootstrap")] = self.budget.bootstrap_reserved_concurrency
         return names
 
     def lambda_concurrency(self) -> Iterator[Check]:
+        """Reservations against what the account has left, other stacks' reservations counted.
+
+        GetAccountSettings answers ConcurrentExecutions (the quota in force, where Service
+        Quotas may still show the default) and UnreservedConcurrentExecutions (the quota less
+        every reservation in the region, other stacks' included)
+        (https://docs.aws.amazon.com/lambda/latest/api/API_GetAccountSettings.html).
+        """
         lam = self.client("lambda")
         limit = lam.get_account_settings()["AccountLimit"]
         quota = int(limit["ConcurrentExecutions"])
@@ -160,12 +179,20 @@ class Preflight:
                 continue
             already += int(response.get("ReservedConcurrentExecutions") or 0)
         total = self.budget.reserved_concurrency_total
+        others = quota - unreserved - already
         left = unreserved + already - total
         found = (
-            f"account quota {quota}, unreserved now {unreserved}; the stack reserves {total} "
-            f"(functions + bootstrap), {already} of it already in place; leaves {left}"
+            f"account quota {quota}, {others} reserved by other functions, unreserved now "
+            f"{unreserved}; the stack reserves {total} (functions + bootstrap), {already} of it "
+            f"already in place; leaves {left}"
         )
-        if left >= LAMBDA_UNRESERVED_MINIMUM:
+        if total == 0:
+            yield passed(
+                "lambda unreserved concurrency",
+                f"account quota {quota}; the stack reserves nothing: its functions share the "
+                f"{unreserved + already} unreserved executions with the region's other functions",
+            )
+        elif left >= LAMBDA_UNRESERVED_MINIMUM:
             yield passed("lambda unreserved concurrency", found)
         else:
             yield failed(
@@ -173,18 +200,146 @@ class Preflight:
                 found,
                 f"Lambda keeps {LAMBDA_UNRESERVED_MINIMUM} unreserved: lower "
                 "functions.<name>.reserved_concurrency by "
-                f"{LAMBDA_UNRESERVED_MINIMUM - left}, or raise the 'Concurrent executions' "
-                "quota in Service Quotas",
+                f"{LAMBDA_UNRESERVED_MINIMUM - left}, leave functions unreserved "
+                "(reserved_concurrency: null), or raise the 'Concurrent executions' quota in "
+                "Service Quotas",
             )
         setting = self.settings.lambda_concurrency_quota
-        if setting > quota:
+        if setting <= quota:
+            yield passed("lambda_concurrency_quota", f"setting {setting} <= account quota {quota}")
+        elif total == 0:
+            # Unreserved functions' clients are bounded by the setting: a larger one only
+            # over-sizes the pooler's client capacity, it hides nothing.
+            yield passed(
+                "lambda_concurrency_quota",
+                f"setting {setting} above the account's {quota}: the pooler is sized for more "
+                "clients than the account can run",
+            )
+        else:
             yield failed(
                 "lambda_concurrency_quota",
                 f"the stack assumes a quota of {setting}, the account has {quota}",
                 f"set lambda_concurrency_quota: {quota} (or get the quota raised first)",
             )
-        else:
-            yield passed("lambda_concurrency_quota", f"setting {setting} <= account quota {quota}")
+
+    def service_quotas(self) -> Iterator[Check]:
+        """The preview reads Lambda's quota from Service Quotas (infra/account.py)."""
+        from infra.account import (  # noqa: PLC0415 - imports Pulumi, only for this check
+            LAMBDA_CONCURRENCY_QUOTA_CODE,
+            LAMBDA_SERVICE_CODE,
+        )
+
+        try:
+            quota = self.client("service-quotas").get_service_quota(
+                ServiceCode=LAMBDA_SERVICE_CODE, QuotaCode=LAMBDA_CONCURRENCY_QUOTA_CODE
+            )["Quota"]
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code not in ("AccessDeniedException", "AccessDenied"):
+                raise
+            yield failed(
+                "service quotas",
+                f"GetServiceQuota {LAMBDA_SERVICE_CODE}/{LAMBDA_CONCURRENCY_QUOTA_CODE} was "
+                "refused: `pulumi preview` reads the Lambda quota there and stops without it",
+                "allow servicequotas:GetServiceQuota to the identity that runs pulumi",
+            )
+            return
+        yield passed(
+            "service quotas",
+            f"servicequotas:GetServiceQuota allowed (Lambda concurrent executions "
+            f"{quota.get('Value', '?'):g})"
+            if isinstance(quota.get("Value"), float | int)
+            else "servicequotas:GetServiceQuota allowed",
+        )
+
+    # -- names an earlier stack may have left ------------------------------------------------
+
+    def fixed_names(self) -> dict[str, list[str]]:
+        """The names the program gives its resources itself (not generated by Pulumi).
+
+        Layers are left out: publishing a layer name that exists adds a version to it
+        (https://docs.aws.amazon.com/lambda/latest/api/API_PublishLayerVersion.html).
+        """
+        from infra.alarm_rules import alarm_rules  # noqa: PLC0415 - only for this check
+
+        stack = self.settings.stack
+        functions = sorted(self._stack_functions())
+        alarms: list[str] = []
+        for rule in alarm_rules(self.budget):
+            if rule.metric.startswith("function_"):
+                suffix = rule.key.removeprefix("function-")
+                alarms += [
+                    f"slotguard-{stack}-{key}-{suffix}" for key in sorted(self.budget.functions)
+                ]
+            else:
+                alarms.append(f"slotguard-{stack}-{rule.key}")
+        return {
+            "functions": functions,
+            "log groups": [f"/aws/lambda/{name}" for name in functions],
+            "alarms": alarms,
+            "dashboard": [f"slotguard-{stack}"],
+        }
+
+    def name_collisions(self) -> Iterator[Check]:
+        """Resources of an earlier stack under this stack's fixed names.
+
+        Lambda refuses a function name in use (CreateFunction: ResourceConflictException) and
+        CloudWatch Logs a log group that exists (CreateLogGroup: ResourceAlreadyExistsException);
+        an alarm or dashboard of the same name is silently overwritten (PutMetricAlarm,
+        PutDashboard) and then deleted with this stack.
+        """
+        if self.deployed:
+            yield skipped("name collisions", "the stack is deployed: its fixed names are its own")
+            return
+        wanted = self.fixed_names()
+        found: dict[str, list[str]] = {}
+        lam = self.client("lambda")
+        for name in wanted["functions"]:
+            try:
+                lam.get_function(FunctionName=name)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                    raise
+                continue
+            found.setdefault("functions", []).append(name)
+        prefix = f"/aws/lambda/slotguard-{self.settings.stack}-"
+        paginator = self.client("logs").get_paginator("describe_log_groups")
+        groups = {
+            g["logGroupName"]
+            for page in paginator.paginate(logGroupNamePrefix=prefix)
+            for g in page.get("logGroups", [])
+        }
+        found["log groups"] = [n for n in wanted["log groups"] if n in groups]
+        cloudwatch = self.client("cloudwatch")
+        alarms = {
+            a["AlarmName"]
+            for page in cloudwatch.get_paginator("describe_alarms").paginate(
+                AlarmNamePrefix=f"slotguard-{self.settings.stack}-"
+            )
+            for a in page.get("MetricAlarms", [])
+        }
+        found["alarms"] = [n for n in wanted["alarms"] if n in alarms]
+        dashboards = {
+            d["DashboardName"]
+            for d in cloudwatch.list_dashboards(DashboardNamePrefix=wanted["dashboard"][0]).get(
+                "DashboardEntries", []
+            )
+        }
+        found["dashboard"] = [n for n in wanted["dashboard"] if n in dashboards]
+        found = {kind: names for kind, names in found.items() if names}
+        if not found:
+            yield passed(
+                "name collisions",
+                f"none of the stack's {sum(map(len, wanted.values()))} fixed names is taken",
+            )
+            return
+        yield failed(
+            "name collisions",
+            "; ".join(f"{kind}: {', '.join(names)}" for kind, names in found.items()),
+            "an earlier stack left them: delete them (aws lambda delete-function, aws logs "
+            "delete-log-group, aws cloudwatch delete-alarms / delete-dashboards) or deploy under "
+            "another stack name; if this stack is deployed, run preflight with --deployed",
+        )
 
     # -- RDS -------------------------------------------------------------------------------
 
@@ -299,8 +454,58 @@ class Preflight:
                 (Zone(z["ZoneName"], z.get("ZoneId", "")) for z in available),
                 key=lambda z: z.name,
             )
-            self._zones = ordered[: net.availability_zones]
+            # The program takes the first AZs where every interface endpoint is offered
+            # (infra/network.py usable_zones); fewer than asked is the endpoint check's failure.
+            offered = self.endpoint_zones() if net.vpc_endpoints else {}
+            fit = [z for z in ordered if all(z.name in zs for zs in offered.values())]
+            self._zones = fit[: net.availability_zones]
         return self._zones
+
+    def endpoint_zones(self) -> dict[str, list[str]]:
+        """Interface endpoint service -> the AZs it is offered in (DescribeVpcEndpointServices)."""
+        if self._offered is None:
+            services = interface_endpoints(self.settings.pooler.kind)
+            names = [f"com.amazonaws.{self.region}.{s}" for s in services]
+            details = self.client("ec2").describe_vpc_endpoint_services(ServiceNames=names)
+            by_name = {d["ServiceName"]: d for d in details.get("ServiceDetails", [])}
+            self._offered = {
+                s: list(by_name.get(n, {}).get("AvailabilityZones", []))
+                for s, n in zip(services, names, strict=True)
+            }
+        return self._offered
+
+    def endpoint_services(self) -> Iterator[Check]:
+        """Every interface endpoint the stack creates is offered in each of its AZs."""
+        net = self.settings.network
+        if not net.vpc_endpoints:
+            yield skipped("vpc endpoint services", "network.vpc_endpoints off: none created")
+            return
+        offered = self.endpoint_zones()
+        zones = [z.name for z in self.zones()]
+        gaps = {s: [z for z in zones if z not in offered_in] for s, offered_in in offered.items()}
+        gaps = {s: z for s, z in gaps.items() if z}
+        short = net.mode == "new-vpc" and len(zones) < net.availability_zones
+        if not gaps and not short:
+            yield passed(
+                "vpc endpoint services",
+                f"{', '.join(offered)} offered in {', '.join(zones)}",
+            )
+            return
+        lacking = "; ".join(f"{s} not offered in {', '.join(z)}" for s, z in gaps.items())
+        if short:
+            yield failed(
+                "vpc endpoint services",
+                f"only {len(zones)} AZs offer every endpoint ({', '.join(zones) or 'none'}); "
+                f"network.availability_zones is {net.availability_zones}",
+                f"lower network.availability_zones to {len(zones)} or fewer",
+            )
+        else:
+            yield failed(
+                "vpc endpoint services",
+                lacking,
+                "use subnets (network.subnet_ids) in AZs that offer every endpoint: "
+                + ", ".join(f"{s}: {', '.join(sorted(z)) or '-'}" for s, z in offered.items()),
+            )
 
     def fargate(self) -> Iterator[Check]:
         if self.settings.pooler.kind != "pgbouncer":
@@ -428,19 +633,22 @@ class Preflight:
         return result
 
     def _routes(self, tables: dict[str, tuple[dict[str, Any], bool]]) -> Iterator[Check]:
+        # A subnet with no explicit association uses the main route table ("Subnet route
+        # tables", https://docs.aws.amazon.com/vpc/latest/userguide/subnet-route-tables.html).
+        # The program looks each subnet's explicit table up with the plural `get_route_tables`
+        # (an empty list, not an error, when none matches: terraform-provider-aws
+        # internal/service/ec2/vpc_route_tables_data_source.go) and falls back to the VPC's
+        # main_route_table_id, so an implicit association is fine either way.
         found = ", ".join(
             f"{s} -> {t['RouteTableId']}{'' if explicit else ' (main, implicit)'}"
             for s, (t, explicit) in tables.items()
         )
-        implicit = [s for s, (_, explicit) in tables.items() if not explicit]
-        if implicit and net_endpoints(self):
-            # The S3 gateway endpoint is attached to each subnet's route table, looked up by
-            # an `association.subnet-id` filter that never matches an implicit association.
+        missing = [s for s in self.settings.network.subnet_ids if s not in tables]
+        if missing:
             yield failed(
                 "route tables",
-                found,
-                f"associate {', '.join(implicit)} explicitly with a route table (the main one "
-                "will do), or set network.vpc_endpoints: false",
+                f"{found or 'none'}; no route table (explicit or main) for {', '.join(missing)}",
+                "give the VPC a main route table or associate those subnets with one",
             )
         else:
             yield passed("route tables", found)
@@ -458,51 +666,67 @@ class Preflight:
             if e.get("VpcEndpointType") == "Interface"
             and e.get("State", "available").lower() == "available"
         }
-        ours = [s for s in INTERFACE_ENDPOINTS if s in existing]
+        needed = interface_endpoints(self.settings.pooler.kind)
+        ours = [s for s in needed if s in existing]
         private_dns = [s for s in ours if existing[s].get("PrivateDnsEnabled")]
+        no_dns = [s for s in ours if s not in private_dns]
         found = "existing interface endpoints: " + (
-            ", ".join(f"{s} ({existing[s]['VpcEndpointId']})" for s in ours) or "none"
+            ", ".join(
+                f"{s} ({existing[s]['VpcEndpointId']}"
+                f"{'' if s in private_dns else ', private DNS off'})"
+                for s in ours
+            )
+            or "none"
         )
         if net_endpoints(self):
-            if private_dns:
+            # The program reuses an endpoint the VPC already has for a service (a second one
+            # with private DNS would be refused) and admits the stack's groups to it. Its calls
+            # reach it only through private DNS: without it they resolve to the public endpoint.
+            if no_dns:
+                commands = " and ".join(
+                    "aws ec2 modify-vpc-endpoint --vpc-endpoint-id "
+                    f"{existing[s]['VpcEndpointId']} --private-dns-enabled"
+                    for s in no_dns
+                )
                 yield failed(
                     "vpc endpoints",
-                    found + "; the stack would create its own with private DNS",
-                    "set network.vpc_endpoints: false to reuse the VPC's endpoints (a second "
-                    f"endpoint with private DNS for {', '.join(private_dns)} is refused)",
+                    found + "; the stack reuses them, but calls reach an endpoint only through "
+                    "its private DNS",
+                    f"turn private DNS on: {commands}",
                 )
             else:
-                yield passed("vpc endpoints", found + "; the stack creates its own")
+                made = [s for s in needed if s not in ours]
+                yield passed(
+                    "vpc endpoints",
+                    found
+                    + (f"; the stack reuses {', '.join(ours)}" if ours else "")
+                    + (f"; it creates {', '.join(made)}" if made else ""),
+                )
             yield skipped("nat egress", "network.vpc_endpoints: the stack needs no NAT")
             return
         yield passed(
             "vpc endpoints",
             found + ("; the stack reuses them" if private_dns else "; none reused"),
         )
-        missing = [s for s in INTERFACE_ENDPOINTS if s not in private_dns]
+        missing = [s for s in needed if s not in private_dns]
         if not missing:
             yield passed("nat egress", "every API the stack calls has a private-DNS endpoint")
             return
-        no_nat = [
-            s
-            for s, (table, _) in tables.items()
-            if not any(
-                r.get("DestinationCidrBlock") == "0.0.0.0/0"
-                and any(r.get(k) for k in EGRESS_TARGETS)
-                and r.get("State", "active") == "active"
-                for r in table.get("Routes", [])
-            )
-        ]
+        no_nat = [s for s, (table, _) in tables.items() if egress_route(table) is None]
         if no_nat:
             yield failed(
                 "nat egress",
-                f"{', '.join(no_nat)} have no 0.0.0.0/0 route to a NAT gateway, and "
-                f"{', '.join(missing)} have no endpoint",
+                f"{', '.join(no_nat)} have no 0.0.0.0/0 route to a NAT (gateway, transit "
+                f"gateway, NAT instance or virtual private gateway), and {', '.join(missing)} "
+                "have no endpoint",
                 "add a NAT route to those subnets' route tables, or set network.vpc_endpoints: "
                 "true",
             )
         else:
-            yield passed("nat egress", f"NAT routes reach {', '.join(missing)}")
+            via = sorted({str(egress_route(t)) for t, _ in tables.values()})
+            yield passed(
+                "nat egress", f"routes through {', '.join(via)} reach {', '.join(missing)}"
+            )
 
     # -- the artifacts ---------------------------------------------------------------------
 
@@ -549,6 +773,21 @@ class Preflight:
             yield failed("rds ca bundle", str(error), "save the bundle where the message says")
             return
         yield passed("rds ca bundle", where)
+
+
+def egress_route(table: dict[str, Any]) -> str | None:
+    """The target of an active 0.0.0.0/0 route that can reach AWS's APIs, if any."""
+    for route in table.get("Routes", []):
+        if route.get("DestinationCidrBlock") != "0.0.0.0/0":
+            continue
+        if route.get("State", "active") != "active":
+            continue
+        for key in EGRESS_TARGETS:
+            if route.get(key):
+                return str(route[key])
+        if str(route.get("GatewayId", "")).startswith(VIRTUAL_PRIVATE_GATEWAY):
+            return str(route["GatewayId"])
+    return None
 
 
 def net_endpoints(preflight: Preflight) -> bool:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from infra.budget import Budget
 from infra.settings import StackSettings
 from slotguard.aws.checks import Check, CheckError, CheckFn, failed, passed, run_checks, skipped
@@ -30,11 +32,51 @@ METRIC_WAIT_S = 300
 ROLE_SETTINGS = ("statement_timeout", "idle_in_transaction_session_timeout", "lock_timeout")
 
 
+def alarm_metrics(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics an alarm reads: its own, or each MetricStat of its metric math."""
+    if alarm.get("MetricName"):
+        return [
+            {
+                "Namespace": alarm.get("Namespace", ""),
+                "MetricName": alarm["MetricName"],
+                "Dimensions": alarm.get("Dimensions", []),
+            }
+        ]
+    return [
+        q["MetricStat"]["Metric"]
+        for q in alarm.get("Metrics", [])
+        if "MetricStat" in q and "Metric" in q["MetricStat"]
+    ]
+
+
+# Lambda sends Errors and Throttles only when nonzero ("AWS Lambda only sends these metrics to
+# CloudWatch if they have a nonzero value", AWS Lambda Metrics,
+# http://docs.aws.amazon.com/lambda/latest/dg/monitoring-functions-metrics.html): a healthy
+# function has none. The same function's Invocations proves the alarm's dimension instead.
+LAMBDA_EVENT_METRICS = frozenset({"Errors", "Throttles"})
+INVOCATIONS = "Invocations"
+
+
+def event_proxy(metric: dict[str, Any]) -> dict[str, Any]:
+    """The metric whose datapoints prove an alarm's metric and dimensions are live."""
+    if metric.get("Namespace") == "AWS/Lambda" and metric.get("MetricName") in (
+        LAMBDA_EVENT_METRICS
+    ):
+        return {**metric, "MetricName": INVOCATIONS}
+    return metric
+
+
+def describe_metric(metric: dict[str, Any]) -> str:
+    dims = ", ".join(f"{d['Name']}={d['Value']}" for d in metric.get("Dimensions", []))
+    return f"{metric.get('Namespace')}/{metric.get('MetricName')} {{{dims}}}"
+
+
 def storm_burst(budget: Budget) -> int:
     """A small burst sized to the stack: twice the pooler's server connections (so clients
     queue for the pool), at least 10, never more than the API's reserved concurrency."""
     api = budget.functions.get("api")
-    cap = api.reserved_concurrency if api is not None else 10
+    reserved = api.reserved_concurrency if api is not None else None
+    cap = reserved if reserved is not None else 10
     return max(1, min(cap, max(10, 2 * budget.pooler_server_connections)))
 
 
@@ -121,19 +163,88 @@ class Verify:
                 "fix what `reason` names (database reachable, pooler running, utilisation "
                 "below the alarm)",
             )
+        yield from self._path(name, body)
+
+    def _path(self, name: str, body: dict[str, Any]) -> Iterator[Check]:
+        """The pooler's endpoint in the function's settings, and a hop the server saw.
+
+        The health function reports the server's view of its session's client
+        (inet_client_addr/port) beside its own socket: through a pooler they differ (the
+        backend's client is the pooler), wired straight to the database they are equal.
+        """
         via = body.get("via") or {}
+        path = body.get("path") or {}
         endpoint = require(self.outputs, "pooler_endpoint")
         port = require(self.outputs, "pooler_port")
-        if via.get("host") == endpoint and via.get("port") == int(port):
-            yield passed("through the pooler", f"{name} connected to {endpoint}:{port}")
-        else:
+        redeploy = (
+            "functions must reach the database only through the pooler: redeploy "
+            "(`pulumi up`) so DB_HOST/DB_PORT are the pooler's"
+        )
+        if via.get("host") != endpoint or via.get("port") != int(port):
             yield failed(
                 "through the pooler",
                 f"{name} connected to {via.get('host')}:{via.get('port')}, the pooler is "
                 f"{endpoint}:{port}",
-                "functions must reach the database only through the pooler: redeploy "
-                "(`pulumi up`) so DB_HOST/DB_PORT are the pooler's",
+                redeploy,
             )
+        elif not path.get("server_saw") or not path.get("function"):
+            yield failed(
+                "through the pooler",
+                f"{name} set to {endpoint}:{port}, but it reports no path (server's view "
+                f"{path.get('server_saw')}, its own socket {path.get('function')})",
+                "deploy the kit's functions.health handler, which reports both",
+            )
+        elif path["server_saw"] == path["function"]:
+            yield failed(
+                "through the pooler",
+                f"the database saw {name}'s own socket {path['function']} as its client: "
+                "nothing sits in between",
+                redeploy,
+            )
+        else:
+            seen = str(path["server_saw"]).rsplit(":", 1)[0]
+            tasks = self._pooler_addresses()
+            if tasks and seen not in tasks:
+                yield failed(
+                    "through the pooler",
+                    f"the database saw {path['server_saw']} as {name}'s client, none of the "
+                    f"pooler's tasks ({', '.join(sorted(tasks))})",
+                    "something else sits between the functions and the database: compare "
+                    "DB_HOST with the pooler_endpoint output",
+                )
+                return
+            which = f"pooler task {seen}" if tasks else str(path["server_saw"])
+            yield passed(
+                "through the pooler",
+                f"{name} connected to {endpoint}:{port}; the database saw {which}, not the "
+                f"function's {path['function']}",
+            )
+
+    def _pooler_addresses(self) -> set[str]:
+        """The private addresses of the PgBouncer service's running tasks (empty if unknown).
+
+        A Fargate task's ENI attachment lists `privateIPv4Address` among its details
+        (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Attachment.html).
+        """
+        cluster = self.outputs.get("ecs_cluster_name")
+        service = self.outputs.get("ecs_service_name")
+        if self.settings.pooler.kind != "pgbouncer" or not cluster or not service:
+            return set()
+        ecs = self.client("ecs")
+        try:
+            arns = ecs.list_tasks(
+                cluster=cluster, serviceName=service, desiredStatus="RUNNING"
+            ).get("taskArns", [])
+            tasks = ecs.describe_tasks(cluster=cluster, tasks=arns).get("tasks", []) if arns else []
+        except ClientError:
+            return set()
+        return {
+            str(d["value"])
+            for t in tasks
+            for a in t.get("attachments", [])
+            for d in a.get("details", [])
+            if d.get("name") == "privateIPv4Address"
+        }
 
     def _health_payload(self) -> bytes:
         """`{}`, or the workloads' roles for the health function to report as well."""
@@ -196,7 +307,33 @@ class Verify:
             "connection_limit": role.get("connection_limit"),
             **{key: settings.get(key) for key in ROLE_SETTINGS},
         }
+        reported = self.outputs.get("app_user_connection_limit")
+        held = (
+            isinstance(reported, int)
+            and reported < au.connection_limit
+            and found["connection_limit"] == reported
+        )
+        if held:
+            # The bootstrap holds the limit within the running server's max_connections while
+            # a larger one waits for a reboot (functions/bootstrap.py running_connection_limit).
+            wanted["connection_limit"] = reported
         wrong = [f"{k} {found[k]} (budget: {v})" for k, v in wanted.items() if found[k] != v]
+        if (
+            wrong
+            and found["connection_limit"] != wanted["connection_limit"]
+            and isinstance(reported, int)
+        ):
+            wrong.append(f"the bootstrap reported CONNECTION LIMIT {reported}")
+        if held and not wrong:
+            function = self.outputs.get("bootstrap_function", "the bootstrap function")
+            yield passed(
+                "app_user role",
+                f"{au.name}: CONNECTION LIMIT {reported}, as the bootstrap set it: held below "
+                f"the budget's {au.connection_limit} until the instance restarts with the new "
+                f"max_connections (pending reboot); after the reboot invoke {function} with the "
+                "stack output bootstrap_event",
+            )
+            return
         if wrong:
             yield failed(
                 "app_user role",
@@ -260,44 +397,116 @@ class Verify:
             yield from self._rds_proxy()
 
     def _pgbouncer(self) -> Iterator[Check]:
-        pb = self.budget.pgbouncer
-        tasks = pb.tasks if pb is not None else 0
+        """The service at its desired count, no rollout under way, its tasks and targets healthy.
+
+        Target tracking moves desiredCount between `tasks` and `max_tasks`, so running is held
+        against desired, not the configured count. A deployment's rolloutState is COMPLETED,
+        FAILED or IN_PROGRESS, and a task's healthStatus HEALTHY, UNHEALTHY or UNKNOWN (ECS API
+        reference: Deployment, https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Deployment.html;
+        Task, https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Task.html).
+        """
+        ps = self.settings.pooler.pgbouncer
+        low, high = ps.tasks, ps.scaling_maximum
         cluster = require(self.outputs, "ecs_cluster_name")
         service_name = require(self.outputs, "ecs_service_name")
-        services = self.client("ecs").describe_services(cluster=cluster, services=[service_name])
+        ecs = self.client("ecs")
+        services = ecs.describe_services(cluster=cluster, services=[service_name])
         service = next(iter(services.get("services", [])), None)
+        events = (
+            f"read the service's events: aws ecs describe-services --cluster {cluster} "
+            f"--services {service_name}"
+        )
         if service is None:
             yield failed(
                 "pgbouncer tasks",
                 f"no service {service_name} in cluster {cluster}",
                 "deploy the stack (`pulumi up`)",
             )
+            running = 0
         else:
             running, desired = service["runningCount"], service["desiredCount"]
-            found = f"{running} running of {desired} desired (budget: {tasks} tasks)"
-            if running == desired == tasks:
-                yield passed("pgbouncer tasks", found)
-            else:
+            span = f"{low}" if low == high else f"{low} to {high}"
+            found = f"{running} running of {desired} desired (the stack runs {span})"
+            rolling = [
+                d
+                for d in service.get("deployments", [])
+                if d.get("rolloutState") in ("IN_PROGRESS", "FAILED")
+            ]
+            if rolling:
+                d = rolling[0]
                 yield failed(
                     "pgbouncer tasks",
-                    found,
-                    f"read the service's events: aws ecs describe-services --cluster {cluster} "
-                    f"--services {service_name}",
+                    f"{found}; deployment {d.get('id', '?')} rolloutState "
+                    f"{d.get('rolloutState')}: {d.get('rolloutStateReason', '')}".rstrip(": "),
+                    "a rollout is under way: wait for it and run verify again"
+                    if d.get("rolloutState") == "IN_PROGRESS"
+                    else f"the rollout failed: {events}; logs in {self._log_group(service)}",
                 )
+            elif running != desired or not low <= desired <= high:
+                yield failed(
+                    "pgbouncer tasks", found, f"{events}; logs in {self._log_group(service)}"
+                )
+            else:
+                yield from self._task_health(ecs, cluster, service, found)
         arn = require(self.outputs, "target_group_arn")
         health = self.client("elbv2").describe_target_health(TargetGroupArn=arn)
         states = [d["TargetHealth"]["State"] for d in health.get("TargetHealthDescriptions", [])]
         healthy = states.count("healthy")
         found = f"{healthy} healthy of {len(states)} targets ({', '.join(states) or 'none'})"
-        if healthy == tasks and healthy == len(states):
+        if healthy and healthy == running and healthy == len(states):
             yield passed("nlb targets", found)
         else:
             yield failed(
                 "nlb targets",
-                found,
+                f"{found}; {running} tasks running",
                 "unhealthy targets fail the TCP health check: read the tasks' logs "
-                f"(/ecs/slotguard-{self.settings.stack}-pgbouncer)",
+                f"({self._log_group(service)})",
             )
+
+    def _task_health(
+        self, ecs: Any, cluster: str, service: dict[str, Any], found: str
+    ) -> Iterator[Check]:
+        arns = ecs.list_tasks(
+            cluster=cluster, serviceName=service["serviceName"], desiredStatus="RUNNING"
+        ).get("taskArns", [])
+        tasks = ecs.describe_tasks(cluster=cluster, tasks=arns).get("tasks", []) if arns else []
+        sick = [t for t in tasks if t.get("healthStatus") == "UNHEALTHY"]
+        if sick:
+            names = ", ".join(
+                f"{t['taskArn'].rsplit('/', 1)[-1]} "
+                + ", ".join(
+                    f"{c.get('name')} {c.get('healthStatus')}" for c in t.get("containers", [])
+                )
+                for t in sick
+            )
+            yield failed(
+                "pgbouncer tasks",
+                f"{found}; unhealthy: {names}",
+                f"read the tasks' logs ({self._log_group(service)})",
+            )
+        else:
+            states = sorted({str(t.get("healthStatus", "UNKNOWN")) for t in tasks})
+            yield passed("pgbouncer tasks", f"{found}; health {', '.join(states) or '-'}")
+
+    def _log_group(self, service: dict[str, Any] | None) -> str:
+        """The pooler's log group as the task definition names it (its generated suffix too)."""
+        prefix = f"/ecs/slotguard-{self.settings.stack}-pgbouncer-*"
+        definition = (service or {}).get("taskDefinition")
+        if not definition:
+            return prefix
+        try:
+            containers = self.client("ecs").describe_task_definition(taskDefinition=definition)[
+                "taskDefinition"
+            ]["containerDefinitions"]
+        except ClientError:
+            return prefix
+        for container in containers:
+            group = ((container.get("logConfiguration") or {}).get("options") or {}).get(
+                "awslogs-group"
+            )
+            if group:
+                return str(group)
+        return prefix
 
     def _rds_proxy(self) -> Iterator[Check]:
         proxy = require(self.outputs, "proxy_name")
@@ -349,15 +558,62 @@ class Verify:
             state = alarm["StateValue"]
             since = alarm.get("StateUpdatedTimestamp") or now
             age = (now - since).total_seconds()
-            if state == "INSUFFICIENT_DATA" and age > ALARM_GRACE_S:
+            configured = alarm.get("AlarmConfigurationUpdatedTimestamp") or since
+            settled = (now - configured).total_seconds() > ALARM_GRACE_S
+            watched = [event_proxy(m) for m in alarm_metrics(alarm)]
+            silent = [m for m in watched if not self._has_data(cloudwatch, m)]
+            if state == "ALARM":
+                # A stack just deployed with an alarm firing is broken, whatever the alarm is:
+                # a health alarm treating missing data as breaching fires when nothing reports.
+                missing = alarm.get("TreatMissingData") == "breaching"
+                yield failed(
+                    f"alarm {name}",
+                    f"ALARM for {age / 60:.0f} min: {alarm.get('StateReason', '')[:200]}"
+                    + ("; missing data counts as breaching" if missing else ""),
+                    "fix what the alarm watches (its metric has no data, or breaches) before "
+                    "relying on the stack; the dashboard shows it",
+                )
+            elif state == "INSUFFICIENT_DATA" and age > ALARM_GRACE_S:
                 yield failed(
                     f"alarm {name}",
                     f"INSUFFICIENT_DATA for {age / 60:.0f} min: its metric never arrives",
                     f"check the metric {alarm.get('Namespace')}/{alarm.get('MetricName')} and "
                     "its dimensions exist (the pooler's exporter, the function names)",
                 )
+            elif silent and settled and all(m["MetricName"] == INVOCATIONS for m in silent):
+                # Lambda sends its invocation counts only when nonzero: a function never
+                # invoked yet cannot show its dimension is right. Said, not failed.
+                yield passed(
+                    f"alarm {name}",
+                    f"{state}, notifies {len(alarm['AlarmActions'])}; its function has no "
+                    "invocation yet, so its metric's dimension is not proven",
+                )
+            elif silent and settled:
+                yield failed(
+                    f"alarm {name}",
+                    f"{state}, but no datapoint of {'; '.join(map(describe_metric, silent))} in "
+                    "the last two weeks: it can never fire",
+                    "the alarm watches a metric or dimension nothing publishes: redeploy the "
+                    "alarms (`pulumi up`) or fix the publisher",
+                )
             else:
                 yield passed(f"alarm {name}", f"{state}, notifies {len(alarm['AlarmActions'])}")
+
+    def _has_data(self, cloudwatch: Any, metric: dict[str, Any]) -> bool:
+        """ListMetrics lists a metric only if it had datapoints in the past two weeks
+        (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_ListMetrics.html)."""
+        listed = cloudwatch.list_metrics(
+            Namespace=metric["Namespace"],
+            MetricName=metric["MetricName"],
+            Dimensions=[
+                {"Name": d["Name"], "Value": d["Value"]} for d in metric.get("Dimensions", [])
+            ],
+        )
+        wanted = {(d["Name"], d["Value"]) for d in metric.get("Dimensions", [])}
+        return any(
+            {(d["Name"], d["Value"]) for d in m.get("Dimensions", [])} == wanted
+            for m in listed.get("Metrics", [])
+        )
 
     def subscription(self) -> Iterator[Check]:
         email = self.settings.alarms.email

@@ -57,6 +57,13 @@ def preflight(
         str | None,
         typer.Option(help="A prebuilt pooler image (default: pgbouncer:image of the stack)."),
     ] = None,
+    deployed: Annotated[
+        bool,
+        typer.Option(
+            "--deployed",
+            help="The stack is already deployed: its fixed names are its own, not leftovers.",
+        ),
+    ] = False,
     project_dir: ProjectDirOption = None,
 ) -> None:
     """Check the account and this machine before `pulumi up`; exit 2 if a check fails."""
@@ -70,6 +77,7 @@ def preflight(
         client=client,
         region=region,
         prebuilt_image=image or prebuilt_image(stack, root),
+        deployed=deployed,
     ).run()
     console.print(render(checks, f"preflight of stack '{stack}' ({region or 'no region'})"))
     failures = [c for c in checks if c.failed]
