@@ -96,8 +96,8 @@ def test_shares_split_each_process_pool_and_size_the_role_limits() -> None:
     budget = compute_budget(settings)
     pb = budget.pgbouncer
     assert pb is not None
-    # max_connections 50: ceiling 44; below the warning alarm 35 - 2 observers - 1 = 32; a deploy
-    # runs 3 tasks: 32 // 3 = 10 per process, less the reserve 1 = a pool of 9.
+    # max_connections 50: ceiling 42 (50 - 3 - 2 reserved - 3 admin); below the warning alarm
+    # 35 - 2 observers - 1 = 32; a deploy runs 3 tasks: 32 // 3 = 10 per process, less the reserve 1 = a pool of 9.
     assert (pb.pool_size, pb.reserve_pool, pb.deploy.peak_tasks) == (9, 1, 3)
     reports = budget.workloads["reports"]
     assert reports.role == "app_user_reports"
@@ -107,7 +107,7 @@ def test_shares_split_each_process_pool_and_size_the_role_limits() -> None:
     # Its limit covers its pool and the reserve in every process at the peak: 3 x (2 + 1).
     assert reports.connection_limit == 9
     # app_user: the ceiling less the other pools at the peak, still >= 3 x (7 + 1).
-    assert budget.app_user.connection_limit == 44 - 3 * 2 == 38
+    assert budget.app_user.connection_limit == 42 - 3 * 2 == 36
     assert budget.app_user.connection_limit >= 3 * (7 + 1)
     assert reports.functions == ("reports",)
 
