@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from infra.settings import SettingsError, load_stack, stack_file
-from slotguard.commands.common import ProjectDirOption, project_root
+from slotguard.commands.common import ProjectDirOption, plain, project_root
 from slotguard.local.pgbouncer_build import binary_version, build_source
 from slotguard.local.system import (
     PGBOUNCER_VERSION_ENV,
@@ -41,19 +41,18 @@ def doctor(
         try:
             os.environ[PGBOUNCER_VERSION_ENV] = load_stack(stack, root).pooler.pgbouncer.version
         except SettingsError as error:
-            console.print(f"[red]{error}[/red]")
+            console.print(f"[red]{plain(error)}[/red]")
             raise typer.Exit(2) from error
     try:
         ensure_programs(install=install)
     except MissingSystemPackageError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{plain(error)}[/red]")
         raise typer.Exit(2) from error
     binary = pgbouncer_binary()
     found = binary_version(binary) if binary is not None else None
-    console.print(f"postgresql: {postgres_bindir()}")
-    console.print(
-        f"pgbouncer:  {binary} (PgBouncer {found}; the stack pins {pinned_pgbouncer_version()})"
-    )
+    console.print(f"postgresql: {plain(postgres_bindir())}")
+    pinned = pinned_pgbouncer_version()
+    console.print(plain(f"pgbouncer:  {binary} (PgBouncer {found}; the stack pins {pinned})"))
     source = build_source(binary) if binary is not None else None
     if source:
-        console.print(f"            built from {source}")
+        console.print(f"            built from {plain(source)}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from slotguard.commands.common import ProjectDirOption, project_root
+from slotguard.commands.common import ProjectDirOption, plain, project_root
 from slotguard.commands.local import load_plan
 from slotguard.local.control import StackError
 from slotguard.local.targets import (
@@ -88,7 +88,7 @@ def storm(  # every option is keyword-only: Typer reads them by name
             project_dir=project_dir,
         )
     except (TargetError, StackError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {plain(exc)}")
         raise typer.Exit(1) from None
     try:
         report = run_target(
@@ -104,27 +104,27 @@ def storm(  # every option is keyword-only: Typer reads them by name
             },
         )
     except TargetError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {plain(exc)}")
         raise typer.Exit(1) from None
     finally:
         storm_target.close()
     console.print(storm_table(report.wirings, title=f"storm {storm_target.name}, burst {burst}"))
     for name, why in report.skipped.items():
-        console.print(f"[red]{name} not run:[/] {why}")
+        console.print(f"[red]{name} not run:[/] {plain(why)}")
     for note in storm_target.notes:
-        console.print(f"[dim]{note}[/]")
+        console.print(f"[dim]{plain(note)}[/]")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         report.write_json(json_path)
-        console.print(f"JSON: {json_path}")
+        console.print(f"JSON: {plain(json_path)}")
     if chart is not None:
         chart.parent.mkdir(parents=True, exist_ok=True)
         write_chart(report.wirings, chart, title=f"storm {storm_target.name}, burst {burst}")
-        console.print(f"chart: {chart}")
+        console.print(f"chart: {plain(chart)}")
     if check:
         problems = pooled_problems(report)
         for problem in problems:
-            console.print(f"[red]check failed:[/] {problem}")
+            console.print(f"[red]check failed:[/] {plain(problem)}")
         if problems:
             raise typer.Exit(1)
 
@@ -160,7 +160,7 @@ def _target(
         query_ms=query_ms,
         frozen=frozen,
         warm=warm,
-        say=lambda message: console.print(f"[dim]{message}[/]"),
+        say=lambda message: console.print(f"[dim]{plain(message)}[/]"),
     )
 
 

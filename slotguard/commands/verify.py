@@ -12,7 +12,7 @@ from infra.budget import compute_budget
 from slotguard.aws.checks import render
 from slotguard.aws.outputs import OutputsError, read_outputs
 from slotguard.aws.verify import Verify
-from slotguard.commands.common import ProjectDirOption, project_root
+from slotguard.commands.common import ProjectDirOption, plain, project_root
 from slotguard.commands.preflight import load, session_clients
 from slotguard.storm.client import lambda_client
 
@@ -46,7 +46,9 @@ def verify(
     try:
         stack_outputs = read_outputs(stack, outputs_file=outputs)
     except OutputsError as error:
-        err.print(f"[red bold]cannot verify stack '{stack}':[/] {error}", highlight=False)
+        err.print(
+            f"[red bold]cannot verify stack '{plain(stack)}':[/] {plain(error)}", highlight=False
+        )
         raise typer.Exit(EXIT_FAILED) from None
     client, region = session_clients(settings.region)
     checks = Verify(
