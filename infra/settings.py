@@ -173,6 +173,21 @@ class DatabaseSettings(_Section):
         "then the limit stays within the running server's).",
     )
 
+    @field_validator("engine_version", mode="before")
+    @classmethod
+    def _version_text(cls, value: object) -> object:
+        # YAML reads an unquoted `16` as a number. Numbers are accepted quoted or not everywhere
+        # (`pulumi config set` writes them as text), so a whole number is taken as its text; a
+        # YAML float is not, since it has already lost its digits (`16.10` reads as 16.1).
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, float):
+            raise ValueError(
+                f'write the major version as text, in quotes: engine_version: "{int(value)}" '
+                f"(YAML read the unquoted {value!r} as a number)"
+            )
+        return value
+
     @field_validator("engine_version")
     @classmethod
     def _major_only(cls, value: str) -> str:
@@ -468,7 +483,8 @@ class FunctionSettings(_Section):
         ge=1,
         le=10_000,
         description="Reserved concurrency: at most this many instances, so at most this many "
-        "client connections. Required: an unbounded function is an unbounded connection count.",
+        "client connections. Always set (50 unless given): an unbounded function is an "
+        "unbounded connection count.",
     )
     connect_timeout_s: int = Field(
         3, ge=1, le=30, description="libpq `connect_timeout` for each attempt."
