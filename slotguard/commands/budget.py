@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from infra.budget import Budget, BudgetError, compute_budget
+from infra.handlers import HandlerError, check_handlers
 from infra.settings import SettingsError, load_stack
 from slotguard.commands.common import ProjectDirOption, plain, project_root
 
@@ -55,7 +56,9 @@ def budget(
     console = Console(width=max(Console().width, 150))
     err = Console(stderr=True, width=max(Console().width, 150))
     try:
-        result = compute_budget(load_stack(stack, project_root(project_dir)))
+        settings = load_stack(stack, project_root(project_dir))
+        result = compute_budget(settings)
+        check_handlers(settings)
     except (SettingsError, BudgetError) as error:
         problems = (
             error.problems
@@ -66,7 +69,12 @@ def budget(
             print(json.dumps({"ok": False, "stack": stack, "errors": problems}, indent=2))
         else:
             kind = "settings" if isinstance(error, SettingsError) else "budget"
-            err.print(f"[red bold]stack '{plain(stack)}': the {kind} does not hold[/red bold]")
+            heading = (
+                "a handler is not in the package"
+                if isinstance(error, HandlerError)
+                else f"the {kind} does not hold"
+            )
+            err.print(f"[red bold]stack '{plain(stack)}': {heading}[/red bold]")
             for problem in problems:
                 err.print(f"  [red]-[/red] {plain(problem)}", highlight=False)
         raise typer.Exit(EXIT_INVALID) from None

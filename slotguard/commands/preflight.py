@@ -11,6 +11,7 @@ import yaml
 from rich.console import Console
 
 from infra.budget import BudgetError, compute_budget
+from infra.handlers import check_handlers
 from infra.settings import SettingsError, StackSettings, load_stack, stack_file
 from slotguard.aws.checks import render
 from slotguard.aws.preflight import ClientFactory, Preflight
@@ -38,6 +39,7 @@ def load(stack: str, root: Path, err: Console) -> StackSettings:
     try:
         settings = load_stack(stack, root)
         compute_budget(settings)
+        check_handlers(settings)
     except (SettingsError, BudgetError) as error:
         problems = (
             error.problems

@@ -31,6 +31,7 @@ import psycopg
 from psycopg import sql
 
 from infra.budget import Budget, compute_budget
+from infra.handlers import check_handlers
 from infra.settings import StackSettings, load_stack
 from pgbouncer import scram
 from pgbouncer.config import PgBouncerSettings
@@ -90,6 +91,7 @@ class StackPlan:
         project = project_dir or KIT_ROOT
         settings = load_stack(stack, project)
         budget = compute_budget(settings)
+        check_handlers(settings)
         if budget.pgbouncer is None:
             raise StackStartError(
                 f"stack {stack}: pooler.kind is {budget.pooler_kind}; the local target rehearses "
