@@ -586,6 +586,29 @@ class StackSettings(_Section):
         Field(default_factory=_default_functions, min_length=1)
     )
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
+    storm_function: str | None = Field(
+        None,
+        description="The function `slotguard storm`, the benchmarks, the drills' traffic and "
+        "`slotguard verify`'s burst invoke unless told otherwise (`--function`), with its "
+        "sample event `functions/<module>.event.json`. Empty: the first function of "
+        "`functions`. Nothing in the tools depends on a function's name.",
+    )
+
+    @model_validator(mode="after")
+    def _storm_function_exists(self) -> StackSettings:
+        if self.storm_function is not None and self.storm_function not in self.functions:
+            close = difflib.get_close_matches(self.storm_function, list(self.functions), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"storm_function {self.storm_function!r} is not a function of this stack; "
+                f"{hint}functions: {', '.join(self.functions)}"
+            )
+        return self
+
+    @property
+    def traffic_function(self) -> str:
+        """The function the tools burst by default: `storm_function`, else the first one."""
+        return self.storm_function or next(iter(self.functions))
 
     @property
     def is_prod(self) -> bool:

@@ -447,7 +447,7 @@ def test_an_unconfirmed_subscription_fails_naming_the_address() -> None:
 
 def test_the_burst_is_sized_to_the_stack() -> None:
     budget = compute_budget(settings())
-    assert storm_burst(budget) == min(50, 2 * budget.pooler_server_connections)
+    assert storm_burst(budget, "api") == min(50, 2 * budget.pooler_server_connections)
     small = compute_budget(
         settings(
             {
@@ -458,7 +458,8 @@ def test_the_burst_is_sized_to_the_stack() -> None:
             }
         )
     )
-    assert storm_burst(small) == 7
+    assert storm_burst(small, "api") == 7
+    assert storm_burst(small, "health") == 2
 
 
 def storm_lambda(burst: int, *, fail: int = 0) -> Any:

@@ -177,7 +177,7 @@ def bench_storm(plan: StackPlan, out: Path, burst: int) -> dict[str, Any]:
 def bench_simulated(plan: StackPlan, record: StackRecord, instances: int) -> dict[str, Any]:
     console.rule(f"2. {instances:,} simulated instances through the pooler")
     release_direct_connections(master_conninfo(record), direct_function_names(record))
-    fn = plan.budget.functions["api"]
+    fn = plan.budget.functions[plan.settings.traffic_function]
     spec = InstanceSpec(
         pooler_conninfo(record, plan.budget.app_user.name, fn.connect_timeout_s),
         retry_budget_s=fn.retry_budget_s,
@@ -203,7 +203,7 @@ def bench_sustained(
         f"4. sustained warm run: {clients} clients, {query_ms:g} ms queries, {seconds:g} s"
     )
     release_direct_connections(master_conninfo(record), direct_function_names(record))
-    fn = plan.budget.functions["api"]
+    fn = plan.budget.functions[plan.settings.traffic_function]
     spec = InstanceSpec(
         pooler_conninfo(record, plan.budget.app_user.name, fn.connect_timeout_s),
         retry_budget_s=fn.retry_budget_s,

@@ -34,6 +34,13 @@ def drill(
     start: Annotated[
         bool, typer.Option("--up/--no-up", help="Bring the stack up first if it is not running.")
     ] = False,
+    function: Annotated[
+        str | None,
+        typer.Option(
+            help="The function the write storm goes through (default: the stack's "
+            "storm_function, else its first); it must answer POST /items like functions/api.py."
+        ),
+    ] = None,
     project_dir: ProjectDirOption = None,
 ) -> None:
     """Run fault drills: a write storm, a fault, then every acknowledged write reconciled."""
@@ -58,7 +65,7 @@ def drill(
     for name in names:
         try:
             with console.status(f"drill {name}: {SCENARIOS[name].description}"):
-                result = run_drill(handle, SCENARIOS[name], small=small)
+                result = run_drill(handle, SCENARIOS[name], small=small, function=function)
         except DrillError as exc:
             console.print(f"[red]error:[/] drill {name}: {plain(exc)}")
             raise typer.Exit(2) from None

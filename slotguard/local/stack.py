@@ -181,26 +181,7 @@ def function_specs(
                 reserved_concurrency=fn.reserved_concurrency,
             )
         )
-    api = next((s for s in specs if s.name == "api"), specs[0])
-    direct = {**api.environment, "DB_PORT": str(ports.postgres)}
-    probe_code = Path(__file__).resolve().parent
-    pooled_noretry = {**api.environment, "DB_RETRIES": "off"}
-    naive = {**direct, "DB_RETRIES": "off"}
-    variants = [
-        (api.name + NORETRY_SUFFIX, api.handler, api.code_dir, pooled_noretry),
-        (api.name + DIRECT_SUFFIX, api.handler, api.code_dir, direct),
-        (api.name + NAIVE_SUFFIX, api.handler, api.code_dir, naive),
-        (PROBE, "probe.hold.handler", probe_code, api.environment),
-        (PROBE + NORETRY_SUFFIX, "probe.hold.handler", probe_code, pooled_noretry),
-        (PROBE + DIRECT_SUFFIX, "probe.hold.handler", probe_code, direct),
-        (PROBE + NAIVE_SUFFIX, "probe.hold.handler", probe_code, naive),
-    ]
-    for name, handler, code_dir, env in variants:
-        specs.append(
-            api.model_copy(
-                update={"name": name, "handler": handler, "code_dir": code_dir, "environment": env}
-            )
-        )
+    specs += comparison_variants(specs, ports)
     specs.append(
         FunctionSpec(
             name=BOOTSTRAP,
@@ -223,6 +204,48 @@ def function_specs(
         )
     )
     return specs
+
+
+def comparison_variants(functions: list[FunctionSpec], ports: Ports) -> list[FunctionSpec]:
+    """Every function's storm variants (no retries, direct, naive) and the probe's, started lazily.
+
+    Derived from each function the stack has, so `slotguard storm --function NAME` compares the
+    wirings of any of them; a variant's worker starts only when a storm first uses it.
+    """
+    probe_code = Path(__file__).resolve().parent
+    first = functions[0]
+    variants: list[tuple[str, FunctionSpec, str, Path]] = []
+    for spec in [*functions, first.model_copy(update={"name": PROBE})]:
+        is_probe = spec.name == PROBE
+        handler, code_dir = (
+            ("probe.hold.handler", probe_code) if is_probe else (spec.handler, spec.code_dir)
+        )
+        variants += [
+            (spec.name + NORETRY_SUFFIX, spec, handler, code_dir),
+            (spec.name + DIRECT_SUFFIX, spec, handler, code_dir),
+            (spec.name + NAIVE_SUFFIX, spec, handler, code_dir),
+        ]
+        if is_probe:
+            variants.append((PROBE, spec, handler, code_dir))
+    out = []
+    for name, spec, handler, code_dir in variants:
+        env = dict(spec.environment)
+        if name.endswith((DIRECT_SUFFIX, NAIVE_SUFFIX)):
+            env["DB_PORT"] = str(ports.postgres)
+        if name.endswith((NORETRY_SUFFIX, NAIVE_SUFFIX)):
+            env["DB_RETRIES"] = "off"
+        out.append(
+            spec.model_copy(
+                update={
+                    "name": name,
+                    "handler": handler,
+                    "code_dir": code_dir,
+                    "environment": env,
+                    "lazy": True,
+                }
+            )
+        )
+    return out
 
 
 def raise_nofile_limit() -> int:
