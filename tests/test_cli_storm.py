@@ -128,9 +128,7 @@ def test_storm_on_a_stack_that_is_not_running_says_how_to_start_it(monkeypatch):
     ],
 )
 def test_each_wiring_maps_to_its_local_function(wiring, retries, query_ms, expected):
-    assert (
-        local_function(wiring, function="orders", retries=retries, query_ms=query_ms) == expected
-    )
+    assert local_function(wiring, function="orders", retries=retries, query_ms=query_ms) == expected
 
 
 def test_frozen_instances_live_in_the_sibling_function():
@@ -144,3 +142,24 @@ def test_payloads_follow_the_query_duration():
     assert payloads(0, ORDERS.payload)(4)["order"] == "o-4"
     with pytest.raises(TargetError, match="--event"):
         payloads(0)
+
+
+def test_a_storm_that_ran_nothing_exits_1_with_the_reason_first(monkeypatch):
+    from slotguard.commands import storm as storm_command
+    from slotguard.local.targets import StormTarget
+    from slotguard.storm import StormReport
+
+    reason = "RuntimeAdminError: Function not found: arn:aws:lambda:eu-west-1:0:function:[api]"
+    monkeypatch.setattr(
+        storm_command, "_target", lambda **_kwargs: StormTarget("local:dev", [], None)
+    )
+    monkeypatch.setattr(
+        storm_command,
+        "run_target",
+        lambda *_args, **_kwargs: StormReport(wirings=[], skipped={"pooled": reason}),
+    )
+    result = CliRunner().invoke(app, ["storm", "--wiring", "pooled"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[0] == f"error: pooled not run: {reason}"
+    assert len(lines) == 1  # no empty table after it

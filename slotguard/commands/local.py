@@ -32,16 +32,36 @@ def load_plan(stack: str, project_dir: Any) -> StackPlan:
         raise typer.Exit(2) from None
 
 
-def up_command(stack: StackOption = "dev", project_dir: ProjectDirOption = None) -> None:
+def up_command(
+    stack: StackOption = "dev",
+    project_dir: ProjectDirOption = None,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            help="Restart a running stack whose stack file changed since it started (its "
+            "data is kept); without it, `up` says what changed and exits 1."
+        ),
+    ] = False,
+) -> None:
     """Start the stack on this machine: PostgreSQL, PgBouncer, functions, alarms."""
     plan = load_plan(stack, project_dir)
     try:
         with console.status(f"starting stack {stack}") as spinner:
-            result = up(plan, progress=lambda m: spinner.update(plain(m)))
+            result = up(
+                plan, progress=lambda m: spinner.update(plain(m)), restart_if_changed=restart
+            )
     except (StackError, MissingSystemPackageError) as exc:
         console.print(f"[red]error:[/] {plain(exc)}")
         raise typer.Exit(1) from None
     record = result.record
+    if result.already_running and result.changed:
+        shown = ", ".join(result.changed[:8]) + (" ..." if len(result.changed) > 8 else "")
+        console.print(
+            f"[red]error:[/] stack [bold]{stack}[/] is running with other settings than "
+            f"Pulumi.{plain(stack)}.yaml holds now (changed: {plain(shown)}); restart it "
+            f"with them: slotguard up --stack {plain(stack)} --restart"
+        )
+        raise typer.Exit(1)
     if result.already_running:
         console.print(f"stack [bold]{stack}[/] is already running (state {plain(plan.paths.root)})")
         return

@@ -35,6 +35,7 @@ from infra.handlers import check_handlers
 from infra.settings import StackSettings, load_stack
 from pgbouncer import scram
 from pgbouncer.config import PgBouncerSettings
+from slotguard.local.drift import settings_digest, settings_document
 from slotguard.local.pgbouncer import (
     STATS_USER,
     LocalPgBouncer,
@@ -103,6 +104,11 @@ class StackPlan:
     @property
     def region(self) -> str:
         return self.settings.region or "us-east-1"
+
+    @property
+    def settings_hash(self) -> str:
+        """The hash of the resolved settings, kept in the running stack's record."""
+        return settings_digest(settings_document(self.settings))
 
 
 def postgres_server(plan: StackPlan, ports: Ports, user: ServiceUser | None) -> LocalPostgres:
@@ -334,6 +340,8 @@ class LocalStack:
             ca_file=str(self.postgres.tls.ca_cert),
             pgbouncer_processes=pb.processes,
             started_at=time.time(),
+            settings_hash=self.plan.settings_hash,
+            settings=settings_document(self.plan.settings),
         )
 
     def _start_postgres(self) -> None:
