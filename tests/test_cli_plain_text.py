@@ -52,6 +52,7 @@ COMMANDS = [
     ["preflight"],
     ["verify"],
     ["doctor"],
+    ["check"],
 ]
 
 

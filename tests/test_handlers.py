@@ -78,7 +78,8 @@ def test_nothing_is_imported(team_package: Path) -> None:
 
 def _typo_project(tmp_path: Path) -> Path:
     document = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
-    document["config"]["slotguard:functions"]["api"]["handler"] = "functions.ap.handler"
+    # The kit's own health function (a fork may remove the example API, not this one).
+    document["config"]["slotguard:functions"]["health"]["handler"] = "functions.helth.handler"
     (tmp_path / "Pulumi.typo.yaml").write_text(yaml.safe_dump(document))
     shutil.copy(ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
     return tmp_path
@@ -90,13 +91,13 @@ def test_budget_refuses_a_handler_typo(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert "stack 'typo': a handler is not in the package" in text
-    assert "functions.api.handler: functions.ap.handler: no module functions.ap" in text
-    assert "did you mean functions.api.handler?" in text
+    assert "functions.health.handler: functions.helth.handler: no module functions.helth" in text
+    assert "did you mean functions.health.handler?" in text
 
 
 def test_the_policy_pack_and_the_preview_refuse_it(tmp_path: Path) -> None:
     with pytest.raises(HandlerError) as caught:
         check_stack("typo", _typo_project(tmp_path))
-    assert caught.value.violations[0].setting == "functions.api.handler"
+    assert caught.value.violations[0].setting == "functions.health.handler"
     main = (ROOT / "infra" / "__main__.py").read_text()
     assert "check_handlers(settings)" in main  # the program checks before building anything

@@ -1,0 +1,64 @@
+"""Figures the docs and the example stacks quote agree with the budget that computes them.
+
+docs/functions.md's example is generated (`make docs`); the stack files' comments are prose, so
+each figure they quote is read back here and compared with the budget of that stack.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from infra.budget import BOOTSTRAP_RESERVED_CONCURRENCY, compute_budget
+from infra.settings import load_stack
+from slotguard.docs_figures import END, START, render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.replace("#", " ").split())
+
+
+def test_functions_page_example_is_generated_from_the_budget() -> None:
+    page = (ROOT / "docs" / "functions.md").read_text()
+    block = page.split(START, 1)[1].split(END, 1)[0].strip()
+    assert block == render().strip(), "docs/functions.md is stale: run `make docs`"
+
+
+def test_the_dev_stack_comments_match_its_budget() -> None:
+    settings = load_stack("dev", ROOT)
+    budget = compute_budget(settings)
+    text = _flat((ROOT / "Pulumi.dev.yaml").read_text())
+    m, reserved, admin = budget.max_connections, budget.reserved_connections, budget.admin_margin
+    assert (
+        f"{m} slots: {reserved} reserved, {admin} admin, {budget.pooler_ceiling} for the pooler"
+        in text
+    )
+    pb = budget.pgbouncer
+    assert pb is not None
+    peak = pb.deploy.peak_tasks
+    per_process = pb.pool_size + pb.reserve_pool
+    assert f"{peak} x ({pb.pool_size} + {pb.reserve_pool} reserve) = {peak * per_process}" in text
+    warn = budget.alarms.db_connections_warn
+    assert f"{settings.alarms.warn_percent}% of {m} = {warn}" in text
+    assert f"{pb.processes} x {per_process} = {budget.pooler_server_connections}" in text
+    parts = " + ".join(f"{n} {f.reserved_concurrency}" for n, f in settings.functions.items())
+    total = sum(f.reserved_concurrency for f in settings.functions.values())
+    total += BOOTSTRAP_RESERVED_CONCURRENCY
+    assert f"{parts} + bootstrap {BOOTSTRAP_RESERVED_CONCURRENCY} = {total}" in text
+
+
+def test_the_prod_stack_comments_match_its_budget() -> None:
+    budget = compute_budget(load_stack("prod", ROOT))
+    text = _flat((ROOT / "Pulumi.prod.yaml").read_text())
+    proxy = budget.rds_proxy
+    assert proxy is not None
+    m = budget.max_connections
+    assert f"max_connections derived by RDS's formula ({m})" in text
+    found = re.search(r"\((\d+)% of (\d+) = (\d+) < (\d+)% = (\d+) less", text)
+    assert found is not None
+    percent, of, proxy_connections, _, warn = map(int, found.groups())
+    assert (percent, of) == (proxy.max_connections_percent, m)
+    assert proxy_connections == proxy.proxy_connections
+    assert warn == budget.alarms.db_connections_warn
