@@ -20,8 +20,11 @@ END = "<!-- function-example:end -->"
 EXAMPLE = "stock"
 EXAMPLE_RESERVED = 50
 EXAMPLE_QUOTA = 1200
-SHOWN = ("functions.reserved_concurrency", f"functions.{EXAMPLE}.worst_connect")
-SHOWN += (f"functions.{EXAMPLE}.worst_query",)
+SHOWN = (
+    "functions.reserved_concurrency",
+    f"functions.{EXAMPLE}.worst_connect",
+    f"functions.{EXAMPLE}.worst_query",
+)
 
 
 def _with_example(

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,7 +113,7 @@ def make_fork(target: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fork() -> Path:
+def fork() -> Iterator[Path]:
     path = reachable_temp_dir("slotguard-scratch-fork-")
     yield make_fork(path)
     shutil.rmtree(path, ignore_errors=True)
