@@ -52,37 +52,6 @@ class TargetError(RuntimeError):
     """The target cannot be stormed as asked; the message says what to change."""
 
 
-def api_event(index: int) -> dict[str, Any]:
-    """An HTTP API (payload 2.0) `POST /items` creating one item, as a Function URL sends it."""
-    body = json.dumps({"name": f"storm-{index}", "quantity": index % 100})
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": "/items",
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {
-            "accountId": "000000000000",
-            "apiId": "storm",
-            "domainName": "storm.local",
-            "http": {
-                "method": "POST",
-                "path": "/items",
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": "slotguard-storm",
-            },
-            "requestId": f"storm-{index}",
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "01/Jan/2026:00:00:00 +0000",
-            "timeEpoch": 0,
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
-
-
 def payloads(query_ms: int, event: Callable[[int], Any] | None = None) -> Callable[[int], Any]:
     """The chosen function's event, or the probe's hold of `query_ms` when a duration is asked."""
     if query_ms > 0:
