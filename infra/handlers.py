@@ -72,7 +72,11 @@ def handler_problems(settings: StackSettings, source_dir: Path = FUNCTIONS_DIR) 
         setting = f"functions.{name}.handler"
         path = modules.get(module)
         if path is None:
-            candidates = [m for m in modules if m.startswith(f"{package}.")]
+            candidates = [
+                m
+                for m, p in modules.items()
+                if m.startswith(f"{package}.") and attribute in top_level_names(p)
+            ]
             close = difflib.get_close_matches(module, candidates, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]}.{attribute}?" if close else ""
             out.append(

@@ -25,7 +25,13 @@ from tests.scratch import reachable_temp_dir
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ("functions/api.py", "functions/api.event.json", "functions/stock.py")
+EXAMPLES = (
+    "functions/api.py",
+    "functions/api.event.json",
+    "functions/openapi.py",
+    "functions/openapi.json",
+    "functions/stock.py",
+)
 SKIPPED_DIRS = {".git", ".venv", "build", ".state", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 # Kit tests that must hold in any fork (they use fixtures, not the example handlers).
 KIT_TESTS = (
@@ -88,7 +94,7 @@ def make_fork(target: Path) -> Path:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination)
     for example in EXAMPLES:
-        (target / example).unlink()
+        (target / example).unlink(missing_ok=True)
     functions = target / "functions"
     (functions / "orders.py").write_text(ORDERS_HANDLER)
     (functions / "orders.event.json").write_text(json.dumps({"source": "storm-{index}"}))
