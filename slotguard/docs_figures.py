@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from pathlib import Path
 
 from infra.budget import BOOTSTRAP_RESERVED_CONCURRENCY, BudgetError, compute_budget
@@ -17,6 +18,9 @@ from infra.settings import FunctionSettings, StackSettings, load_stack
 KIT_ROOT = Path(__file__).resolve().parents[1]
 START = "<!-- function-example:start -->"
 END = "<!-- function-example:end -->"
+README_START = "<!-- broken-pool-example:start -->"
+README_END = "<!-- broken-pool-example:end -->"
+BROKEN_POOL_SIZE = 40
 EXAMPLE = "stock"
 EXAMPLE_RESERVED = 50
 EXAMPLE_QUOTA = 1200
@@ -95,15 +99,42 @@ def render(root: Path = KIT_ROOT) -> str:
     return "\n".join(lines)
 
 
-def update(page: Path = KIT_ROOT / "docs" / "functions.md") -> bool:
-    """Rewrite the generated block of the page; True if it changed."""
+def render_broken_pool(root: Path = KIT_ROOT) -> str:
+    """The README's refusal: the `dev` stack with a pool too big for its database."""
+    dev = load_stack("dev", root)
+    pgbouncer = dev.pooler.pgbouncer.model_copy(update={"pool_size": BROKEN_POOL_SIZE})
+    broken = dev.model_copy(
+        update={"pooler": dev.pooler.model_copy(update={"pgbouncer": pgbouncer})}
+    )
+    wrapped = textwrap.wrap(
+        _refusal(broken), width=96, initial_indent="  - ", subsequent_indent="    "
+    )
+    return "\n".join(
+        [
+            "```console",
+            "$ uv run slotguard budget --stack broken",
+            "stack 'broken': the budget does not hold",
+            *wrapped,
+            "```",
+        ]
+    )
+
+
+def _replace(page: Path, start: str, end: str, content: str) -> bool:
     text = page.read_text()
-    block = f"{START}\n{render()}\n{END}"
-    new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    block = f"{start}\n{content}\n{end}"
+    new = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     if new != text:
         page.write_text(new)
         return True
     return False
+
+
+def update(root: Path = KIT_ROOT) -> bool:
+    """Rewrite the generated blocks of docs/functions.md and the README; True if one changed."""
+    functions = _replace(root / "docs" / "functions.md", START, END, render(root))
+    readme = _replace(root / "README.md", README_START, README_END, render_broken_pool(root))
+    return functions or readme
 
 
 if __name__ == "__main__":

@@ -11,7 +11,14 @@ from pathlib import Path
 
 from infra.budget import BOOTSTRAP_RESERVED_CONCURRENCY, compute_budget
 from infra.settings import load_stack
-from slotguard.docs_figures import END, START, render
+from slotguard.docs_figures import (
+    END,
+    README_END,
+    README_START,
+    START,
+    render,
+    render_broken_pool,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,3 +69,27 @@ def test_the_prod_stack_comments_match_its_budget() -> None:
     assert (percent, of) == (proxy.max_connections_percent, m)
     assert proxy_connections == proxy.proxy_connections
     assert warn == budget.alarms.db_connections_warn
+
+
+def test_the_readme_quotes_the_dev_budget() -> None:
+    settings = load_stack("dev", ROOT)
+    budget = compute_budget(settings)
+    pb = budget.pgbouncer
+    assert pb is not None
+    d = pb.deploy
+    per_task = pb.server_connections_per_task
+    text = _flat((ROOT / "README.md").read_text())
+    parts = " + ".join(f"{n} {f.reserved_concurrency}" for n, f in settings.functions.items())
+    total = sum(f.reserved_concurrency for f in settings.functions.values())
+    total += BOOTSTRAP_RESERVED_CONCURRENCY
+    assert f"reserves {parts} + bootstrap {BOOTSTRAP_RESERVED_CONCURRENCY} = {total}" in text
+    assert (
+        f"at most {d.peak_tasks} tasks x {per_task} = {d.server_connections_peak} server "
+        f"connections, within the {budget.pooler_limit}"
+    ) in text
+    assert f"(and the ceiling of {budget.pooler_ceiling})" in text
+    assert f"{pb.processes} x {per_task} = {budget.pooler_server_connections} in steady" in text
+    assert f"A deploy takes at most {d.deploy_worst_s} s" in text
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(README_START, 1)[1].split(README_END, 1)[0].strip()
+    assert block == render_broken_pool().strip(), "README.md is stale: run `make docs`"
