@@ -121,6 +121,11 @@ def capped_count(plan: StackPlan, function_name: str, wanted: int, notes: list[s
     return limit
 
 
+def _instances(count: int, wanted: int) -> str:
+    capped = " (its reserved concurrency: the rest of the burst is throttled)"
+    return f"{count:,} instances" + (capped if count < wanted else "")
+
+
 def _target_notes(frozen: int, functions: set[str], traffic: Traffic | None) -> list[str]:
     notes = []
     if frozen:
@@ -239,7 +244,7 @@ def local_target(
         release(f"before {wiring.name}")
         if warm:
             count = capped_count(plan, wiring.function_name, burst, notes)
-            say(f"{wiring.name}: warming {wiring.function_name} up to {count:,} instances")
+            say(f"{wiring.name}: warming {wiring.function_name} up to {_instances(count, burst)}")
             warm_up(runtime, wiring.function_name, count, payload)
             release(f"after warming {wiring.function_name}")
         if frozen:
