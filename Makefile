@@ -2,7 +2,7 @@
 STACK ?= dev
 RUN := uv run --frozen
 
-.PHONY: setup up down status storm test lint bench drills budget policy docs
+.PHONY: setup up down status storm test lint bench drills budget policy check docs
 
 setup:
 	@STACK=$(STACK) bash scripts/setup.sh
@@ -43,6 +43,11 @@ budget: setup
 policy: setup
 	$(RUN) slotguard policy --stack $(STACK)
 
+## Everything about one stack that can be checked offline: settings, budget, handlers, the
+## program under Pulumi mocks and the policy pack (`make check STACK=<your stack>`).
+check: setup
+	$(RUN) slotguard check --stack $(STACK)
+
 ## Lint, type-check and run the test suite (installs everything it needs first).
 test: setup lint
 	$(RUN) pytest -m "not bench"
@@ -55,3 +60,4 @@ lint:
 
 docs:
 	$(RUN) python -m slotguard.settings_reference
+	$(RUN) python -m slotguard.docs_figures

@@ -2,8 +2,9 @@
 
 It uses only what docs/functions.md ("Bring your own code") documents: `session(context)` for
 one transaction on the instance's kept connection, `DatabaseUnavailableError` for the 503, and
-the instance's logger and metrics. Invoked directly (an SQS consumer, a step function, another
-service), with the event `{"item_id": 1, "change": -2}`.
+the instance's logger and metrics, with each log line carrying this invocation's request id
+(`with_lambda_context`, as docs/local.md advises). Invoked directly (an SQS consumer, a step
+function, another service), with the event `{"item_id": 1, "change": -2}`.
 
 The adjustment locks the row (`SELECT ... FOR UPDATE`), so concurrent adjustments of one item
 queue on the lock (the role's `lock_timeout` bounds the wait) and stock never goes below zero.
@@ -20,7 +21,7 @@ from sqlalchemy import BigInteger, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .errors import DatabaseUnavailableError
-from .observability import flush, logger, note_invocation
+from .observability import flush, logger, with_lambda_context
 from .sqlalchemy_db import session
 
 
@@ -82,9 +83,8 @@ def adjust(event: Any, context: LambdaContext | None) -> tuple[int, dict[str, An
         return 503, {"error": "database unavailable", "reason": exc.reason}
 
 
-@logger.inject_lambda_context
+@with_lambda_context  # per instance: see docs/local.md, not powertools' inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    note_invocation()
     try:
         status, body = adjust(event, context)
         if status >= 500:

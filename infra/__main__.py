@@ -9,6 +9,7 @@ from __future__ import annotations
 import pulumi
 
 from infra.budget import compute_budget
+from infra.handlers import check_handlers
 from infra.program import (
     Artifacts,
     build_stack,
@@ -24,6 +25,7 @@ from infra.settings import settings_from_pulumi_config
 config = {**pulumi.runtime.config.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
 settings = settings_from_pulumi_config(config, stack=pulumi.get_stack())
 budget = compute_budget(settings)
+check_handlers(settings)  # a handler typo stops the preview, not the first invocation
 # The pooler image is an artifact, not a setting of the stack: its own config namespace.
 image = pulumi.Config("pgbouncer")
 pooler_image = image_source(

@@ -8,6 +8,7 @@ whose numbers do not add up, naming the setting and showing the arithmetic.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -489,14 +490,20 @@ def _max_connections(settings: StackSettings, out: list[Violation]) -> tuple[int
         return db.max_connections, "explicit setting database.max_connections"
     gib = _class_memory_gib(db.instance_class)
     if gib is None:
-        out.append(
-            Violation(
-                "database.max_connections",
-                f"instance class {db.instance_class} is not in the kit's memory table; set "
-                "database.max_connections explicitly",
-            )
+        close = difflib.get_close_matches(db.instance_class, RDS_CLASS_MEMORY_GIB, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        # Every later figure divides max_connections: without it they would only repeat the
+        # cause as follow-on errors (max_connections 0, a ceiling of -6), so stop here.
+        raise BudgetError(
+            [
+                Violation(
+                    "database.max_connections",
+                    f"instance class {db.instance_class} is not in the kit's memory table; "
+                    f"{hint}fix database.instance_class, or set database.max_connections "
+                    "explicitly",
+                )
+            ]
         )
-        return 0, "unknown"
     memory = int(gib * 1024**3)
     value = min(memory // RDS_MEMORY_DIVISOR, RDS_MAX_CONNECTIONS_CAP)
     return value, (
@@ -567,11 +574,18 @@ def _pgbouncer(
             if pb.pool_size is not None
             else "pooler.pgbouncer.reserve_pool"
         )
+        fits = (ceiling // peak_processes if peak_processes else 0) - pb.reserve_pool
+        derive = (
+            f"; remove pooler.pgbouncer.pool_size and the kit derives the largest that fits "
+            f"({fits} per process)"
+            if pb.pool_size is not None and fits >= 1
+            else ""
+        )
         out.append(
             Violation(
                 setting,
                 f"pooler server connections {peak_shape} x ({pool_size} pool + "
-                f"{pb.reserve_pool} reserve) = {peak_total} exceed the {ceiling_text}",
+                f"{pb.reserve_pool} reserve) = {peak_total} exceed the {ceiling_text}{derive}",
             )
         )
     deploy = _deploy_plan(

@@ -133,6 +133,11 @@ def locked_requirements(project_dir: Path = REPO_ROOT) -> str:
     return "\n".join(lines) + "\n"
 
 
+def source_files(source_dir: Path = FUNCTIONS_DIR) -> list[tuple[str, Path]]:
+    """The functions package's files as the zip holds them: (name in the zip, file)."""
+    return list(_source_files(source_dir))
+
+
 def _source_files(source_dir: Path) -> Iterator[tuple[str, Path]]:
     for path in sorted(source_dir.rglob("*")):
         relative = path.relative_to(source_dir)

@@ -201,6 +201,21 @@ class DatabaseSettings(_Section):
         "then the limit stays within the running server's).",
     )
 
+    @field_validator("engine_version", mode="before")
+    @classmethod
+    def _version_text(cls, value: object) -> object:
+        # YAML reads an unquoted `16` as a number. Numbers are accepted quoted or not everywhere
+        # (`pulumi config set` writes them as text), so a whole number is taken as its text; a
+        # YAML float is not, since it has already lost its digits (`16.10` reads as 16.1).
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, float):
+            raise ValueError(
+                f'write the major version as text, in quotes: engine_version: "{int(value)}" '
+                f"(YAML read the unquoted {value!r} as a number)"
+            )
+        return value
+
     @field_validator("engine_version")
     @classmethod
     def _major_only(cls, value: str) -> str:
@@ -684,6 +699,30 @@ class StackSettings(_Section):
                 "pooler.kind: pgbouncer"
             )
         return self
+
+    storm_function: str | None = Field(
+        None,
+        description="The function `slotguard storm`, the benchmarks, the drills' traffic and "
+        "`slotguard verify`'s burst invoke unless told otherwise (`--function`), with its "
+        "sample event `functions/<module>.event.json`. Empty: the first function of "
+        "`functions`. Nothing in the tools depends on a function's name.",
+    )
+
+    @model_validator(mode="after")
+    def _storm_function_exists(self) -> StackSettings:
+        if self.storm_function is not None and self.storm_function not in self.functions:
+            close = difflib.get_close_matches(self.storm_function, list(self.functions), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"storm_function {self.storm_function!r} is not a function of this stack; "
+                f"{hint}functions: {', '.join(self.functions)}"
+            )
+        return self
+
+    @property
+    def traffic_function(self) -> str:
+        """The function the tools burst by default: `storm_function`, else the first one."""
+        return self.storm_function or next(iter(self.functions))
 
     @property
     def is_prod(self) -> bool:

@@ -23,6 +23,7 @@ from pulumi_policy import (
     PolicyResourceOptions,
 )
 
+from infra.handlers import check_handlers
 from infra.offline import ResourceRecord, reveal, run_offline
 from infra.settings import load_stack
 from policy.report import PolicyReport, Violation
@@ -159,6 +160,7 @@ def check_stack(
     """
     check_config(config or {})
     settings = load_stack(stack, root)
+    check_handlers(settings)  # as the program's preview does (infra/__main__.py)
     run = run_offline(settings)
     records = list(run.resources)
     if transform is not None:

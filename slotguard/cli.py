@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from slotguard.commands import budget as budget_command
+from slotguard.commands import check as check_command
 from slotguard.commands import doctor as doctor_command
 from slotguard.commands import drill as drill_command
 from slotguard.commands import local as local_command
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.command("doctor")(doctor_command.doctor)
 app.command("budget")(budget_command.budget)
 app.command("policy")(policy_command.policy)
+app.command("check")(check_command.check)
 app.command("up")(local_command.up_command)
 app.command("down")(local_command.down_command)
 app.command("status")(local_command.status_command)

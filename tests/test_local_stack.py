@@ -22,7 +22,8 @@ from slotguard.commands.storm import pooled_problems, run_target
 from slotguard.local.control import down, running_record, up
 from slotguard.local.stack import StackPlan
 from slotguard.local.state import STATE_DIR_ENV, marked_processes, read_pid
-from slotguard.local.targets import api_event, local_target
+from slotguard.local.targets import local_target
+from slotguard.storm.traffic import choose_traffic
 from tests.scratch import reachable_temp_dir
 
 pytestmark = pytest.mark.integration
@@ -129,7 +130,8 @@ def test_boto3_invokes_the_local_functions(stack):
     assert document["statusCode"] == 200
     body = json.loads(document["body"])
     assert body["connections"]["max"] == 25
-    created = client.invoke(FunctionName="api", Payload=json.dumps(api_event(7)).encode())
+    event = choose_traffic(stack.settings).payload(7)  # the storm function's sample event
+    created = client.invoke(FunctionName="api", Payload=json.dumps(event).encode())
     answer = json.loads(created["Payload"].read())
     assert answer["statusCode"] == 201, answer
     assert json.loads(answer["body"])["name"] == "storm-7"

@@ -225,8 +225,8 @@ def test_slotguard_budget_prints_the_warning(tmp_path):
     document = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
     config = document["config"]
     config["slotguard:lambda_concurrency_quota"] = 10_000
-    config["slotguard:functions"] = {
-        "api": {"handler": "functions.api.handler", "reserved_concurrency": 4000}
+    config["slotguard:functions"] = {  # the kit's own handler: a fork may remove the API
+        "api": {"handler": "functions.health.handler", "reserved_concurrency": 4000}
     }
     (tmp_path / "Pulumi.big.yaml").write_text(yaml.safe_dump(document))
     result = CliRunner().invoke(app, ["budget", "--stack", "big", "--project-dir", str(tmp_path)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,13 +34,15 @@ def black_hole() -> Iterator[int]:
         yield int(listener.getsockname()[1])
 
 
-def health_spec(local_aws: LocalAws, port: int) -> FunctionSpec:
+def health_spec(
+    local_aws: LocalAws, port: int, module: str = "health", event: bytes = b"{}"
+) -> FunctionSpec:
     secret_arn = local_aws.put_secret(
         {"username": "app_user", "password": "unused", "engine": "postgres", "dbname": "app"}
     )
     return FunctionSpec(
-        name="health",
-        handler="functions.health.handler",
+        name=module,
+        handler=f"functions.{module}.handler",
         code_dir=KIT_ROOT,
         timeout_s=20,
         environment={
@@ -58,7 +61,7 @@ def health_spec(local_aws: LocalAws, port: int) -> FunctionSpec:
             "DB_RETRY_BUDGET_S": "4",
             "DB_RETRIES": "on",
             "HEALTH_ALARM_PERCENT": "80",
-            "POWERTOOLS_SERVICE_NAME": "slotguard-health",
+            "POWERTOOLS_SERVICE_NAME": f"slotguard-{module}",
         },
     )
 
@@ -71,18 +74,26 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return lines
 
 
+# health is the kit's handler; stock is the example "written the way a team writes its own",
+# which must follow the same advice (docs/local.md) and log its own request id.
+EVENTS = {"health": b"{}", "stock": b'{"item_id": 1, "change": -1}'}
+
+
+@pytest.mark.parametrize(
+    "module", [m for m in sorted(EVENTS) if (KIT_ROOT / "functions" / f"{m}.py").exists()]
+)
 def test_overlapping_invocations_log_their_own_request_id_and_cold_start(
-    runtime_factory, client_for, local_aws, black_hole
+    runtime_factory, client_for, local_aws, black_hole, module
 ):
-    runtime = runtime_factory([health_spec(local_aws, black_hole)], region=REGION)
+    runtime = runtime_factory([health_spec(local_aws, black_hole, module)], region=REGION)
     client = client_for(runtime, pool=2)
 
     def invoke(_index: int) -> dict[str, Any]:
-        return client.invoke(FunctionName="health", Payload=b"{}", LogType="Tail")  # type: ignore[no-any-return]
+        return client.invoke(FunctionName=module, Payload=EVENTS[module], LogType="Tail")  # type: ignore[no-any-return]
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         responses = list(pool.map(invoke, range(2)))
-    stats = runtime.stats()["health"]
+    stats = runtime.stats()[module]
     assert (stats.cold_starts, stats.instances) == (2, 2)  # two instances, both new
     request_ids = set()
     for response in responses:
@@ -94,9 +105,15 @@ def test_overlapping_invocations_log_their_own_request_id_and_cold_start(
         assert logged, log
         assert {line["function_request_id"] for line in logged} == {request_id}, log
         assert {line["cold_start"] for line in logged} == {True}, log
-        assert {line["service"] for line in logged} == {"slotguard-health"}
+        assert {line["service"] for line in logged} == {f"slotguard-{module}"}
         # This instance's own metrics: one cold start, in this invocation's EMF document.
         emf = [line for line in json_lines(log) if "_aws" in line]
         assert len(emf) == 1, log
         assert emf[0].get("ColdStart") == [1.0] or emf[0].get("ColdStart") == 1.0, emf
     assert len(request_ids) == 2
+
+
+def test_no_function_uses_the_process_wide_context_decorator() -> None:
+    # docs/local.md: powertools' inject_lambda_context logs another instance's request id here.
+    for path in sorted((KIT_ROOT / "functions").glob("*.py")):
+        assert not re.search(r"@\w+\.inject_lambda_context", path.read_text()), path.name

@@ -737,7 +737,7 @@ def test_an_unconfirmed_subscription_fails_naming_the_address() -> None:
 
 def test_the_burst_is_sized_to_the_stack() -> None:
     budget = compute_budget(settings())
-    assert storm_burst(budget) == min(50, 2 * budget.pooler_server_connections)
+    assert storm_burst(budget, "api") == min(50, 2 * budget.pooler_server_connections)
     small = compute_budget(
         settings(
             {
@@ -748,7 +748,16 @@ def test_the_burst_is_sized_to_the_stack() -> None:
             }
         )
     )
-    assert storm_burst(small) == 7
+    assert storm_burst(small, "api") == 7
+    assert storm_burst(small, "health") == 2
+
+
+@pytest.fixture
+def event(tmp_path: Path) -> Path:
+    """The burst's event file (the function's own; the example's sample is not needed)."""
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps({"order": "o-{index}"}))
+    return path
 
 
 def storm_lambda(burst: int, *, fail: int = 0) -> Any:
@@ -781,9 +790,11 @@ def connections(peak: float) -> None:
     )
 
 
-def test_a_storm_with_no_failure_and_a_peak_within_the_ceiling_passes(aws: None) -> None:
+def test_a_storm_with_no_failure_and_a_peak_within_the_ceiling_passes(
+    aws: None, event: Path
+) -> None:
     connections(104)
-    v = verify(settings(), burst=4, storm_client=lambda size: storm_lambda(4))
+    v = verify(settings(), burst=4, storm_client=lambda size: storm_lambda(4), storm_event=event)
     checks = list(v.storm_check())
     assert one(checks, "storm").found == "burst 4: 0 failed"
     peak = one(checks, "storm peak connections")
@@ -792,9 +803,11 @@ def test_a_storm_with_no_failure_and_a_peak_within_the_ceiling_passes(aws: None)
     assert "ceiling 104 + admin margin 3 = 107" in peak.found
 
 
-def test_a_storm_with_failures_or_a_peak_over_the_ceiling_fails(aws: None) -> None:
+def test_a_storm_with_failures_or_a_peak_over_the_ceiling_fails(aws: None, event: Path) -> None:
     connections(111)
-    v = verify(settings(), burst=4, storm_client=lambda size: storm_lambda(4, fail=1))
+    v = verify(
+        settings(), burst=4, storm_client=lambda size: storm_lambda(4, fail=1), storm_event=event
+    )
     checks = list(v.storm_check())
     assert one(checks, "storm").failed
     assert "1 failed" in one(checks, "storm").found
@@ -803,8 +816,14 @@ def test_a_storm_with_failures_or_a_peak_over_the_ceiling_fails(aws: None) -> No
     assert "peak 111" in peak.found
 
 
-def test_a_storm_whose_metric_has_not_arrived_says_to_rerun(aws: None) -> None:
-    v = verify(settings(), burst=2, storm_client=lambda size: storm_lambda(2), metric_wait_s=0)
+def test_a_storm_whose_metric_has_not_arrived_says_to_rerun(aws: None, event: Path) -> None:
+    v = verify(
+        settings(),
+        burst=2,
+        storm_client=lambda size: storm_lambda(2),
+        metric_wait_s=0,
+        storm_event=event,
+    )
     check = one(list(v.storm_check()), "storm peak connections")
     assert check.failed
     assert "again in a few minutes" in check.change

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.table import Table
+from rich.text import Text
 
 
 class Status(StrEnum):
@@ -107,9 +108,9 @@ def render(checks: list[Check], title: str) -> Table:
     table.add_column("change")
     for check in checks:
         table.add_row(
-            check.name,
+            Text(check.name),
             f"[{STYLE[check.status]}]{check.status.value}[/]",
-            check.found,
-            check.change,
+            Text(check.found),
+            Text(check.change),
         )
     return table

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -71,11 +72,11 @@ def describe_metric(metric: dict[str, Any]) -> str:
     return f"{metric.get('Namespace')}/{metric.get('MetricName')} {{{dims}}}"
 
 
-def storm_burst(budget: Budget) -> int:
+def storm_burst(budget: Budget, function: str) -> int:
     """A small burst sized to the stack: twice the pooler's server connections (so clients
-    queue for the pool), at least 10, never more than the API's reserved concurrency."""
-    api = budget.functions.get("api")
-    reserved = api.reserved_concurrency if api is not None else None
+    queue for the pool), at least 10, never more than the function's reserved concurrency."""
+    stormed = budget.functions.get(function)
+    reserved = stormed.reserved_concurrency if stormed is not None else None
     cap = reserved if reserved is not None else 10
     return max(1, min(cap, max(10, 2 * budget.pooler_server_connections)))
 
@@ -92,6 +93,9 @@ class Verify:
     storm: bool = True
     burst: int | None = None
     storm_client: Callable[[int], Any] | None = None
+    # The burst's function and event (default: the stack's storm function, its sample event).
+    storm_function: str | None = None
+    storm_event: Path | None = None
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     sleep: Callable[[float], None] = time.sleep
     metric_wait_s: float = METRIC_WAIT_S
@@ -648,19 +652,26 @@ class Verify:
         if not self.storm:
             yield skipped("storm", "--no-storm")
             return
-        from slotguard.local.targets import aws_target  # noqa: PLC0415 - heavy, only here
+        # Heavy imports, needed only here.
+        from slotguard.local.targets import TargetError, aws_target  # noqa: PLC0415
         from slotguard.storm import run_storm  # noqa: PLC0415
+        from slotguard.storm.traffic import TrafficError, choose_traffic  # noqa: PLC0415
 
-        burst = self.burst or storm_burst(self.budget)
-        client = self.storm_client(burst) if self.storm_client is not None else None
-        target = aws_target(
-            self.settings.stack,
-            ["pooled"],
-            burst=burst,
-            region=self.region,
-            outputs=self.outputs,
-            client=client,
-        )
+        try:
+            traffic = choose_traffic(self.settings, self.storm_function, self.storm_event)
+            burst = self.burst or storm_burst(self.budget, traffic.function)
+            client = self.storm_client(burst) if self.storm_client is not None else None
+            target = aws_target(
+                self.settings.stack,
+                ["pooled"],
+                burst=burst,
+                region=self.region,
+                outputs=self.outputs,
+                client=client,
+                traffic=traffic,
+            )
+        except (TrafficError, TargetError) as error:
+            raise CheckError(str(error), "choose the burst's --function and --event") from None
         started = self.now()
         report = run_storm(target.wirings, burst, limits=target.limits, show_progress=False)
         ended = self.now()

@@ -31,6 +31,7 @@ from typing import Annotated, Any
 import psycopg
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from slotguard.bench import pgbench
 from slotguard.bench.logins import bench_logins
@@ -140,7 +141,7 @@ def clients_named(plan: StackPlan, record: StackRecord, application_name: str) -
 
 
 def _say(message: str) -> None:
-    console.print(f"[dim]{message}[/]")
+    console.print(f"[dim]{escape(message)}[/]")
 
 
 def _storm_summary(report: StormReport) -> list[dict[str, Any]]:
@@ -176,7 +177,7 @@ def bench_storm(plan: StackPlan, out: Path, burst: int) -> dict[str, Any]:
 def bench_simulated(plan: StackPlan, record: StackRecord, instances: int) -> dict[str, Any]:
     console.rule(f"2. {instances:,} simulated instances through the pooler")
     release_direct_connections(master_conninfo(record), direct_function_names(record))
-    fn = plan.budget.functions["api"]
+    fn = plan.budget.functions[plan.settings.traffic_function]
     spec = InstanceSpec(
         pooler_conninfo(record, plan.budget.app_user.name, fn.connect_timeout_s),
         retry_budget_s=fn.retry_budget_s,
@@ -202,7 +203,7 @@ def bench_sustained(
         f"4. sustained warm run: {clients} clients, {query_ms:g} ms queries, {seconds:g} s"
     )
     release_direct_connections(master_conninfo(record), direct_function_names(record))
-    fn = plan.budget.functions["api"]
+    fn = plan.budget.functions[plan.settings.traffic_function]
     spec = InstanceSpec(
         pooler_conninfo(record, plan.budget.app_user.name, fn.connect_timeout_s),
         retry_budget_s=fn.retry_budget_s,
@@ -324,7 +325,7 @@ def ensure_running(plan: StackPlan) -> StackRecord:
     record = running_record(plan.paths)
     if record is None:
         console.print(f"starting stack {plan.stack}")
-        record = up(plan, progress=lambda m: console.print(f"  {m}")).record
+        record = up(plan, progress=lambda m: console.print(f"  {escape(m)}")).record
     return record
 
 
@@ -373,7 +374,7 @@ def main(  # every option is keyword-only: Typer reads them by name
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     console.print_json(json.dumps(results["3"]))
     write_markdown(results, docs)
-    console.print(f"wrote {out / 'results.json'} and {docs}")
+    console.print(escape(f"wrote {out / 'results.json'} and {docs}"))
 
 
 def _brief(key: str, result: dict[str, Any]) -> dict[str, Any]:

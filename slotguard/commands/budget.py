@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from infra.budget import Budget, BudgetError, compute_budget
+from infra.handlers import HandlerError, check_handlers
 from infra.settings import SettingsError, load_stack
-from slotguard.commands.common import ProjectDirOption, project_root
+from slotguard.commands.common import ProjectDirOption, plain, project_root
 
 EXIT_INVALID = 2
 
@@ -34,11 +36,11 @@ def render_table(budget: Budget) -> Table:
         headroom = fig.headroom
         style = "red" if headroom is not None and headroom < 0 else None
         table.add_row(
-            fig.key,
+            Text(fig.key),
             _number(fig.value),
-            fig.unit,
-            fig.source,
-            f"{_number(fig.limit)} ({fig.limit_source})" if fig.limit is not None else "",
+            Text(fig.unit),
+            Text(fig.source),
+            Text(f"{_number(fig.limit)} ({fig.limit_source})") if fig.limit is not None else "",
             _number(round(headroom, 3)) if headroom is not None else "",
             style=style,
         )
@@ -54,7 +56,9 @@ def budget(
     console = Console(width=max(Console().width, 150))
     err = Console(stderr=True, width=max(Console().width, 150))
     try:
-        result = compute_budget(load_stack(stack, project_root(project_dir)))
+        settings = load_stack(stack, project_root(project_dir))
+        result = compute_budget(settings)
+        check_handlers(settings)
     except (SettingsError, BudgetError) as error:
         problems = (
             error.problems
@@ -65,18 +69,23 @@ def budget(
             print(json.dumps({"ok": False, "stack": stack, "errors": problems}, indent=2))
         else:
             kind = "settings" if isinstance(error, SettingsError) else "budget"
-            err.print(f"[red bold]stack '{stack}': the {kind} does not hold[/red bold]")
+            heading = (
+                "a handler is not in the package"
+                if isinstance(error, HandlerError)
+                else f"the {kind} does not hold"
+            )
+            err.print(f"[red bold]stack '{plain(stack)}': {heading}[/red bold]")
             for problem in problems:
-                err.print(f"  [red]-[/red] {problem}", highlight=False)
+                err.print(f"  [red]-[/red] {plain(problem)}", highlight=False)
         raise typer.Exit(EXIT_INVALID) from None
     if as_json:
         print(json.dumps({"ok": True, **result.to_json()}, indent=2))
         return
     console.print(render_table(result))
     for warning in result.warnings:
-        console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
+        console.print(f"[yellow]warning[/yellow]: {plain(warning)}", highlight=False)
     for line in deploy_plan_lines(result):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False)  # numbers only; the heading is markup
     console.print(
         f"[green]budget holds[/green]: at most {result.pooler_server_connections} pooler "
         f"connections of {result.max_connections} in steady state, "

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 KIT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,3 +25,12 @@ def project_root(project_dir: Path | None) -> Path:
         return project_dir
     cwd = Path.cwd()
     return cwd if (cwd / "Pulumi.yaml").exists() else KIT_ROOT
+
+
+def plain(value: object) -> str:
+    """`value` as literal text inside Rich markup: `[a-z]` in a message stays `[a-z]`.
+
+    Messages carry patterns, paths and lists in square brackets, which Rich would otherwise
+    read as style tags and drop; the terminal must show what `--json` carries.
+    """
+    return escape(str(value))

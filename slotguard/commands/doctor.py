@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from infra.settings import SettingsError, load_stack, stack_file
-from slotguard.commands.common import ProjectDirOption, project_root
+from slotguard.commands.common import ProjectDirOption, plain, project_root
 from slotguard.local.pgbouncer_build import binary_version, build_source
 from slotguard.local.postgres_binaries import PINS
 from slotguard.local.system import (
@@ -50,22 +50,24 @@ def doctor(
         try:
             settings = load_stack(stack, root)
         except SettingsError as error:
-            console.print(f"[red]{error}[/red]")
+            console.print(f"[red]{plain(error)}[/red]")
             raise typer.Exit(2) from error
         os.environ.setdefault(PGBOUNCER_VERSION_ENV, settings.pooler.pgbouncer.version)
         os.environ.setdefault(POSTGRES_MAJOR_ENV, str(settings.database.engine_major))
     try:
         ensure_programs(install=install)
     except MissingSystemPackageError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{plain(error)}[/red]")
         raise typer.Exit(2) from error
     binary = pgbouncer_binary()
     found = binary_version(binary) if binary is not None else None
     bindir = postgres_bindir()
     release = postgres_version(bindir) if bindir is not None else None
     console.print(
-        f"postgresql: {bindir} (PostgreSQL {release or 'of unknown version'}; the stack runs "
-        f"{pinned_postgres_major()})"
+        plain(
+            f"postgresql: {bindir} (PostgreSQL {release or 'of unknown version'}; the stack runs "
+            f"{pinned_postgres_major()})"
+        )
     )
     upgrade = pinned_postgres_major() + 1
     if install and postgres_bindir(upgrade) is None and (upgrade, platform.machine()) in PINS:
@@ -73,16 +75,17 @@ def doctor(
         try:
             ensure_programs(install=True, postgres_major=upgrade)
         except MissingSystemPackageError as error:
-            console.print(f"[yellow]next major {upgrade} not installed: {error}[/yellow]")
+            console.print(f"[yellow]next major {upgrade} not installed: {plain(error)}[/yellow]")
     next_bindir = postgres_bindir(upgrade)
     if next_bindir is not None:
         console.print(
-            f"            next major, for the major-upgrade drill: {next_bindir} "
-            f"(PostgreSQL {postgres_version(next_bindir)})"
+            plain(
+                f"            next major, for the major-upgrade drill: {next_bindir} "
+                f"(PostgreSQL {postgres_version(next_bindir)})"
+            )
         )
-    console.print(
-        f"pgbouncer:  {binary} (PgBouncer {found}; the stack pins {pinned_pgbouncer_version()})"
-    )
+    pinned = pinned_pgbouncer_version()
+    console.print(plain(f"pgbouncer:  {binary} (PgBouncer {found}; the stack pins {pinned})"))
     source = build_source(binary) if binary is not None else None
     if source:
-        console.print(f"            built from {source}")
+        console.print(f"            built from {plain(source)}")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from slotguard.commands.common import ProjectDirOption
+from slotguard.commands.common import ProjectDirOption, plain
 from slotguard.commands.local import load_plan
 from slotguard.drills import SCENARIOS, DrillResult, StackHandle, drill_table, run_drill, write_json
 from slotguard.drills.runner import DrillError
@@ -39,25 +39,31 @@ def drill(
     start: Annotated[
         bool, typer.Option("--up/--no-up", help="Bring the stack up first if it is not running.")
     ] = False,
+    function: Annotated[
+        str | None,
+        typer.Option(
+            help="The function the write storm goes through (default: the stack's "
+            "storm_function, else its first); it must answer POST /items like functions/api.py."
+        ),
+    ] = None,
     project_dir: ProjectDirOption = None,
 ) -> None:
     """Run fault drills: a write storm, a fault, then every acknowledged write reconciled."""
     names = list(SCENARIOS) if scenario == ALL else [scenario]
     unknown = [n for n in names if n not in SCENARIOS and n != WORKLOADS]
     if unknown:
-        console.print(
-            f"[red]error:[/] no drill {unknown[0]!r}; choose one of {', '.join(SCENARIOS)} or {ALL}"
-        )
+        choices = f"no drill {unknown[0]!r}; choose one of {', '.join(SCENARIOS)} or {ALL}"
+        console.print(f"[red]error:[/] {plain(choices)}")
         raise typer.Exit(2)
     plan = load_plan(stack, project_dir)
     try:
         if start:
             with console.status(f"starting stack {stack}") as spinner:
-                record = up(plan, progress=spinner.update).record
+                record = up(plan, progress=lambda m: spinner.update(plain(m))).record
         else:
             record = require_running(plan)
     except StackError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {plain(exc)}")
         raise typer.Exit(1) from None
     handle = StackHandle(plan, record)
     results: list[DrillResult] = []
@@ -68,16 +74,16 @@ def drill(
                     result = run_workloads_drill(handle, small=small)
             else:
                 with console.status(f"drill {name}: {SCENARIOS[name].description}"):
-                    result = run_drill(handle, SCENARIOS[name], small=small)
+                    result = run_drill(handle, SCENARIOS[name], small=small, function=function)
         except DrillError as exc:
-            console.print(f"[red]error:[/] drill {name}: {exc}")
+            console.print(f"[red]error:[/] drill {name}: {plain(exc)}")
             raise typer.Exit(2) from None
         mark = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
         console.print(f"drill {name}: {mark}")
         results.append(result)
     console.print(drill_table(results))
     if json_path is not None:
-        console.print(f"JSON: {write_json(results, json_path)}")
+        console.print(f"JSON: {plain(write_json(results, json_path))}")
     failed = [r.scenario for r in results if not r.passed]
     if failed:
         console.print(f"[red]targets missed:[/] {', '.join(failed)}")

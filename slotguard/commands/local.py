@@ -8,10 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from infra.budget import BudgetError
 from infra.settings import SettingsError
-from slotguard.commands.common import ProjectDirOption, project_root
+from slotguard.commands.common import ProjectDirOption, plain, project_root
 from slotguard.local.control import StackError, StatusReport, down, status, up
 from slotguard.local.stack import StackPlan, StackStartError
 from slotguard.local.state import StackRecord
@@ -27,22 +28,42 @@ def load_plan(stack: str, project_dir: Any) -> StackPlan:
     try:
         return StackPlan.load(stack, project_root(project_dir))
     except (SettingsError, BudgetError, StackStartError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {plain(exc)}")
         raise typer.Exit(2) from None
 
 
-def up_command(stack: StackOption = "dev", project_dir: ProjectDirOption = None) -> None:
+def up_command(
+    stack: StackOption = "dev",
+    project_dir: ProjectDirOption = None,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            help="Restart a running stack whose stack file changed since it started (its "
+            "data is kept); without it, `up` says what changed and exits 1."
+        ),
+    ] = False,
+) -> None:
     """Start the stack on this machine: PostgreSQL, PgBouncer, functions, alarms."""
     plan = load_plan(stack, project_dir)
     try:
         with console.status(f"starting stack {stack}") as spinner:
-            result = up(plan, progress=spinner.update)
+            result = up(
+                plan, progress=lambda m: spinner.update(plain(m)), restart_if_changed=restart
+            )
     except (StackError, MissingSystemPackageError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {plain(exc)}")
         raise typer.Exit(1) from None
     record = result.record
+    if result.already_running and result.changed:
+        shown = ", ".join(result.changed[:8]) + (" ..." if len(result.changed) > 8 else "")
+        console.print(
+            f"[red]error:[/] stack [bold]{stack}[/] is running with other settings than "
+            f"Pulumi.{plain(stack)}.yaml holds now (changed: {plain(shown)}); restart it "
+            f"with them: slotguard up --stack {plain(stack)} --restart"
+        )
+        raise typer.Exit(1)
     if result.already_running:
-        console.print(f"stack [bold]{stack}[/] is already running (state {plan.paths.root})")
+        console.print(f"stack [bold]{stack}[/] is already running (state {plain(plan.paths.root)})")
         return
     console.print(where_table(plan, record, f"stack {stack} is up"))
 
@@ -88,9 +109,11 @@ def where_table(plan: StackPlan, record: StackRecord, title: str) -> Table:
         f"{pooler['host']}:{pooler['port']} ({pooler['processes']} PgBouncer "
         f"processes, ceiling {pooler['ceiling']})",
     )
-    table.add_row("functions", f"{functions['endpoint_url']} ({', '.join(functions['names'])})")
+    table.add_row(
+        "functions", Text(f"{functions['endpoint_url']} ({', '.join(functions['names'])})")
+    )
     table.add_row("AWS APIs", f"{aws['endpoint_url']} ({', '.join(aws['services'])})")
-    table.add_row("state", where["state_dir"])
+    table.add_row("state", Text(where["state_dir"]))
     return table
 
 
@@ -102,7 +125,7 @@ def down_command(stack: StackOption = "dev", project_dir: ProjectDirOption = Non
         console.print(f"stack [bold]{stack}[/] was not running")
         return
     note = f" (killed leftovers {result.leftovers_killed})" if result.leftovers_killed else ""
-    console.print(f"stack [bold]{stack}[/] stopped{note}")
+    console.print(f"stack [bold]{stack}[/] stopped{plain(note)}")
 
 
 def status_command(
@@ -120,7 +143,7 @@ def status_command(
         if as_json:
             typer.echo(json.dumps({"stack": stack, "running": False, "error": str(exc)}))
         else:
-            console.print(f"[red]{exc}[/]")
+            console.print(f"[red]{plain(exc)}[/]")
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(status_document(plan, report), indent=2, default=str))
@@ -152,7 +175,7 @@ def print_status(report: StatusReport, out: Console) -> None:
     health = report.health_body
     colour = "green" if report.health_status == 200 else "red"
     out.print(
-        f"health: [{colour}]{report.health_status or 'error'} {health.get('status', '')}[/]"
+        f"health: [{colour}]{report.health_status or 'error'} {plain(health.get('status', ''))}[/]"
         + (f" ({health['reason']})" if "reason" in health else "")
     )
     used = "-" if report.db_connections is None else str(report.db_connections)
@@ -176,7 +199,7 @@ def print_status(report: StatusReport, out: Console) -> None:
     for column in columns:
         pools.add_column(column, justify="right" if column not in {"database", "user"} else "left")
     for pool in report.pools:
-        pools.add_row(*(str(pool.get(column, "")) for column in columns))
+        pools.add_row(*(Text(str(pool.get(column, ""))) for column in columns))
     out.print(pools)
     alarms = Table(title="alarms", title_justify="left")
     for column in ("alarm", "state", "value", "threshold", "fired"):

@@ -14,7 +14,7 @@ from infra.settings import SettingsError
 from policy.offline import check_stack, load_pack_config
 from policy.report import EXIT_VIOLATION, render
 from policy.rules import RuleConfigError
-from slotguard.commands.common import ProjectDirOption, project_root
+from slotguard.commands.common import ProjectDirOption, plain, project_root
 
 
 def _errors(error: Exception) -> tuple[str, list[str]]:
@@ -49,7 +49,7 @@ def policy(
         if as_json:
             print(json.dumps({"ok": False, "stack": stack, "errors": problems}, indent=2))
         else:
-            err.print(f"[red bold]stack '{stack}': the {kind} does not hold[/red bold]")
+            err.print(f"[red bold]stack '{plain(stack)}': the {kind} does not hold[/red bold]")
             for problem in problems:
                 err.print(f"  [red]-[/red] {problem}", highlight=False, markup=False)
         raise typer.Exit(EXIT_VIOLATION) from None

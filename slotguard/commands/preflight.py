@@ -11,10 +11,11 @@ import yaml
 from rich.console import Console
 
 from infra.budget import BudgetError, compute_budget
+from infra.handlers import check_handlers
 from infra.settings import SettingsError, StackSettings, load_stack, stack_file
 from slotguard.aws.checks import render
 from slotguard.aws.preflight import ClientFactory, Preflight
-from slotguard.commands.common import ProjectDirOption, project_root
+from slotguard.commands.common import ProjectDirOption, plain, project_root
 
 EXIT_FAILED = 2
 
@@ -38,15 +39,16 @@ def load(stack: str, root: Path, err: Console) -> StackSettings:
     try:
         settings = load_stack(stack, root)
         compute_budget(settings)
+        check_handlers(settings)
     except (SettingsError, BudgetError) as error:
         problems = (
             error.problems
             if isinstance(error, SettingsError)
             else [str(v) for v in error.violations]
         )
-        err.print(f"[red bold]stack '{stack}': fix the settings first[/red bold]")
+        err.print(f"[red bold]stack '{plain(stack)}': fix the settings first[/red bold]")
         for problem in problems:
-            err.print(f"  [red]-[/red] {problem}", highlight=False)
+            err.print(f"  [red]-[/red] {plain(problem)}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
     return settings
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from slotguard.commands.common import ProjectDirOption, project_root
+from slotguard.commands.common import ProjectDirOption, plain
 from slotguard.commands.local import load_plan
 from slotguard.local.control import StackError
 from slotguard.local.targets import (
@@ -23,6 +23,25 @@ from slotguard.local.targets import (
 from slotguard.storm import StormReport, run_storm
 from slotguard.storm.chart import write_chart
 from slotguard.storm.report import storm_table
+from slotguard.storm.traffic import TrafficError, choose_traffic
+
+FunctionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--function",
+        help="The stack's function to burst (default: the stack's storm_function, else its "
+        "first); its direct and naive variants are derived from it.",
+    ),
+]
+EventOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--event",
+        help="A JSON event file (default: the function's sample event, "
+        "functions/<module>.event.json); `{index}` in a string becomes the invocation's number.",
+        dir_okay=False,
+    ),
+]
 
 console = Console(width=max(Console().width, 120))
 
@@ -71,6 +90,8 @@ def storm(  # every option is keyword-only: Typer reads them by name
         bool,
         typer.Option(help="Exit 1 if a pooled invocation failed or its peak passed the ceiling."),
     ] = False,
+    function: FunctionOption = None,
+    event: EventOption = None,
     project_dir: ProjectDirOption = None,
 ) -> None:
     """Burst the stack's functions and report outcomes, latency and database connections."""
@@ -86,9 +107,11 @@ def storm(  # every option is keyword-only: Typer reads them by name
             frozen=frozen,
             warm=warm,
             project_dir=project_dir,
+            function=function,
+            event=event,
         )
-    except (TargetError, StackError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+    except (TargetError, StackError, TrafficError) as exc:
+        console.print(f"[red]error:[/] {plain(exc)}")
         raise typer.Exit(1) from None
     try:
         report = run_target(
@@ -104,29 +127,35 @@ def storm(  # every option is keyword-only: Typer reads them by name
             },
         )
     except TargetError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {plain(exc)}")
         raise typer.Exit(1) from None
     finally:
         storm_target.close()
-    console.print(storm_table(report.wirings, title=f"storm {storm_target.name}, burst {burst}"))
+    # A wiring that could not run is the first thing said, on one line each, and the exit
+    # status says it too: an empty table with exit 0 would read as a storm survived.
     for name, why in report.skipped.items():
-        console.print(f"[red]{name} not run:[/] {why}")
+        console.print(f"[red]error: {name} not run:[/] {plain(why)}")
+    if not report.wirings:
+        raise typer.Exit(1)
+    console.print(storm_table(report.wirings, title=f"storm {storm_target.name}, burst {burst}"))
     for note in storm_target.notes:
-        console.print(f"[dim]{note}[/]")
+        console.print(f"[dim]{plain(note)}[/]")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         report.write_json(json_path)
-        console.print(f"JSON: {json_path}")
+        console.print(f"JSON: {plain(json_path)}")
     if chart is not None:
         chart.parent.mkdir(parents=True, exist_ok=True)
         write_chart(report.wirings, chart, title=f"storm {storm_target.name}, burst {burst}")
-        console.print(f"chart: {chart}")
+        console.print(f"chart: {plain(chart)}")
     if check:
         problems = pooled_problems(report)
         for problem in problems:
-            console.print(f"[red]check failed:[/] {problem}")
+            console.print(f"[red]check failed:[/] {plain(problem)}")
         if problems:
             raise typer.Exit(1)
+    if report.skipped:
+        raise typer.Exit(1)
 
 
 def _target(
@@ -140,27 +169,29 @@ def _target(
     frozen: int,
     warm: bool,
     project_dir: Path | None,
+    function: str | None = None,
+    event: Path | None = None,
 ) -> StormTarget:
     if target is Target.AWS:
         if query_ms or frozen or not retries:
             raise TargetError(
                 "--query-ms, --frozen and --retries off need the local target's extra functions"
             )
-        region = None
-        settings_file = project_root(project_dir) / f"Pulumi.{stack}.yaml"
-        if settings_file.exists():
-            region = load_plan(stack, project_dir).region
-        return aws_target(stack, wirings, burst=burst, region=region)
+        plan = load_plan(stack, project_dir)
+        traffic = choose_traffic(plan.settings, function, event)
+        return aws_target(stack, wirings, burst=burst, region=plan.region, traffic=traffic)
     plan = load_plan(stack, project_dir)
+    needs_event = query_ms == 0 or frozen > 0
     return local_target(
         plan,
         wirings,
         burst=burst,
+        traffic=choose_traffic(plan.settings, function, event) if needs_event else None,
         retries=retries,
         query_ms=query_ms,
         frozen=frozen,
         warm=warm,
-        say=lambda message: console.print(f"[dim]{message}[/]"),
+        say=lambda message: console.print(f"[dim]{plain(message)}[/]"),
     )
 
 

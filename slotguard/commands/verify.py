@@ -12,14 +12,16 @@ from infra.budget import compute_budget
 from slotguard.aws.checks import render
 from slotguard.aws.outputs import OutputsError, read_outputs
 from slotguard.aws.verify import Verify
-from slotguard.commands.common import ProjectDirOption, project_root
+from slotguard.commands.common import ProjectDirOption, plain, project_root
 from slotguard.commands.preflight import load, session_clients
+from slotguard.commands.storm import EventOption, FunctionOption
 from slotguard.storm.client import lambda_client
 
 EXIT_FAILED = 1
 
 
-def verify(
+def verify(  # every option is keyword-only: Typer reads them by name
+    *,
     stack: Annotated[str, typer.Option(help="Stack name: reads Pulumi.<stack>.yaml.")] = "dev",
     outputs: Annotated[
         Path | None,
@@ -36,6 +38,8 @@ def verify(
         int | None,
         typer.Option(min=1, max=20000, help="Storm burst (default: sized to the stack)."),
     ] = None,
+    function: FunctionOption = None,
+    event: EventOption = None,
     project_dir: ProjectDirOption = None,
 ) -> None:
     """Check the deployed stack through AWS and its own functions; exit 1 if a check fails."""
@@ -46,7 +50,9 @@ def verify(
     try:
         stack_outputs = read_outputs(stack, outputs_file=outputs)
     except OutputsError as error:
-        err.print(f"[red bold]cannot verify stack '{stack}':[/] {error}", highlight=False)
+        err.print(
+            f"[red bold]cannot verify stack '{plain(stack)}':[/] {plain(error)}", highlight=False
+        )
         raise typer.Exit(EXIT_FAILED) from None
     client, region = session_clients(settings.region)
     checks = Verify(
@@ -58,6 +64,8 @@ def verify(
         storm=storm,
         burst=burst,
         storm_client=lambda size: lambda_client(region_name=region or "", pool_size=size),
+        storm_function=function,
+        storm_event=event,
     ).run()
     console.print(render(checks, f"verify of stack '{stack}' ({region or 'no region'})"))
     failures = [c for c in checks if c.failed]

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from slotguard.drills.reconcile import Reconciliation
@@ -158,7 +159,7 @@ def drill_table(results: list[DrillResult]) -> Table:
             if index < len(result.checks):
                 check = result.checks[index]
                 mark = "[green]ok[/]" if check.ok else "[red]FAILED[/]"
-                cells.append(f"{mark} {check.name}: {check.detail}")
+                cells.append(f"{mark} {escape(check.name)}: {escape(check.detail)}")
             else:
                 cells.append("")
         table.add_row("target" if index == 0 else "", *cells)

@@ -88,8 +88,9 @@ class DrillContext:
     def budget(self) -> Any:
         return self.handle.plan.budget
 
-    def function_timeout_s(self, name: str = "api") -> float:
-        fn = self.handle.plan.settings.functions.get(name)
+    def function_timeout_s(self, name: str | None = None) -> float:
+        """`name`'s timeout; by default the timeout of the function the drill writes through."""
+        fn = self.handle.plan.settings.functions.get(name or self.storm.function_name)
         return float(fn.timeout_s) if fn is not None else 15.0
 
 
@@ -155,14 +156,35 @@ def common_checks(result: DrillResult) -> list[Check]:
     ]
 
 
-def run_drill(handle: StackHandle, scenario: Scenario, *, small: bool = False) -> DrillResult:
+def traffic_function(handle: StackHandle, function: str | None = None) -> str:
+    """The function the drill writes through, refused before any traffic if the stack lacks it.
+
+    The drills reconcile acknowledged writes row by row, so it must answer a Function URL
+    `POST /items` with an `Idempotency-Key` as functions/api.py does.
+    """
+    name = function or handle.plan.settings.traffic_function
+    if name not in handle.record.functions:
+        serving = [n for n in handle.record.functions if n in handle.plan.settings.functions]
+        raise DrillError(
+            f"stack {handle.plan.stack} has no function {name!r} to send the drills' writes "
+            f"through (it serves {', '.join(serving)}): the drills need a function answering "
+            "POST /items with an Idempotency-Key (functions/api.py); name it with --function, "
+            "or restart the stack if its file changed"
+        )
+    return name
+
+
+def run_drill(
+    handle: StackHandle, scenario: Scenario, *, small: bool = False, function: str | None = None
+) -> DrillResult:
     """Run one scenario against the running stack and judge it."""
+    function_name = traffic_function(handle, function)
     plan = StormPlan(
         concurrency=scenario.small_concurrency if small else scenario.concurrency,
         duration_s=scenario.small_duration_s if small else scenario.duration_s,
     )
     client = handle.lambda_client(pool_size=plan.concurrency + 8)
-    storm = WriteStorm(client, plan)
+    storm = WriteStorm(client, plan, function_name=function_name)
     context = DrillContext(handle, storm, small)
     if scenario.prepare is not None:
         scenario.prepare(context)

@@ -182,7 +182,7 @@ class WriteStorm:
         client: Any,
         plan: StormPlan,
         *,
-        function_name: str = "api",
+        function_name: str,
         run_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

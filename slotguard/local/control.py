@@ -23,6 +23,7 @@ import psycopg
 
 from infra.alarm_rules import local_alarm_rules
 from pgbouncer.exporter import ADMIN_DATABASE, show_rows
+from slotguard.local.drift import changed_paths, settings_document
 from slotguard.local.postgres import LocalPostgres
 from slotguard.local.runtime import RuntimeAdminClient
 from slotguard.local.stack import (
@@ -63,14 +64,38 @@ def running_record(paths: StackPaths) -> StackRecord | None:
 class UpResult:
     record: StackRecord
     already_running: bool
+    # What differs between the running stack's settings and the stack file's (already running).
+    changed: list[str] = field(default_factory=list)
 
 
-def up(plan: StackPlan, progress: Callable[[str], None] = lambda _m: None) -> UpResult:
-    """Start the stack's supervisor and wait until it is ready (or say it already runs)."""
+def settings_changes(plan: StackPlan, record: StackRecord) -> list[str]:
+    """The settings paths the stack file changed since the running stack started."""
+    if record.settings_hash == plan.settings_hash:
+        return []
+    if not record.settings:
+        return ["(the running stack's record predates settings tracking)"]
+    return changed_paths(record.settings, settings_document(plan.settings))
+
+
+def up(
+    plan: StackPlan,
+    progress: Callable[[str], None] = lambda _m: None,
+    *,
+    restart_if_changed: bool = False,
+) -> UpResult:
+    """Start the stack's supervisor and wait until it is ready (or say it already runs).
+
+    A running stack whose stack file changed since it started is restarted with
+    `restart_if_changed` (its data is kept), else reported with what changed.
+    """
     paths = plan.paths
     existing = running_record(paths)
     if existing is not None:
-        return UpResult(existing, already_running=True)
+        changed = settings_changes(plan, existing)
+        if not changed or not restart_if_changed:
+            return UpResult(existing, already_running=True, changed=changed)
+        progress(f"settings changed ({', '.join(changed[:5])}): restarting the stack")
+        down(plan)
     pid = read_pid(paths.supervisor_pid)
     if pid is not None and alive(pid):
         raise StackError(

@@ -31,9 +31,11 @@ import psycopg
 from psycopg import sql
 
 from infra.budget import Budget, compute_budget
+from infra.handlers import check_handlers
 from infra.settings import StackSettings, load_stack
 from pgbouncer import scram
 from pgbouncer.config import PgBouncerSettings, UserPool
+from slotguard.local.drift import settings_digest, settings_document
 from slotguard.local.pgbouncer import (
     STATS_USER,
     LocalPgBouncer,
@@ -92,6 +94,7 @@ class StackPlan:
         project = project_dir or KIT_ROOT
         settings = load_stack(stack, project)
         budget = compute_budget(settings)
+        check_handlers(settings)
         if budget.pgbouncer is None:
             raise StackStartError(
                 f"stack {stack}: pooler.kind is {budget.pooler_kind}; the local target rehearses "
@@ -103,6 +106,11 @@ class StackPlan:
     @property
     def region(self) -> str:
         return self.settings.region or "us-east-1"
+
+    @property
+    def settings_hash(self) -> str:
+        """The hash of the resolved settings, kept in the running stack's record."""
+        return settings_digest(settings_document(self.settings))
 
 
 def postgres_server(plan: StackPlan, ports: Ports, user: ServiceUser | None) -> LocalPostgres:
@@ -206,26 +214,7 @@ def function_specs(
                 reserved_concurrency=fn.reserved_concurrency,
             )
         )
-    api = next((s for s in specs if s.name == "api"), specs[0])
-    direct = {**api.environment, "DB_PORT": str(ports.postgres)}
-    probe_code = Path(__file__).resolve().parent
-    pooled_noretry = {**api.environment, "DB_RETRIES": "off"}
-    naive = {**direct, "DB_RETRIES": "off"}
-    variants = [
-        (api.name + NORETRY_SUFFIX, api.handler, api.code_dir, pooled_noretry),
-        (api.name + DIRECT_SUFFIX, api.handler, api.code_dir, direct),
-        (api.name + NAIVE_SUFFIX, api.handler, api.code_dir, naive),
-        (PROBE, "probe.hold.handler", probe_code, api.environment),
-        (PROBE + NORETRY_SUFFIX, "probe.hold.handler", probe_code, pooled_noretry),
-        (PROBE + DIRECT_SUFFIX, "probe.hold.handler", probe_code, direct),
-        (PROBE + NAIVE_SUFFIX, "probe.hold.handler", probe_code, naive),
-    ]
-    for name, handler, code_dir, env in variants:
-        specs.append(
-            api.model_copy(
-                update={"name": name, "handler": handler, "code_dir": code_dir, "environment": env}
-            )
-        )
+    specs += comparison_variants(specs, ports)
     specs.append(
         FunctionSpec(
             name=BOOTSTRAP,
@@ -257,6 +246,48 @@ def workload_secrets_environment(budget: Budget, arns: dict[str, str]) -> dict[s
         f"WORKLOAD_SECRET_ARN_{w.role.upper()}": arns[WORKLOAD_SECRET_PREFIX + w.name]
         for w in budget.workloads.values()
     }
+
+
+def comparison_variants(functions: list[FunctionSpec], ports: Ports) -> list[FunctionSpec]:
+    """Every function's storm variants (no retries, direct, naive) and the probe's, started lazily.
+
+    Derived from each function the stack has, so `slotguard storm --function NAME` compares the
+    wirings of any of them; a variant's worker starts only when a storm first uses it.
+    """
+    probe_code = Path(__file__).resolve().parent
+    first = functions[0]
+    variants: list[tuple[str, FunctionSpec, str, Path]] = []
+    for spec in [*functions, first.model_copy(update={"name": PROBE})]:
+        is_probe = spec.name == PROBE
+        handler, code_dir = (
+            ("probe.hold.handler", probe_code) if is_probe else (spec.handler, spec.code_dir)
+        )
+        variants += [
+            (spec.name + NORETRY_SUFFIX, spec, handler, code_dir),
+            (spec.name + DIRECT_SUFFIX, spec, handler, code_dir),
+            (spec.name + NAIVE_SUFFIX, spec, handler, code_dir),
+        ]
+        if is_probe:
+            variants.append((PROBE, spec, handler, code_dir))
+    out = []
+    for name, spec, handler, code_dir in variants:
+        env = dict(spec.environment)
+        if name.endswith((DIRECT_SUFFIX, NAIVE_SUFFIX)):
+            env["DB_PORT"] = str(ports.postgres)
+        if name.endswith((NORETRY_SUFFIX, NAIVE_SUFFIX)):
+            env["DB_RETRIES"] = "off"
+        out.append(
+            spec.model_copy(
+                update={
+                    "name": name,
+                    "handler": handler,
+                    "code_dir": code_dir,
+                    "environment": env,
+                    "lazy": True,
+                }
+            )
+        )
+    return out
 
 
 def raise_nofile_limit() -> int:
@@ -345,6 +376,8 @@ class LocalStack:
             ca_file=str(self.postgres.tls.ca_cert),
             pgbouncer_processes=pb.processes,
             started_at=time.time(),
+            settings_hash=self.plan.settings_hash,
+            settings=settings_document(self.plan.settings),
         )
 
     def _start_postgres(self) -> None:

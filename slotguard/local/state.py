@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from slotguard.local.ports import free_port
 
@@ -52,6 +53,10 @@ class StackRecord(BaseModel):
     ca_file: str
     pgbouncer_processes: int
     started_at: float
+    # The resolved settings the stack was started with and their hash (empty in records written
+    # before they were kept): `up` compares them with the stack file's current settings.
+    settings_hash: str = ""
+    settings: dict[str, Any] = Field(default_factory=dict)
 
 
 class StackPaths:

@@ -36,6 +36,7 @@ from slotguard.local.stack import (
 )
 from slotguard.local.state import StackRecord
 from slotguard.storm import DbSample, Limits, Wiring, lambda_client
+from slotguard.storm.traffic import Traffic, TrafficError, choose_traffic
 
 WiringName = Literal["pooled", "direct", "naive"]
 WIRINGS: tuple[WiringName, ...] = ("pooled", "direct", "naive")
@@ -51,52 +52,29 @@ class TargetError(RuntimeError):
     """The target cannot be stormed as asked; the message says what to change."""
 
 
-def api_event(index: int) -> dict[str, Any]:
-    """An HTTP API (payload 2.0) `POST /items` creating one item, as a Function URL sends it."""
-    body = json.dumps({"name": f"storm-{index}", "quantity": index % 100})
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": "/items",
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {
-            "accountId": "000000000000",
-            "apiId": "storm",
-            "domainName": "storm.local",
-            "http": {
-                "method": "POST",
-                "path": "/items",
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": "slotguard-storm",
-            },
-            "requestId": f"storm-{index}",
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "01/Jan/2026:00:00:00 +0000",
-            "timeEpoch": 0,
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
-
-
-def payloads(query_ms: int) -> Callable[[int], Any]:
-    """The API's create request, or the probe's hold of `query_ms` when a duration is asked."""
+def payloads(query_ms: int, event: Callable[[int], Any] | None = None) -> Callable[[int], Any]:
+    """The chosen function's event, or the probe's hold of `query_ms` when a duration is asked."""
     if query_ms > 0:
         return lambda _index: {"query_ms": query_ms}
-    return api_event
+    if event is None:
+        raise TargetError("no event for the storm: pass --event FILE or --query-ms")
+    return event
 
 
-def holder_payload(function_name: str) -> Callable[[int], Any]:
+def holder_payload(
+    function_name: str, event: Callable[[int], Any] | None = None
+) -> Callable[[int], Any]:
     """What a frozen instance of `function_name` is invoked with before it is left frozen."""
-    return (lambda _index: {"query_ms": 0}) if function_name.startswith(PROBE) else api_event
+    if function_name.startswith(PROBE):
+        return lambda _index: {"query_ms": 0}
+    if event is None:
+        raise TargetError(f"no event to leave {function_name} frozen with: pass --event FILE")
+    return event
 
 
-def local_function(wiring: WiringName, *, retries: bool, query_ms: int) -> str:
-    """The local function behind a wiring (the probe when a query duration is asked)."""
-    base = PROBE if query_ms > 0 else "api"
+def local_function(wiring: WiringName, *, function: str, retries: bool, query_ms: int) -> str:
+    """The local variant of `function` behind a wiring (the probe when a duration is asked)."""
+    base = PROBE if query_ms > 0 else function
     if wiring == "naive":
         return base + NAIVE_SUFFIX
     if wiring == "direct":
@@ -104,11 +82,61 @@ def local_function(wiring: WiringName, *, retries: bool, query_ms: int) -> str:
     return base if retries else base + NORETRY_SUFFIX
 
 
-def sibling(function_name: str) -> str:
-    """The same wiring's other function: frozen instances live there so a burst cannot thaw them."""
+def sibling(function_name: str, function: str) -> str:
+    """The same wiring's other function: frozen instances live there so a burst cannot thaw them.
+
+    The probe's variants for a variant of `function`, and `function`'s for a probe variant.
+    """
     if function_name.startswith(PROBE):
-        return "api" + function_name[len(PROBE) :]
-    return PROBE + function_name[len("api") :]
+        return function + function_name[len(PROBE) :]
+    return PROBE + function_name[len(function) :]
+
+
+def base_function(plan: StackPlan, function_name: str) -> str:
+    """The stack's function a variant was derived from (the probe's: the stack's first)."""
+    base = function_name
+    for suffix in (NORETRY_SUFFIX, DIRECT_SUFFIX, NAIVE_SUFFIX):
+        base = base.removesuffix(suffix)
+    return next(iter(plan.settings.functions)) if base == PROBE else base
+
+
+def reserved_limit(plan: StackPlan, function_name: str) -> int | None:
+    """The reserved concurrency a local function (or variant) runs under, if it has one."""
+    fn = plan.settings.functions.get(base_function(plan, function_name))
+    limit = getattr(fn, "reserved_concurrency", None)
+    return limit if isinstance(limit, int) else None
+
+
+def capped_count(plan: StackPlan, function_name: str, wanted: int, notes: list[str]) -> int:
+    """How many instances to warm: at most the function's limit; a cap is noted, once."""
+    limit = reserved_limit(plan, function_name)
+    if limit is None or wanted <= limit:
+        return wanted
+    note = (
+        f"{function_name} may run {limit} instances (its reserved concurrency): warmed up to "
+        f"{limit}; a burst of {wanted:,} is throttled beyond {limit}, as Lambda would"
+    )
+    if note not in notes:
+        notes.append(note)
+    return limit
+
+
+def _instances(count: int, wanted: int) -> str:
+    capped = " (its reserved concurrency: the rest of the burst is throttled)"
+    return f"{count:,} instances" + (capped if count < wanted else "")
+
+
+def _target_notes(frozen: int, functions: set[str], traffic: Traffic | None) -> list[str]:
+    notes = []
+    if frozen:
+        notes.append(
+            f"{frozen} frozen instances per wiring, held by its sibling function so the burst "
+            "cannot thaw them"
+        )
+    notes.append(f"functions: {', '.join(sorted(functions))}")
+    if traffic is not None:
+        notes.append(f"event: {traffic.source}")
+    return notes
 
 
 @dataclass
@@ -137,6 +165,7 @@ def local_target(
     wirings: Sequence[WiringName],
     *,
     burst: int,
+    traffic: Traffic | None = None,
     retries: bool = True,
     query_ms: int = 0,
     frozen: int = 0,
@@ -148,17 +177,30 @@ def local_target(
     With `warm`, each wiring's function first gets `burst` instances, created in steps of
     `WARM_STEP` and left frozen, so the burst meets a warm fleet as a busy stack's would: on AWS
     every cold start has its own CPU, here a function's cold starts share one process, and a
-    thousand at once would spend the burst in imports rather than on the database.
+    thousand at once would spend the burst in imports rather than on the database. A function
+    is warmed up to its reserved concurrency at most: the rest of the burst is throttled.
+
+    `traffic` is the function and event (default: the stack's storm function and its sample
+    event; with `query_ms`, the probe holds its connection instead).
     """
     record = require_running(plan)
+    traffic = _traffic(plan, traffic, needed=query_ms == 0 or frozen > 0)
+    function = traffic.function if traffic is not None else plan.settings.traffic_function
+    event = traffic.payload if traffic is not None else None
     client = lambda_client(
         endpoint_url=record.runtime_url, region_name=record.region, pool_size=burst
     )
-    payload = payloads(query_ms)
+    payload = payloads(query_ms, event)
     storm_wirings = [
-        Wiring(name, local_function(name, retries=retries, query_ms=query_ms), client, payload)
+        Wiring(
+            name,
+            local_function(name, function=function, retries=retries, query_ms=query_ms),
+            client,
+            payload,
+        )
         for name in wirings
     ]
+    _require_functions(plan, record, [w.function_name for w in storm_wirings])
     # The storm's own connections are opened now, before any burst, and kept to the end: one
     # superuser session serves the sampler and every release between wirings, and the pooler
     # consoles are PgBouncer's own. Counted in the budget's admin margin (see docs/storm.md).
@@ -201,13 +243,15 @@ def local_target(
         # next use, as after any server restart), then the frozen instances are set up.
         release(f"before {wiring.name}")
         if warm:
-            say(f"{wiring.name}: warming {wiring.function_name} up to {burst:,} instances")
-            warm_up(runtime, wiring.function_name, burst, payload)
+            count = capped_count(plan, wiring.function_name, burst, notes)
+            say(f"{wiring.name}: warming {wiring.function_name} up to {_instances(count, burst)}")
+            warm_up(runtime, wiring.function_name, count, payload)
             release(f"after warming {wiring.function_name}")
         if frozen:
-            holder = sibling(wiring.function_name)
-            say(f"{wiring.name}: leaving {frozen:,} instances of {holder} frozen")
-            warm_up(runtime, holder, frozen, holder_payload(holder))
+            holder = sibling(wiring.function_name, function)
+            count = capped_count(plan, holder, frozen, notes)
+            say(f"{wiring.name}: leaving {count:,} instances of {holder} frozen")
+            warm_up(runtime, holder, count, holder_payload(holder, event))
             frozen_at[wiring.name] = time.time()
         started[wiring.name] = time.time()
 
@@ -221,12 +265,7 @@ def local_target(
         reserved=plan.budget.reserved_connections,
         admin_margin=plan.budget.admin_margin,
     )
-    if frozen:
-        notes.append(
-            f"{frozen} frozen instances per wiring, held by its sibling function so the burst "
-            "cannot thaw them"
-        )
-    notes.append(f"functions: {', '.join(sorted(functions))}")
+    notes += _target_notes(frozen, functions, traffic if query_ms == 0 else None)
     return StormTarget(
         name=f"local:{plan.stack}",
         wirings=storm_wirings,
@@ -244,6 +283,28 @@ def local_target(
         notes=notes,  # the same list: releases between wirings add to it
         frozen_at=frozen_at,
     )
+
+
+def _traffic(plan: StackPlan, traffic: Traffic | None, *, needed: bool) -> Traffic | None:
+    """The given traffic, else the stack's default when an event is needed."""
+    if traffic is not None or not needed:
+        return traffic
+    try:
+        return choose_traffic(plan.settings)
+    except TrafficError as exc:
+        raise TargetError(str(exc)) from None
+
+
+def _require_functions(plan: StackPlan, record: StackRecord, names: Sequence[str]) -> None:
+    """Refuse before any burst when the running stack lacks a function the storm would call."""
+    missing = sorted(set(names) - set(record.functions))
+    if missing:
+        serving = [n for n in record.functions if n in plan.settings.functions]
+        raise TargetError(
+            f"the running stack {plan.stack} has no function {', '.join(missing)} (it serves "
+            f"{', '.join(serving)}); restart it with its current file: slotguard down --stack "
+            f"{plan.stack} && slotguard up --stack {plan.stack}"
+        )
 
 
 def warm_up(runtime: RuntimeAdminClient, function_name: str, count: int, payload: Any) -> None:
@@ -411,6 +472,7 @@ def aws_target(
     *,
     burst: int,
     region: str | None,
+    traffic: Traffic,
     outputs: dict[str, Any] | None = None,
     client: Any = None,
 ) -> StormTarget:
@@ -423,8 +485,11 @@ def aws_target(
         )
     outputs = outputs if outputs is not None else pulumi_outputs(stack)
     names: dict[str, str] = outputs["function_names"]
-    if "api" not in names:
-        raise TargetError(f"stack {stack} has no `api` function (functions: {', '.join(names)})")
+    if traffic.function not in names:
+        raise TargetError(
+            f"the deployed stack {stack} has no function {traffic.function!r} (functions: "
+            f"{', '.join(names)}); deploy it first, or choose one with --function"
+        )
     lambda_ = client or lambda_client(region_name=region or "us-east-1", pool_size=burst)
     limits = None
     if isinstance(outputs.get("max_connections"), int):
@@ -436,7 +501,7 @@ def aws_target(
         )
     return StormTarget(
         name=f"aws:{stack}",
-        wirings=[Wiring("pooled", names["api"], lambda_, api_event)],
+        wirings=[Wiring("pooled", names[traffic.function], lambda_, traffic.payload)],
         limits=limits,
         notes=["database connections are on the stack's CloudWatch dashboard"],
     )

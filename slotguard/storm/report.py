@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from slotguard.storm.classify import Cause
@@ -32,7 +33,7 @@ def storm_table(results: list[WiringResult], title: str = "storm") -> Table:
         table.add_column(result.wiring, justify="right")
     causes = [c.value for c in Cause if any(c.value in r.failed for r in results)]
     rows: list[tuple[str, list[str]]] = [
-        ("function", [r.function_name for r in results]),
+        ("function", [escape(r.function_name) for r in results]),
         ("invocations", [f"{r.invocations:,}" for r in results]),
         ("succeeded", [f"[green]{r.succeeded:,}[/]" for r in results]),
         ("failed", [f"[red]{r.failed_total:,}[/]" if r.failed_total else "0" for r in results]),
@@ -50,7 +51,7 @@ def storm_table(results: list[WiringResult], title: str = "storm") -> Table:
             "time at connection limit",
             ["-" if r.time_at_limit_s is None else f"{r.time_at_limit_s:.1f} s" for r in results],
         ),
-        ("alarms fired", [", ".join(r.alarms_fired) or "none" for r in results]),
+        ("alarms fired", [escape(", ".join(r.alarms_fired)) or "none" for r in results]),
         ("duration", [f"{r.duration_s:.1f} s" for r in results]),
     ]
     for label, cells in rows:

@@ -100,9 +100,10 @@ class LocalRuntime:
 
     def start(self) -> LocalRuntime:
         # Spawn every worker before waiting for any: their start-up (an interpreter each) overlaps.
-        for worker in self._workers.values():
+        eager = [w for w in self._workers.values() if not w.spec.lazy]
+        for worker in eager:
             worker.spawn()
-        for worker in self._workers.values():
+        for worker in eager:
             worker.wait_ready()
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="lambda-api", daemon=True

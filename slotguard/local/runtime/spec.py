@@ -33,6 +33,9 @@ class FunctionSpec(BaseModel):
     timeout_s: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_S)] = 3
     memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)] = 128
     reserved_concurrency: Annotated[int, Field(ge=0)] | None = None
+    # Started on first use rather than with the runtime: the storm's comparison variants of every
+    # function exist, but only the ones a storm picks cost a process.
+    lazy: bool = False
 
     @field_validator("handler")
     @classmethod

@@ -136,7 +136,8 @@ class WorkerHandle:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            self.restarts += 1
+            if self._process is not None:  # a lazy worker's first start is no restart
+                self.restarts += 1
             self.start()
 
     @property
