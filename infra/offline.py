@@ -32,6 +32,7 @@ from pulumi.runtime import settings as pulumi_settings
 
 from infra.budget import Budget, compute_budget
 from infra.functions import FunctionCode
+from infra.lifecycle import DeployedDatabase
 from infra.pooler_pgbouncer import DockerBuild, ImageSource
 from infra.program import Artifacts, build_stack
 from infra.settings import (
@@ -198,6 +199,8 @@ class MockAccount:
     existing_endpoints: Mapping[str, str] = field(default_factory=dict)
     # what Service Quotas answers instead of the quota (e.g. an access-denied message)
     quota_error: str | None = None
+    # the stack's running RDS instance (None: a new stack, nothing deployed yet)
+    database: DeployedDatabase | None = None
 
 
 class OfflineMocks(pulumi_mocks.Mocks):
@@ -334,6 +337,8 @@ class OfflineMocks(pulumi_mocks.Mocks):
                 "parameterGroupFamily": f"postgres{major}",
                 "exportableLogTypes": ["postgresql", "upgrade"],
             }
+        if invoke in ("getInstances", "getInstance"):
+            return self._database_answer(invoke)
         if invoke == "getAuthorizationToken":
             return {
                 "id": r,
@@ -343,11 +348,34 @@ class OfflineMocks(pulumi_mocks.Mocks):
             }
         return _STATIC_INVOKES.get(invoke, {})
 
+    def _database_answer(self, invoke: str) -> dict[str, Any]:
+        """rds.getInstances (by the stack's tag) and rds.getInstance of the running instance."""
+        db = self.account.database
+        r = self.region
+        if invoke == "getInstances":
+            ids = [db.identifier] if db is not None else []
+            return {
+                "id": r,
+                "instanceIdentifiers": ids,
+                "instanceArns": [f"arn:aws:rds:{r}:{ACCOUNT}:db:{i}" for i in ids],
+            }
+        assert db is not None, "rds.getInstance without a running instance"
+        return {
+            "id": db.identifier,
+            "dbInstanceIdentifier": db.identifier,
+            "engine": db.engine,
+            "engineVersion": db.engine_version,
+            "dbName": db.db_name,
+            "storageEncrypted": db.storage_encrypted,
+            "masterUsername": db.username,
+        }
+
 
 # Resources the program leaves unnamed, so Pulumi generates their names.
 _AUTONAMED = frozenset(
     {
         "aws:rds/proxy:Proxy",
+        "aws:rds/parameterGroup:ParameterGroup",
         "aws:ecs/cluster:Cluster",
         "aws:ecs/service:Service",
         "aws:ecr/repository:Repository",

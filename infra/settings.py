@@ -173,6 +173,28 @@ class DatabaseSettings(_Section):
         "then the limit stays within the running server's).",
     )
 
+    protect: bool | None = Field(
+        None,
+        description="Pulumi `protect` on the RDS instance: the engine refuses, at preview too, "
+        "any update that would replace or delete it. Empty: on for `prod`, off for `dev` (whose "
+        "`pulumi destroy` must go through). Turn it off in one `pulumi up` before a deliberate "
+        "replacement or teardown.",
+    )
+    allow_replacement: bool = Field(
+        False,
+        description="Let an update replace the instance when a replace-forcing input changes "
+        "(`database.name` and the others the README lists). Off: `pulumi preview` compares them "
+        "with the running instance and refuses, naming what happens to the data (dev: deleted "
+        "without a final snapshot; prod: a failed update with two instances).",
+    )
+    major_upgrade: Literal["in-place", "blue-green"] | None = Field(
+        None,
+        description="How a raised `engine_version` reaches the running instance: `in-place` "
+        "(RDS upgrades it, offline for the whole upgrade) or `blue-green` (an RDS blue/green "
+        "deployment and a switchover). Empty: `in-place` for `dev`, `blue-green` for `prod`. "
+        "`slotguard budget` and the preview print the plan.",
+    )
+
     @field_validator("engine_version")
     @classmethod
     def _major_only(cls, value: str) -> str:
@@ -593,6 +615,11 @@ class StackSettings(_Section):
     @property
     def deletion_protection(self) -> bool:
         return self.is_prod
+
+    @property
+    def protect_database(self) -> bool:
+        flag = self.database.protect
+        return flag if flag is not None else self.is_prod
 
     @property
     def all_tags(self) -> dict[str, str]:

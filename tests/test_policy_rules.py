@@ -235,12 +235,12 @@ def test_database_public_or_unencrypted(stack, prop, value):
 
 def test_database_without_forced_tls():
     def edit(recs):
-        group = find(recs, "aws:rds/parameterGroup:ParameterGroup", "-params")
+        group = find(recs, "aws:rds/parameterGroup:ParameterGroup", "-params-postgres16")
         params = [p for p in group.inputs["parameters"] if p["name"] != "rds.force_ssl"]
         replace(recs, group, inputs={**group.inputs, "parameters": params})
 
     report = check("dev", edit)
-    only(report, "database-private-tls", "slotguard-dev-params")
+    only(report, "database-private-tls", "slotguard-dev-params-postgres16")
     assert "rds.force_ssl" in report.violations[0].message
 
 
