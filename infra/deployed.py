@@ -40,7 +40,8 @@ def deployed_database(
         # A replacement left two instances behind (deletion protection): say so, plan none.
         pulumi.log.warn(
             f"database: {len(ours)} instances carry {STACK_TAG}={settings.stack} "
-            f"({', '.join(ours)}); a replacement did not finish. Delete the one the stack no longer uses."
+            f"({', '.join(ours)}); a replacement did not finish. Delete the one the stack "
+            "no longer uses."
         )
     instance = aws.rds.get_instance(
         db_instance_identifier=ours[0], opts=pulumi.InvokeOptions(parent=parent)
