@@ -108,6 +108,7 @@ class LifecyclePlan:
     refusals: tuple[str, ...]
     pending: dict[str, str]
     protected: bool = False
+    pooler_kind: str = "pgbouncer"
 
     @property
     def refused(self) -> bool:
@@ -257,6 +258,7 @@ def plan(settings: StackSettings, deployed: DeployedDatabase | None) -> Lifecycl
         refusals=tuple(refusals),
         pending=dict(deployed.pending) if deployed is not None else {},
         protected=settings.protect_database,
+        pooler_kind=settings.pooler.kind,
     )
 
 
@@ -333,8 +335,7 @@ def plan_lines(p: LifecyclePlan) -> list[str]:
             f"downtime: {p.downtime}"
         )
         lines += [f"  {step}" for step in p.steps]
-    for kind, effect in sorted(p.poolers.items()):
-        lines.append(f"  {kind}: {effect}")
+    lines.append(f"  {p.pooler_kind}: {p.poolers[p.pooler_kind]}")
     for key, value in sorted(p.pending.items()):
         lines.append(f"  pending until the maintenance window: {key} = {value}")
     for refusal in p.refusals:
