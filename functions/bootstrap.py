@@ -543,13 +543,31 @@ def _env(name: str) -> str:
     return value
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda entry point: the event carries the budget's decisions, secrets come from the env."""
-    note_invocation()
+# The function's own configuration: the budget's roles, limits and timeouts as JSON, set by the
+# program (infra/app_user.py) and by the local target. The invocation event is not read for them:
+# anyone allowed lambda:InvokeFunction could otherwise re-run the master-credentialed bootstrap
+# with other numbers.
+CONFIG_ENV = "BOOTSTRAP_CONFIG"
+
+
+def configured_event() -> BootstrapEvent:
+    """The bootstrap's settings from its environment; a clear error names what is wrong."""
+    raw = _env(CONFIG_ENV)
     try:
-        parsed = BootstrapEvent.model_validate(event)
+        return BootstrapEvent.model_validate_json(raw)
     except ValidationError as exc:
-        raise BootstrapInputError(f"bootstrap event is invalid: {exc}") from exc
+        raise BootstrapInputError(f"{CONFIG_ENV} is invalid: {exc}") from exc
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point: the event only triggers a run; settings and secrets come from the env."""
+    note_invocation()
+    parsed = configured_event()
+    if event:
+        logger.info(
+            "the invocation event is ignored: the bootstrap's settings come from its configuration",
+            extra={"event_keys": sorted(str(k) for k in event)},
+        )
     master = read_secret(_env("MASTER_SECRET_ARN"))
     app_secret = read_secret(_env("APP_USER_SECRET_ARN"))
     migrator = read_secret(_env("MIGRATOR_SECRET_ARN"))

@@ -40,6 +40,8 @@ BOOTSTRAP_TIMEOUT_S = 300
 BOOTSTRAP_MEMORY_MB = 256
 # Generated passwords: long and alphanumeric, so they survive any connection-string quoting.
 PASSWORD_LENGTH = 40
+# The bootstrap's configuration variable (functions/bootstrap.py CONFIG_ENV).
+BOOTSTRAP_CONFIG_ENV = "BOOTSTRAP_CONFIG"
 # The key of the verifier secret the pooler's tasks get injected.
 VERIFIER_KEY = "scram_verifier"
 
@@ -93,6 +95,11 @@ def _secret_json(
     if verifier is not None:
         document["scram_verifier"] = verifier
     return json.dumps(document, sort_keys=True)
+
+
+def bootstrap_config(event: dict[str, Any]) -> str:
+    """The budget's bootstrap settings as the function reads them from its environment."""
+    return json.dumps(event, sort_keys=True, separators=(",", ":"))
 
 
 def verifier_secret_json(verifier: str | None) -> str:
@@ -183,6 +190,7 @@ class AppUser(pulumi.ComponentResource):
         self._verifier_secret(name, args, verifiers[budget.app_user.name])
 
         first = sorted(s.functions.items())[0][1]
+        event = budget.bootstrap_event(s.database.name)
         self.bootstrap = LambdaFunction(
             f"{name}-bootstrap",
             LambdaFunctionArgs(
@@ -204,6 +212,9 @@ class AppUser(pulumi.ComponentResource):
                     "MASTER_SECRET_ARN": args.master_secret_arn,
                     "APP_USER_SECRET_ARN": app_secret.arn,
                     "MIGRATOR_SECRET_ARN": migrator_secret.arn,
+                    # The budget's roles, limits and timeouts: the function's own configuration,
+                    # never its invocation event (which only triggers a run).
+                    BOOTSTRAP_CONFIG_ENV: bootstrap_config(event),
                     "POWERTOOLS_SERVICE_NAME": "bootstrap",
                     "POWERTOOLS_METRICS_NAMESPACE": "slotguard",
                 },
@@ -227,11 +238,11 @@ class AppUser(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        event = budget.bootstrap_event(s.database.name)
         self.invocation = aws.lambda_.Invocation(
             f"{name}-bootstrap-run",
             function_name=self.bootstrap.function.name,
-            input=json.dumps(event, sort_keys=True),
+            # Only a trigger: the numbers are in the function's configuration.
+            input=json.dumps({}),
             triggers={
                 "roles": json.dumps(event, sort_keys=True),
                 "migrations": migrations_hash(),

@@ -492,7 +492,8 @@ def _layer(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
 
 def _invocation(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
     # The bootstrap's report, as the function answers on a server already at the budget's size.
-    event = json.loads(str(a.inputs.get("input") or "{}"))
+    # Its settings are the function's configuration; the `roles` trigger carries the same JSON.
+    event = json.loads(str((a.inputs.get("triggers") or {}).get("roles") or "{}"))
     limit = event.get("app_user", {}).get("connection_limit")
     report = {"changed": True, "connection_limit": limit, "waiting_for_restart": False}
     return f"{a.name}-id", {"result": json.dumps(report)}

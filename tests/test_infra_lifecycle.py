@@ -248,3 +248,19 @@ def test_both_example_stacks_state_their_upgrade_path(variant: str) -> None:
     assert upgrade.path == expected
     assert upgrade.downtime != "none"
     assert any("postgres17" in step for step in upgrade.steps)
+
+
+# -- the bootstrap's configuration ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["dev", "prod"])
+def test_bootstrap_configuration_fits_lambdas_environment_limit(variant: str) -> None:
+    # AWS Lambda quotas ("Lambda quotas", Function configuration): environment variables total
+    # 4 KB per function ("The total size of all environment variables doesn't exceed 4 KB").
+    run = run_offline(variant_settings(variant))
+    function = run.one("aws:lambda/function:Function", "-bootstrap-function")
+    variables = function.input("environment")["variables"]
+    size = sum(len(k) + len(str(v)) for k, v in variables.items())
+    assert size <= 4096, size
+    invocation = run.one("aws:lambda/invocation:Invocation", "-bootstrap-run")
+    assert invocation.input("input") == "{}"
