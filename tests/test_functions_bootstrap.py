@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from functions import bootstrap
+from functions.config import ConfigurationError
 from functions.credentials import DatabaseSecret
 from tests.fixtures_functions import FakeLambdaContext, FunctionsStack, LocalAws, bootstrap_event
 
@@ -194,7 +195,7 @@ def test_without_its_configuration_the_bootstrap_names_the_variable(
 ):
     _handler_env(functions_stack, aws_env, monkeypatch)
     monkeypatch.delenv(bootstrap.CONFIG_ENV)
-    with pytest.raises(bootstrap.ConfigurationError, match="BOOTSTRAP_CONFIG"):
+    with pytest.raises(ConfigurationError, match="BOOTSTRAP_CONFIG"):
         bootstrap.handler(bootstrap_event(), FakeLambdaContext("bootstrap"))
 
 
