@@ -663,6 +663,13 @@ class PgBouncerPooler(pulumi.ComponentResource):
             subject=tls.SelfSignedCertSubjectArgs(common_name=f"slotguard {s.stack} pooler CA"),
             validity_period_hours=CA_VALIDITY_HOURS,
             allowed_uses=["cert_signing", "crl_signing"],
+            # Strict X.509 clients (Python 3.13's default context sets VERIFY_X509_STRICT)
+            # refuse a CA without a Subject Key Identifier, and a leaf without an Authority Key
+            # Identifier; the provider signs with Go's crypto/x509, which copies the CA's SKI
+            # into the leaf's AKI. pulumi-tls leaves it off by default. Changing it replaces the
+            # CA certificate of a running stack with one of the same key and subject, so leaves
+            # old and new verify against either while tasks and functions roll.
+            set_subject_key_id=True,
             opts=child,
         )
         server_key = tls.PrivateKey(
@@ -685,6 +692,8 @@ class PgBouncerPooler(pulumi.ComponentResource):
             validity_period_hours=CERT_VALIDITY_HOURS,
             early_renewal_hours=CERT_EARLY_RENEWAL_HOURS,
             allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
+            # RFC 5280 4.2.1.2: end-entity certificates SHOULD carry one too.
+            set_subject_key_id=True,
             opts=child,
         )
         stats_password = random.RandomPassword(
