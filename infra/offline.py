@@ -470,6 +470,8 @@ def _tls(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
         "publicKeyPem": pem,
         "certPem": pem,
         "certRequestPem": pem,
+        # Plausible: the mocks do not sign anything, so no clock is involved.
+        "validityEndTime": "2028-12-04T00:00:00Z",
     }
 
 

@@ -256,6 +256,7 @@ class PgBouncerPooler(pulumi.ComponentResource):
     service_name: str
     dimensions: dict[str, pulumi.Input[str]]
     client_ca_pem: pulumi.Output[str]
+    certificate_not_after: pulumi.Output[str]
     # Where the pooler's health is published: ECS Container Insights and the NLB's target group.
     health_dimensions: dict[str, dict[str, pulumi.Input[str]]]
 
@@ -720,6 +721,8 @@ class PgBouncerPooler(pulumi.ComponentResource):
             opts=child,
         )
         self.client_ca_pem = ca_cert.cert_pem
+        # RFC 3339 end of the served certificate's validity, for `slotguard verify`.
+        self.certificate_not_after = server_cert.validity_end_time
         self.client_sslrootcert = CLIENT_CA_PATH
         layer = aws.lambda_.LayerVersion(
             f"{name}-ca-layer",

@@ -249,6 +249,7 @@ def verify_outputs(
         outputs["ecs_cluster_name"] = pooler.cluster_name
         outputs["ecs_service_name"] = pooler.ecs_service_name
         outputs["target_group_arn"] = pooler.target_group_arn
+        outputs["pooler_certificate_not_after"] = pooler.certificate_not_after
     else:
         outputs["proxy_name"] = pooler.proxy_name
     return outputs
