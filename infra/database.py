@@ -155,7 +155,12 @@ class Database(pulumi.ComponentResource):
             tags=args.tags,
             # The engine refuses to replace or delete a protected resource, at preview too
             # (pulumi/pulumi#8810, #15969); prod on by default (database.protect).
-            opts=pulumi.ResourceOptions(parent=self, protect=s.protect_database),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=s.protect_database,
+                # What RDS already holds pending for the maintenance window is not re-sent.
+                ignore_changes=list(lifecycle.pending_ignores) or None,
+            ),
         )
         self.address = self.instance.address
         self.port = self.instance.port

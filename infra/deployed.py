@@ -8,6 +8,8 @@ the instance carrying the stack's `slotguard:stack` tag and the program's name p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pulumi
 import pulumi_aws as aws
 
@@ -15,6 +17,8 @@ from infra.lifecycle import DeployedDatabase
 from infra.settings import StackSettings
 
 STACK_TAG = "slotguard:stack"
+# identifier -> DescribeDBInstances' PendingModifiedValues (the data source does not expose them).
+PendingReader = Callable[[str], dict[str, str]]
 
 
 def instance_prefix(stack: str) -> str:
@@ -23,7 +27,9 @@ def instance_prefix(stack: str) -> str:
 
 
 def deployed_database(
-    settings: StackSettings, parent: pulumi.Resource | None = None
+    settings: StackSettings,
+    parent: pulumi.Resource | None = None,
+    read_pending: PendingReader | None = None,
 ) -> DeployedDatabase | None:
     """The running instance of this stack, or None (a new stack, or none tagged as ours)."""
     found = aws.rds.get_instances(
@@ -53,4 +59,25 @@ def deployed_database(
         storage_encrypted=bool(instance.storage_encrypted),
         username=str(instance.master_username or ""),
         engine=str(instance.engine or "postgres"),
+        pending=read_pending(ours[0]) if read_pending is not None else {},
     )
+
+
+def boto3_pending(region: str | None) -> PendingReader:
+    """PendingModifiedValues from RDS itself (at preview and update; imported lazily)."""
+
+    def read(identifier: str) -> dict[str, str]:
+        import boto3  # noqa: PLC0415
+        import botocore.exceptions  # noqa: PLC0415
+
+        try:
+            found = boto3.client("rds", region_name=region).describe_db_instances(
+                DBInstanceIdentifier=identifier
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            pulumi.log.warn(f"cannot read {identifier}'s pending modifications: {error}")
+            return {}
+        values = found["DBInstances"][0].get("PendingModifiedValues") or {}
+        return {k: str(v) for k, v in values.items() if isinstance(v, str | int | bool)}
+
+    return read

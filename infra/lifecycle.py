@@ -51,6 +51,19 @@ REPLACING_INPUTS: dict[str, str | None] = {
     "username": None,
 }
 
+# DescribeDBInstances' PendingModifiedValues members (API_PendingModifiedValues) the program
+# sets, and the rds.Instance property each one is (what `ignore_changes` names).
+PENDING_PROPERTIES: dict[str, str] = {
+    "DBInstanceClass": "instanceClass",
+    "AllocatedStorage": "allocatedStorage",
+    "EngineVersion": "engineVersion",
+    "MultiAZ": "multiAz",
+    "BackupRetentionPeriod": "backupRetentionPeriod",
+    "StorageType": "storageType",
+    "CACertificateIdentifier": "caCertIdentifier",
+    "Port": "port",
+}
+
 # PgBouncer's default DNS cache lifetime (doc/config.md, `dns_max_ttl`, Default: 15.0).
 PGBOUNCER_DNS_MAX_TTL_S = 15.0
 
@@ -109,6 +122,8 @@ class LifecyclePlan:
     pending: dict[str, str]
     protected: bool = False
     pooler_kind: str = "pgbouncer"
+    # Properties whose desired value RDS already holds as pending: not re-sent on every update.
+    pending_ignores: tuple[str, ...] = ()
 
     @property
     def refused(self) -> bool:
@@ -259,7 +274,42 @@ def plan(settings: StackSettings, deployed: DeployedDatabase | None) -> Lifecycl
         pending=dict(deployed.pending) if deployed is not None else {},
         protected=settings.protect_database,
         pooler_kind=settings.pooler.kind,
+        pending_ignores=pending_ignores(settings, deployed.pending if deployed else {}),
     )
+
+
+def desired_pending_values(settings: StackSettings) -> dict[str, str]:
+    """The program's values of the properties RDS may hold as pending, as RDS reports them."""
+    return {
+        "DBInstanceClass": settings.database.instance_class,
+        "AllocatedStorage": str(settings.database.allocated_storage_gb),
+        "EngineVersion": settings.database.engine_version,
+        "MultiAZ": str(settings.multi_az).lower(),
+        "BackupRetentionPeriod": str(settings.backup_retention_days),
+        "StorageType": "gp3",
+        "Port": str(settings.database.port),
+    }
+
+
+def pending_ignores(settings: StackSettings, pending: dict[str, str]) -> tuple[str, ...]:
+    """Properties to leave alone because RDS already holds exactly the desired value pending.
+
+    Without this, every `pulumi up` before the maintenance window sees the old value in the
+    instance, shows a diff and sends the same modification again. The engine version pending is
+    a full version (17.6) for a configured major (17): the major is compared.
+    """
+    desired = desired_pending_values(settings)
+    ignores = []
+    for key, value in pending.items():
+        want = desired.get(key)
+        if want is None:
+            continue
+        have = str(value).lower() if key == "MultiAZ" else str(value)
+        if key == "EngineVersion":
+            have = have.split(".", maxsplit=1)[0]
+        if have == want:
+            ignores.append(PENDING_PROPERTIES[key])
+    return tuple(sorted(ignores))
 
 
 def _blue_green_blockers(

@@ -680,7 +680,13 @@ def run_offline(
     captured: dict[str, Any] = {}
 
     def program() -> pulumi.Output[Any]:
-        stack = build_stack(settings, the_budget, the_artifacts)
+        running = account.database if account is not None else None
+        stack = build_stack(
+            settings,
+            the_budget,
+            the_artifacts,
+            read_pending=(lambda _identifier: dict(running.pending)) if running else None,
+        )
         return pulumi.Output.from_input(stack.outputs).apply(captured.update)
 
     with mocked(settings.stack, region, account, preview=preview) as monitor:

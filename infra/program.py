@@ -17,7 +17,7 @@ from infra.alarms import Alarms, AlarmsArgs
 from infra.app_user import AppUser, AppUserArgs
 from infra.budget import Budget
 from infra.database import Database, DatabaseArgs, parameters
-from infra.deployed import deployed_database
+from infra.deployed import PendingReader, deployed_database
 from infra.ecr_image import check_platform, image_platforms, image_reference
 from infra.functions import CodeSource, FunctionCode, Functions, FunctionsArgs
 from infra.lifecycle import LifecyclePlan, plan_lines
@@ -67,13 +67,22 @@ def check_stack_name(stack: str) -> None:
         )
 
 
-def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -> Stack:
-    """Declare every resource of the stack; returns the components and the stack outputs."""
+def build_stack(
+    settings: StackSettings,
+    budget: Budget,
+    artifacts: Artifacts,
+    read_pending: PendingReader | None = None,
+) -> Stack:
+    """Declare every resource of the stack; returns the components and the stack outputs.
+
+    `read_pending` reads the running instance's pending modifications (boto3 under `pulumi up`,
+    the offline account under mocks); None reads none.
+    """
     check_stack_name(settings.stack)
     # Look-ups against the account (they run at `pulumi preview` too): its Lambda quota and the
     # engine versions RDS offers, refused here before anything is declared.
     check_account(settings, budget)
-    lifecycle = plan_lifecycle(settings)
+    lifecycle = plan_lifecycle(settings, read_pending)
     tags = settings.all_tags
     name = f"slotguard-{settings.stack}"
     network = Network(
@@ -209,13 +218,15 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
     return Stack(network, database, app_user, pooler, functions, alarms, outputs)
 
 
-def plan_lifecycle(settings: StackSettings) -> LifecyclePlan:
+def plan_lifecycle(
+    settings: StackSettings, read_pending: PendingReader | None = None
+) -> LifecyclePlan:
     """The next update's plan against the running instance; refused plans stop the preview.
 
     The running instance is read from RDS (`infra.deployed`) because a program cannot read its
     own state: a replace-forcing change or a major change is known before anything is created.
     """
-    current = deployed_database(settings)
+    current = deployed_database(settings, read_pending=read_pending)
     plan = lifecycle_plan(settings, current)
     for line in plan_lines(plan):
         pulumi.log.info(line)

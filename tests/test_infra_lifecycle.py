@@ -264,3 +264,35 @@ def test_bootstrap_configuration_fits_lambdas_environment_limit(variant: str) ->
     assert size <= 4096, size
     invocation = run.one("aws:lambda/invocation:Invocation", "-bootstrap-run")
     assert invocation.input("input") == "{}"
+
+
+# -- pending modifications (prod: apply_immediately off) ---------------------------------------
+
+
+def test_a_change_rds_holds_pending_is_not_resent_and_is_said() -> None:
+    # With apply_immediately false RDS holds a modification until the maintenance window and
+    # reports it in DescribeDBInstances' PendingModifiedValues
+    # (https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_PendingModifiedValues.html);
+    # the instance still reads the old class, so without ignore_changes every `pulumi up` diffs.
+    settings = with_database(variant_settings("prod"), instance_class="db.r6g.xlarge")
+    deployed = running(settings, pending={"DBInstanceClass": "db.r6g.xlarge"})
+    run = deploy(settings, deployed)
+    instance = run.one(INSTANCE)
+    assert instance.options["ignore_changes"] == ["instanceClass"]
+    lines = lifecycle.plan_lines(plan(settings, deployed))
+    assert "  pending until the maintenance window: DBInstanceClass = db.r6g.xlarge" in lines
+
+
+def test_a_pending_value_other_than_the_settings_is_sent_again() -> None:
+    """Settings changed again after the first request: the new value must reach RDS."""
+    settings = with_database(variant_settings("prod"), instance_class="db.r6g.2xlarge")
+    deployed = running(settings, pending={"DBInstanceClass": "db.r6g.xlarge"})
+    assert deploy(settings, deployed).one(INSTANCE).options["ignore_changes"] == []
+
+
+def test_a_pending_major_upgrade_compares_the_major() -> None:
+    settings = with_database(
+        variant_settings("prod"), engine_version="17", major_upgrade="in-place"
+    )
+    deployed = running(settings, "16.10", pending={"EngineVersion": "17.6"})
+    assert plan(settings, deployed).pending_ignores == ("engineVersion",)
