@@ -296,3 +296,12 @@ def test_a_pending_major_upgrade_compares_the_major() -> None:
     )
     deployed = running(settings, "16.10", pending={"EngineVersion": "17.6"})
     assert plan(settings, deployed).pending_ignores == ("engineVersion",)
+
+
+def test_readme_lists_every_replace_forcing_input() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("**Changes that replace the database.**", 1)[1].split("**Major", 1)[0]
+    for argument in lifecycle.REPLACING_INPUTS:
+        assert f"`{argument}`" in section, argument
