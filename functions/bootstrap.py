@@ -31,6 +31,7 @@ from .config import ConfigurationError, SslMode
 from .credentials import DatabaseSecret, read_secret
 from .errors import FailureClass, classify
 from .observability import flush, logger, note_invocation
+from .rotation import clone_name, clone_role
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # yoyo's own bookkeeping tables: the migration role's, never the application's.
@@ -483,16 +484,21 @@ def run(
 ) -> BootstrapReport:
     """Create/update the roles and grants, migrate, and report what changed."""
     app, mig = event.app_user.name, event.migration_role.name
-    if app_secret.username != app or migrator.username != mig:
+    # After an alternating-users rotation the secret names the clone (functions/rotation.py).
+    if app_secret.username not in (app, clone_name(app)) or migrator.username != mig:
         raise BootstrapInputError(
             f"secret usernames ({app_secret.username!r}, {migrator.username!r}) must match the "
-            f"event's app_user.name {app!r} and migration_role.name {mig!r}"
+            f"event's app_user.name {app!r} (or {clone_name(app)!r}) and migration_role.name "
+            f"{mig!r}"
         )
     with _master(target, master, event.database) as conn:
         before = snapshot(conn, event)
         conn.commit()
+        if app_secret.username != app:
+            clone_role(conn, app)
+            conn.commit()
         passwords: dict[str, str] = {}
-        for role, secret in ((app, app_secret), (mig, migrator)):
+        for role, secret in ((app_secret.username, app_secret), (mig, migrator)):
             needed = _password_needed(conn, target, secret, role, event.database)
             if needed is not None:
                 passwords[role] = needed
