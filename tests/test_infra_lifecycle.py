@@ -305,3 +305,11 @@ def test_readme_lists_every_replace_forcing_input() -> None:
     section = readme.split("**Changes that replace the database.**", 1)[1].split("**Major", 1)[0]
     for argument in lifecycle.REPLACING_INPUTS:
         assert f"`{argument}`" in section, argument
+
+
+def test_preview_alone_refuses_a_replacement() -> None:
+    # The running instance is read with provider look-ups, which run at `pulumi preview` as at
+    # an update: the refusal comes before anything changes.
+    settings = with_database(variant_settings("dev"), name="shop")
+    with pytest.raises(SettingsError, match=r"database\.name"):
+        run_offline(settings, account=MockAccount(database=running(settings)), preview=True)
