@@ -31,7 +31,7 @@ from .config import ConfigurationError, SslMode
 from .credentials import DatabaseSecret, read_secret
 from .errors import FailureClass, classify
 from .observability import flush, logger, note_invocation
-from .rotation import clone_name, clone_role
+from .rotation import clone_name, clone_role, other_user
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # yoyo's own bookkeeping tables: the migration role's, never the application's.
@@ -356,6 +356,8 @@ def _configure(
     event: BootstrapEvent,
     passwords: dict[str, str],
     connection_limit: int,
+    *,
+    clone: bool = False,
 ) -> str:
     app, mig = event.app_user, event.migration_role
     app_role, mig_role = sql.Identifier(app.name), sql.Identifier(mig.name)
@@ -364,6 +366,10 @@ def _configure(
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
     _ensure_role(conn, app.name, connection_limit)
     _ensure_role(conn, mig.name, mig.connection_limit)
+    if clone:
+        # The alternating-users login: created here so its password can be set; its settings,
+        # limit and membership follow app_user's at the end (clone_role).
+        _ensure_role(conn, clone_name(app.name), connection_limit)
     for role, password in passwords.items():
         conn.execute(
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
@@ -413,6 +419,8 @@ def _configure(
                 mig=mig_role, schema=schema, app=app_role
             )
         )
+    if clone:
+        clone_role(conn, app.name)
     return stats_access
 
 
@@ -481,24 +489,40 @@ def run(
     master: DatabaseSecret,
     app_secret: DatabaseSecret,
     migrator: DatabaseSecret,
+    *,
+    standby: DatabaseSecret | None = None,
 ) -> BootstrapReport:
-    """Create/update the roles and grants, migrate, and report what changed."""
+    """Create/update the roles and grants, migrate, and report what changed.
+
+    `standby` is the alternating-users login the functions' secret does not name
+    (functions/rotation.py): its role and password are kept too, so a rotation can change it
+    while nobody uses it.
+    """
     app, mig = event.app_user.name, event.migration_role.name
     # After an alternating-users rotation the secret names the clone (functions/rotation.py).
-    if app_secret.username not in (app, clone_name(app)) or migrator.username != mig:
+    logins = (app, clone_name(app))
+    if app_secret.username not in logins or migrator.username != mig:
         raise BootstrapInputError(
             f"secret usernames ({app_secret.username!r}, {migrator.username!r}) must match the "
             f"event's app_user.name {app!r} (or {clone_name(app)!r}) and migration_role.name "
             f"{mig!r}"
         )
+    if standby is not None and (
+        standby.username not in logins or standby.username == app_secret.username
+    ):
+        raise BootstrapInputError(
+            f"the standby secret names {standby.username!r}: it must be the login the app "
+            f"secret does not name ({other_user(app_secret.username, app)!r})"
+        )
+    secrets_by_role = [(app_secret.username, app_secret), (mig, migrator)]
+    if standby is not None:
+        secrets_by_role.insert(1, (standby.username, standby))
+    clone = clone_name(app) in (role for role, _ in secrets_by_role)
     with _master(target, master, event.database) as conn:
         before = snapshot(conn, event)
         conn.commit()
-        if app_secret.username != app:
-            clone_role(conn, app)
-            conn.commit()
         passwords: dict[str, str] = {}
-        for role, secret in ((app_secret.username, app_secret), (mig, migrator)):
+        for role, secret in secrets_by_role:
             needed = _password_needed(conn, target, secret, role, event.database)
             if needed is not None:
                 passwords[role] = needed
@@ -506,7 +530,7 @@ def run(
         limit = running_connection_limit(conn, event.app_user)
         conn.commit()
         with conn.transaction():
-            stats_access = _configure(conn, event, passwords, limit)
+            stats_access = _configure(conn, event, passwords, limit, clone=clone)
     applied = migrate(target, migrator, event)
     with _master(target, master, event.database) as conn:
         with conn.transaction():
@@ -576,6 +600,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         )
     master = read_secret(_env("MASTER_SECRET_ARN"))
     app_secret = read_secret(_env("APP_USER_SECRET_ARN"))
+    standby_arn = os.environ.get("APP_USER_STANDBY_SECRET_ARN")
+    standby = read_secret(standby_arn) if standby_arn else None
     migrator = read_secret(_env("MIGRATOR_SECRET_ARN"))
     host = os.environ.get("DB_HOST") or app_secret.host
     port = os.environ.get("DB_PORT") or app_secret.port or 5432
@@ -590,7 +616,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "connect_timeout_s": os.environ.get("DB_CONNECT_TIMEOUT_S") or 10,
         }
     )
-    report = run(parsed, target, master, app_secret, migrator)
+    report = run(parsed, target, master, app_secret, migrator, standby=standby)
     logger.info("bootstrap finished", extra={"summary": report.summary})
     flush()
     return report.model_dump()

@@ -29,6 +29,7 @@ from infra.functions import (
     LambdaFunctionArgs,
     function_name,
 )
+from infra.rotation import clone_name
 from infra.settings import StackSettings
 from pgbouncer import scram
 
@@ -117,6 +118,11 @@ class AppUser(pulumi.ComponentResource):
     """Secrets of `app_user` and the migration role, and the bootstrap that creates them."""
 
     secret_arn: pulumi.Output[str]
+    # The standby login's secret (rotated while nobody uses it; RDS Proxy accepts both logins).
+    standby_secret_arn: pulumi.Output[str]
+    # The clone's SCRAM verifier alone, for the pooler's tasks.
+    clone_verifier_secret_arn: pulumi.Output[str]
+    clone_verifier_version_id: pulumi.Output[str]
     # The role's SCRAM verifier alone, for the pooler's tasks (never the plaintext password).
     verifier_secret_arn: pulumi.Output[str]
     verifier_version_id: pulumi.Output[str]
@@ -132,35 +138,38 @@ class AppUser(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         dbname = s.database.name
 
-        verifiers: dict[str, pulumi.Output[str | None]] = {}
-
-        def role_secret(
-            role: str, username: str, with_verifier: bool
-        ) -> tuple[aws.secretsmanager.Secret, pulumi.Output[str]]:
+        def credentials(role: str) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+            """A generated password and its SCRAM verifier (stored salt: stable across runs)."""
             password = random.RandomPassword(
                 f"{name}-{role}-password", length=PASSWORD_LENGTH, special=False, opts=child
             )
-            verifier: pulumi.Output[str | None] = pulumi.Output.from_input(None)
-            if with_verifier:
-                # Stored salt: the verifier is the same string on every run, so a redeploy
-                # changes neither the secret nor the role.
-                salt = random.RandomBytes(
-                    f"{name}-{role}-salt", length=scram.SALT_BYTES, opts=child
-                )
-                verifier = pulumi.Output.all(password.result, salt.base64).apply(
-                    lambda parts: _verifier(parts[0], parts[1])
-                )
-                verifiers[username] = verifier
+            # Stored salt: the verifier is the same string on every run, so a redeploy
+            # changes neither the secret nor the role.
+            salt = random.RandomBytes(f"{name}-{role}-salt", length=scram.SALT_BYTES, opts=child)
+            verifier = pulumi.Output.all(password.result, salt.base64).apply(
+                lambda parts: _verifier(parts[0], parts[1])
+            )
+            return password.result, verifier
+
+        def role_secret(
+            role: str,
+            username: str,
+            password: pulumi.Output[str],
+            verifier: pulumi.Output[str | None],
+            prefix: str,
+        ) -> tuple[aws.secretsmanager.Secret, pulumi.Output[str]]:
+            # The name and description stay put when the login it holds alternates: a new
+            # name_prefix would replace the secret (and its ARN, which the functions hold).
             secret = aws.secretsmanager.Secret(
                 f"{name}-{role}-secret",
-                name_prefix=f"slotguard/{s.stack}/{username}-",
-                description=f"{username} on the slotguard {s.stack} database (RDS Proxy shape)",
+                name_prefix=f"slotguard/{s.stack}/{prefix}-",
+                description=f"{prefix} on the slotguard {s.stack} database (RDS Proxy shape)",
                 recovery_window_in_days=30 if s.is_prod else 0,
                 tags=args.tags,
                 opts=child,
             )
             document = pulumi.Output.all(
-                password.result, args.database_address, args.database_port, verifier
+                password, args.database_address, args.database_port, verifier
             ).apply(
                 lambda parts: _secret_json(
                     username,
@@ -183,11 +192,38 @@ class AppUser(pulumi.ComponentResource):
             return secret, pulumi.Output.all(secret.arn, version.id).apply(lambda p: str(p[0]))
 
         self._versions: list[aws.secretsmanager.SecretVersion] = []
-        app_secret, self.secret_arn = role_secret("app", budget.app_user.name, with_verifier=True)
-        migrator_secret, self.migrator_secret_arn = role_secret(
-            "migrator", budget.app_user.migration_role, False
+        # Alternating users (infra/rotation.py): app_user and its clone both log in; the
+        # functions' secret names `app_user.current_login`, the standby secret the other one.
+        primary = budget.app_user.name
+        clone = clone_name(primary)
+        logins = {primary: credentials("app"), clone: credentials("app-clone")}
+        current, standby = (
+            (primary, clone) if s.app_user.current_login == "primary" else (clone, primary)
         )
-        self._verifier_secret(name, args, verifiers[budget.app_user.name])
+        app_secret, self.secret_arn = role_secret(
+            "app",
+            current,
+            *logins[current],
+            primary,
+        )
+        standby_secret, self.standby_secret_arn = role_secret(
+            "app-standby",
+            standby,
+            *logins[standby],
+            f"{primary}-standby",
+        )
+        migrator_password = random.RandomPassword(
+            f"{name}-migrator-password", length=PASSWORD_LENGTH, special=False, opts=child
+        )
+        migrator_secret, self.migrator_secret_arn = role_secret(
+            "migrator",
+            budget.app_user.migration_role,
+            migrator_password.result,
+            pulumi.Output.from_input(None),
+            budget.app_user.migration_role,
+        )
+        self._verifier_secret(name, args, logins[primary][1])
+        self._clone_verifier_secret(name, args, logins[clone][1])
 
         first = sorted(s.functions.items())[0][1]
         event = budget.bootstrap_event(s.database.name)
@@ -211,6 +247,7 @@ class AppUser(pulumi.ComponentResource):
                     "DB_SSLROOTCERT": RDS_CA_BUNDLE_PATH,
                     "MASTER_SECRET_ARN": args.master_secret_arn,
                     "APP_USER_SECRET_ARN": app_secret.arn,
+                    "APP_USER_STANDBY_SECRET_ARN": standby_secret.arn,
                     "MIGRATOR_SECRET_ARN": migrator_secret.arn,
                     # The budget's roles, limits and timeouts: the function's own configuration,
                     # never its invocation event (which only triggers a run).
@@ -228,6 +265,7 @@ class AppUser(pulumi.ComponentResource):
                         "Resource": [
                             args.master_secret_arn,
                             app_secret.arn,
+                            standby_secret.arn,
                             migrator_secret.arn,
                         ],
                     }
@@ -296,3 +334,27 @@ class AppUser(pulumi.ComponentResource):
         self._versions.append(version)
         self.verifier_secret_arn = secret.arn
         self.verifier_version_id = version.version_id
+
+    def _clone_verifier_secret(
+        self, name: str, args: AppUserArgs, verifier: pulumi.Output[str]
+    ) -> None:
+        """The clone's verifier in a secret of its own; the pooler reads it beside app_user's."""
+        s = args.settings
+        clone = clone_name(args.budget.app_user.name)
+        secret = aws.secretsmanager.Secret(
+            f"{name}-app-clone-verifier-secret",
+            name_prefix=f"slotguard/{s.stack}/{clone}-verifier-",
+            description=f"{clone}'s SCRAM verifier, for the pooler's tasks",
+            recovery_window_in_days=30 if s.is_prod else 0,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        version = aws.secretsmanager.SecretVersion(
+            f"{name}-app-clone-verifier-secret-version",
+            secret_id=secret.id,
+            secret_string=verifier.apply(verifier_secret_json).apply(pulumi.Output.secret),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self._versions.append(version)
+        self.clone_verifier_secret_arn = secret.arn
+        self.clone_verifier_version_id = version.version_id

@@ -24,6 +24,7 @@ from infra.aws_constraints import fargate_pair_problem
 from infra.budget import NLB_HEALTH_INTERVAL_S, NLB_HEALTHY_THRESHOLD, Budget, PgBouncerBudget
 from infra.ecr_image import image_reference
 from infra.functions import LOG_RETENTION_DAYS, assume_role_policy, role_name_prefix
+from infra.rotation import CLONE_SUFFIX
 from infra.settings import SettingsError, StackSettings
 from pgbouncer import environment as task_env
 from pgbouncer import metrics
@@ -242,6 +243,9 @@ class PgBouncerArgs:
     tags: dict[str, str]
     function_runtimes: Sequence[str] = ()
     function_architectures: Sequence[str] = ()
+    # The alternating-users clone's verifier (infra/rotation.py); None: app_user's alone.
+    app_user_clone_verifier_secret_arn: pulumi.Input[str] | None = None
+    app_user_clone_verifier_version_id: pulumi.Input[str] | None = None
 
 
 class PgBouncerPooler(pulumi.ComponentResource):
@@ -457,7 +461,15 @@ class PgBouncerPooler(pulumi.ComponentResource):
                             "Effect": "Allow",
                             "Action": "secretsmanager:GetSecretValue",
                             # The verifier's own secret, never app_user's with its password.
-                            "Resource": [args.app_user_verifier_secret_arn, internal_secret.arn],
+                            "Resource": [
+                                args.app_user_verifier_secret_arn,
+                                *(
+                                    [args.app_user_clone_verifier_secret_arn]
+                                    if args.app_user_clone_verifier_secret_arn is not None
+                                    else []
+                                ),
+                                internal_secret.arn,
+                            ],
                         },
                     ],
                 }
@@ -523,6 +535,21 @@ class PgBouncerPooler(pulumi.ComponentResource):
                         args.app_user_verifier_version_id,
                     ),
                 },
+                *(
+                    [
+                        {
+                            "name": f"{user_verifier}{CLONE_SUFFIX.upper()}",
+                            "valueFrom": secret_reference(
+                                args.app_user_clone_verifier_secret_arn,
+                                VERIFIER_KEY,
+                                args.app_user_clone_verifier_version_id,
+                            ),
+                        }
+                    ]
+                    if args.app_user_clone_verifier_secret_arn is not None
+                    and args.app_user_clone_verifier_version_id is not None
+                    else []
+                ),
                 {
                     "name": f"{task_env.PREFIX}STATS_PASSWORD",
                     "valueFrom": secret_reference(

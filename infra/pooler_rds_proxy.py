@@ -28,6 +28,8 @@ class RdsProxyArgs:
     database_identifier: pulumi.Input[str]
     app_user_secret_arn: pulumi.Input[str]
     tags: dict[str, str]
+    # The standby login's secret (alternating users): the proxy accepts both logins.
+    app_user_standby_secret_arn: pulumi.Input[str] | None = None
 
 
 def _auth_resource_prefix(proxy_arn: str) -> str:
@@ -83,7 +85,14 @@ class RdsProxyPooler(pulumi.ComponentResource):
                             "Sid": "AppUserSecret",
                             "Effect": "Allow",
                             "Action": "secretsmanager:GetSecretValue",
-                            "Resource": args.app_user_secret_arn,
+                            "Resource": [
+                                args.app_user_secret_arn,
+                                *(
+                                    [args.app_user_standby_secret_arn]
+                                    if args.app_user_standby_secret_arn is not None
+                                    else []
+                                ),
+                            ],
                         }
                     ],
                 }
@@ -107,7 +116,20 @@ class RdsProxyPooler(pulumi.ComponentResource):
                     iam_auth="REQUIRED" if rp.iam_auth else "DISABLED",
                     client_password_auth_type="POSTGRES_SCRAM_SHA_256",  # noqa: S106 - a scheme name
                     description=f"{budget.app_user.name}, the functions' role",
-                )
+                ),
+                *(
+                    [
+                        aws.rds.ProxyAuthArgs(
+                            auth_scheme="SECRETS",
+                            secret_arn=args.app_user_standby_secret_arn,
+                            iam_auth="REQUIRED" if rp.iam_auth else "DISABLED",
+                            client_password_auth_type="POSTGRES_SCRAM_SHA_256",  # noqa: S106
+                            description=f"{budget.app_user.name}'s standby login (rotation)",
+                        )
+                    ]
+                    if args.app_user_standby_secret_arn is not None
+                    else []
+                ),
             ],
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),

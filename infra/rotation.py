@@ -14,6 +14,11 @@ using yet, so no login fails at any point:
    fetch it now log in as that user, which the database and every pooler process accept; functions
    still holding the previous credentials go on logging in as the other user, unchanged.
 
+On AWS these are two `pulumi up` runs (README, "Rotating app_user's password"): `--replace` of the
+standby login's RandomPassword (steps 1 and 2: the bootstrap sets it, the PgBouncer service rolls
+and Pulumi waits for it to be steady), then `app_user.current_login` switched (step 3: only the two
+login secrets swap contents; the tasks do not roll).
+
 The precondition: a function re-reads the secret (a cold start, or a refresh) at least once between
 two rotations, or its next login after the second one fails once and is retried with the new
 secret (the connection helper refreshes on 28P01).
@@ -26,3 +31,11 @@ ROTATION_STEPS: tuple[str, ...] = (
     "give the pooler the inactive user's new verifier and wait until every process accepts it",
     "point the functions' secret at the inactive user and its new password",
 )
+
+CLONE_SUFFIX = "_clone"
+
+
+def clone_name(user: str) -> str:
+    """The second login's name, as AWS's alternating-users rotation names it
+    (functions/rotation.py holds the same rule for the deployed code)."""
+    return f"{user}{CLONE_SUFFIX}"

@@ -462,6 +462,13 @@ class AppUserSettings(_Section):
         le=900_000,
         description="Waiting for a lock longer than this fails fast instead of queueing.",
     )
+    current_login: Literal["primary", "clone"] = Field(
+        "primary",
+        description="Which of the two logins the functions' secret names: `primary` "
+        "(`app_user`) or `clone` (`app_user_clone`, same settings and privileges). A rotation "
+        "replaces the other login's password with one `pulumi up`, then switches this with a "
+        "second, so no login ever fails (README, 'Rotating app_user's password').",
+    )
 
 
 class FunctionSettings(_Section):

@@ -137,3 +137,36 @@ def test_rotation_in_order_fails_no_login(
 def test_db_user_still_wins_over_another_username(aws_env: LocalAws) -> None:
     arn = aws_env.put_secret({"username": "someone_else", "password": "pw"})
     assert SecretCredentials(arn, user="app_user").get().user == "app_user"
+
+
+def test_bootstrap_keeps_the_standby_login_and_refuses_a_mixed_up_one(
+    rotation_stack: FunctionsStack,
+) -> None:
+    """The program gives the bootstrap the standby login's secret (APP_USER_STANDBY_SECRET_ARN):
+    it creates the clone with app_user's settings and sets its password; idempotent."""
+    from functions import bootstrap
+    from functions.credentials import DatabaseSecret
+
+    stack = rotation_stack
+    password = secrets.token_urlsafe(18)
+    standby = DatabaseSecret.model_validate(
+        {
+            **stack.secret_value(),
+            "username": "app_user_clone",
+            "password": password,
+            "scram_verifier": scram.make_verifier(password),
+        }
+    )
+    event = bootstrap.BootstrapEvent.model_validate(stack.event)
+    args = (event, stack.target, stack.master, stack.app_secret, stack.migrator_secret)
+    first = bootstrap.run(*args, standby=standby)
+    assert "role app_user_clone password" in {c.item for c in first.changes}
+    with psycopg.connect(
+        stack.postgres.conninfo("app_user_clone", password, "app"), autocommit=True
+    ) as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("1s",)
+    again = bootstrap.run(*args, standby=standby)
+    assert not again.changed, again.changes
+    same = standby.model_copy(update={"username": "app_user"})
+    with pytest.raises(bootstrap.BootstrapInputError, match="standby secret names 'app_user'"):
+        bootstrap.run(*args, standby=same)
