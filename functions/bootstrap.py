@@ -31,6 +31,7 @@ from .config import ConfigurationError, SslMode
 from .credentials import DatabaseSecret, read_secret
 from .errors import FailureClass, classify
 from .observability import flush, logger, note_invocation
+from .rotation import clone_name, clone_role, other_user
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # yoyo's own bookkeeping tables: the migration role's, never the application's.
@@ -391,6 +392,8 @@ def _configure(
     event: BootstrapEvent,
     passwords: dict[str, str],
     limits: dict[str, int],
+    *,
+    clone: bool = False,
 ) -> str:
     app, mig = event.app_user, event.migration_role
     app_role, mig_role = sql.Identifier(app.name), sql.Identifier(mig.name)
@@ -400,6 +403,10 @@ def _configure(
     for spec in event.application_roles:
         _ensure_role(conn, spec.name, limits[spec.name])
     _ensure_role(conn, mig.name, mig.connection_limit)
+    if clone:
+        # The alternating-users login: created here so its password can be set; its settings,
+        # limit and membership follow app_user's at the end (clone_role).
+        _ensure_role(conn, clone_name(app.name), limits[app.name])
     for role, password in passwords.items():
         conn.execute(
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
@@ -451,6 +458,8 @@ def _configure(
                     "ALTER DEFAULT PRIVILEGES FOR ROLE {mig} IN SCHEMA {schema} " + grant
                 ).format(mig=mig_role, schema=schema, app=workload_role)
             )
+    if clone:
+        clone_role(conn, app.name)
     return stats_access
 
 
@@ -527,13 +536,22 @@ def run(
     migrator: DatabaseSecret,
     *,
     workload_secrets: dict[str, DatabaseSecret] | None = None,
+    standby: DatabaseSecret | None = None,
 ) -> BootstrapReport:
-    """Create/update the roles and grants, migrate, and report what changed."""
+    """Create/update the roles and grants, migrate, and report what changed.
+
+    `standby` is the alternating-users login the functions' secret does not name
+    (functions/rotation.py): its role and password are kept too, so a rotation can change it
+    while nobody uses it.
+    """
     app, mig = event.app_user.name, event.migration_role.name
-    if app_secret.username != app or migrator.username != mig:
+    # After an alternating-users rotation the secret names the clone (functions/rotation.py).
+    logins = (app, clone_name(app))
+    if app_secret.username not in logins or migrator.username != mig:
         raise BootstrapInputError(
             f"secret usernames ({app_secret.username!r}, {migrator.username!r}) must match the "
-            f"event's app_user.name {app!r} and migration_role.name {mig!r}"
+            f"event's app_user.name {app!r} (or {clone_name(app)!r}) and migration_role.name "
+            f"{mig!r}"
         )
     workload_secrets = workload_secrets or {}
     missing = [w.name for w in event.workloads if w.name not in workload_secrets]
@@ -543,13 +561,23 @@ def run(
             f"workload role(s) without a secret: {missing or '-'}; secrets whose username is "
             f"not their role: {wrong or '-'} (set WORKLOAD_SECRET_ARN_<ROLE> to each role's secret)"
         )
+    if standby is not None and (
+        standby.username not in logins or standby.username == app_secret.username
+    ):
+        raise BootstrapInputError(
+            f"the standby secret names {standby.username!r}: it must be the login the app "
+            f"secret does not name ({other_user(app_secret.username, app)!r})"
+        )
+    secrets_by_role = [(app_secret.username, app_secret), (mig, migrator)]
+    if standby is not None:
+        secrets_by_role.insert(1, (standby.username, standby))
+    clone = clone_name(app) in (role for role, _ in secrets_by_role)
     with _master(target, master, event.database) as conn:
         before = snapshot(conn, event)
         conn.commit()
         passwords: dict[str, str] = {}
-        role_secrets = [(app, app_secret), (mig, migrator)]
-        role_secrets += [(w.name, workload_secrets[w.name]) for w in event.workloads]
-        for role, secret in role_secrets:
+        secrets_by_role += [(w.name, workload_secrets[w.name]) for w in event.workloads]
+        for role, secret in secrets_by_role:
             needed = _password_needed(conn, target, secret, role, event.database)
             if needed is not None:
                 passwords[role] = needed
@@ -560,7 +588,7 @@ def run(
         limit = limits[app]
         conn.commit()
         with conn.transaction():
-            stats_access = _configure(conn, event, passwords, limits)
+            stats_access = _configure(conn, event, passwords, limits, clone=clone)
     applied = migrate(target, migrator, event)
     with _master(target, master, event.database) as conn:
         with conn.transaction():
@@ -615,15 +643,35 @@ def _workload_secrets(env: Mapping[str, str]) -> dict[str, DatabaseSecret]:
     }
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda entry point: the event carries the budget's decisions, secrets come from the env."""
-    note_invocation()
+# The function's own configuration: the budget's roles, limits and timeouts as JSON, set by the
+# program (infra/app_user.py) and by the local target. The invocation event is not read for them:
+# anyone allowed lambda:InvokeFunction could otherwise re-run the master-credentialed bootstrap
+# with other numbers.
+CONFIG_ENV = "BOOTSTRAP_CONFIG"
+
+
+def configured_event() -> BootstrapEvent:
+    """The bootstrap's settings from its environment; a clear error names what is wrong."""
+    raw = _env(CONFIG_ENV)
     try:
-        parsed = BootstrapEvent.model_validate(event)
+        return BootstrapEvent.model_validate_json(raw)
     except ValidationError as exc:
-        raise BootstrapInputError(f"bootstrap event is invalid: {exc}") from exc
+        raise BootstrapInputError(f"{CONFIG_ENV} is invalid: {exc}") from exc
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point: the event only triggers a run; settings and secrets come from the env."""
+    note_invocation()
+    parsed = configured_event()
+    if event:
+        logger.info(
+            "the invocation event is ignored: the bootstrap's settings come from its configuration",
+            extra={"event_keys": sorted(str(k) for k in event)},
+        )
     master = read_secret(_env("MASTER_SECRET_ARN"))
     app_secret = read_secret(_env("APP_USER_SECRET_ARN"))
+    standby_arn = os.environ.get("APP_USER_STANDBY_SECRET_ARN")
+    standby = read_secret(standby_arn) if standby_arn else None
     migrator = read_secret(_env("MIGRATOR_SECRET_ARN"))
     workload_secrets = _workload_secrets(os.environ)
     host = os.environ.get("DB_HOST") or app_secret.host
@@ -639,7 +687,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "connect_timeout_s": os.environ.get("DB_CONNECT_TIMEOUT_S") or 10,
         }
     )
-    report = run(parsed, target, master, app_secret, migrator, workload_secrets=workload_secrets)
+    report = run(
+        parsed,
+        target,
+        master,
+        app_secret,
+        migrator,
+        workload_secrets=workload_secrets,
+        standby=standby,
+    )
     logger.info("bootstrap finished", extra={"summary": report.summary})
     flush()
     return report.model_dump()

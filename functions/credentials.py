@@ -16,6 +16,7 @@ import boto3
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import ConfigurationError, DbSettings
+from .rotation import clone_name
 
 # RDS IAM tokens are valid for 15 minutes; renew well before that.
 IAM_TOKEN_LIFETIME_S = 600.0
@@ -60,7 +61,8 @@ class CredentialSource(Protocol):
 
 
 class SecretCredentials:
-    """Password from Secrets Manager; `user` overrides the secret's username when set."""
+    """Password from Secrets Manager; `user` overrides the secret's username when set, except
+    for its rotation clone (`<user>_clone`), which the secret names after a rotation."""
 
     def __init__(self, secret_arn: str, user: str | None = None) -> None:
         self._secret_arn = secret_arn
@@ -77,8 +79,15 @@ class SecretCredentials:
             self._client = boto3.client("secretsmanager")
         secret = read_secret(self._secret_arn, self._client)
         self.fetches += 1
-        self._cached = Credentials(self._user or secret.username, secret.password)
+        self._cached = Credentials(self._login_user(secret.username), secret.password)
         return self._cached
+
+    def _login_user(self, secret_user: str) -> str:
+        """DB_USER, unless the secret names its alternating-users clone (functions/rotation.py):
+        after a rotation the secret's password is the clone's, so the clone logs in."""
+        if self._user and secret_user != clone_name(self._user):
+            return self._user
+        return secret_user
 
 
 class IamTokenCredentials:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pulumi
 
 from infra.budget import compute_budget
+from infra.deployed import boto3_pending
 from infra.handlers import check_handlers
 from infra.program import (
     Artifacts,
@@ -36,4 +37,4 @@ pooler_image = image_source(
 if settings.pooler.kind == "pgbouncer":
     verify_image_platform(pooler_image)
 artifacts = Artifacts(code=packaged_code, image=pooler_image)
-export(build_stack(settings, budget, artifacts))
+export(build_stack(settings, budget, artifacts, read_pending=boto3_pending(settings.region)))

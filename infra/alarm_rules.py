@@ -31,6 +31,7 @@ Metric = Literal[
     "pooler_healthy_targets",
     "pooler_exporter_heartbeat",
     "proxy_availability_percent",
+    "pooler_certificate_days_left",
 ]
 # Measured by AWS only (ECS, the NLB, RDS Proxy): the local target has nothing to sample.
 AWS_ONLY_METRICS: frozenset[str] = frozenset(
@@ -40,8 +41,13 @@ AWS_ONLY_METRICS: frozenset[str] = frozenset(
         "pooler_healthy_targets",
         "pooler_exporter_heartbeat",
         "proxy_availability_percent",
+        "pooler_certificate_days_left",
     }
 )
+# The pooler's certificate is renewed by a `pulumi up` in its last 30 days (the program's
+# early_renewal_hours, infra/pooler_pgbouncer.py): the alarm fires when that window opens, so the
+# next `pulumi up` renews it with a month to spare.
+CERTIFICATE_RENEWAL_DAYS = 30
 # A proxy whose target group answered fewer than this share of health checks is degraded.
 PROXY_AVAILABILITY_MIN_PERCENT = 99.0
 
@@ -204,6 +210,15 @@ def pooler_health_rules(budget: Budget) -> list[AlarmRule]:
                 "LessThanThreshold",
                 "no PgBouncer task published metrics: the pooler or its exporter is down",
                 missing_data="breaching",
+            ),
+            AlarmRule(
+                "pooler-certificate-expiring",
+                "pooler_certificate_days_left",
+                CERTIFICATE_RENEWAL_DAYS,
+                "LessThanThreshold",
+                f"the pooler's TLS certificate expires in under {CERTIFICATE_RENEWAL_DAYS} days: "
+                "run `pulumi up` (it renews the certificate inside that window) and let the "
+                "tasks roll",
             ),
         ]
     if budget.rds_proxy is not None:

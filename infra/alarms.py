@@ -91,6 +91,8 @@ CLOUDWATCH_METRICS: dict[str, tuple[str, str, str]] = {
     "pooler_healthy_targets": (NLB_NAMESPACE, "HealthyHostCount", "Minimum"),
     # Every task publishes one heartbeat per interval: no sample at all is the alarm.
     "pooler_exporter_heartbeat": (pgb.NAMESPACE, pgb.HEARTBEAT.name, "SampleCount"),
+    # The task closest to expiry: the Minimum over the tasks' datapoints.
+    "pooler_certificate_days_left": (pgb.NAMESPACE, pgb.CERTIFICATE_DAYS_LEFT.name, "Minimum"),
     # The share of health checks the proxy's target passed, averaged over the proxy's nodes.
     "proxy_availability_percent": (RDS_NAMESPACE, "AvailabilityPercentage", "Average"),
 }

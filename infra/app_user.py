@@ -29,6 +29,7 @@ from infra.functions import (
     LambdaFunctionArgs,
     function_name,
 )
+from infra.rotation import clone_name
 from infra.settings import StackSettings
 from pgbouncer import scram
 
@@ -40,6 +41,8 @@ BOOTSTRAP_TIMEOUT_S = 300
 BOOTSTRAP_MEMORY_MB = 256
 # Generated passwords: long and alphanumeric, so they survive any connection-string quoting.
 PASSWORD_LENGTH = 40
+# The bootstrap's configuration variable (functions/bootstrap.py CONFIG_ENV).
+BOOTSTRAP_CONFIG_ENV = "BOOTSTRAP_CONFIG"
 # The key of the verifier secret the pooler's tasks get injected.
 VERIFIER_KEY = "scram_verifier"
 
@@ -95,6 +98,11 @@ def _secret_json(
     return json.dumps(document, sort_keys=True)
 
 
+def bootstrap_config(event: dict[str, Any]) -> str:
+    """The budget's bootstrap settings as the function reads them from its environment."""
+    return json.dumps(event, sort_keys=True, separators=(",", ":"))
+
+
 def verifier_secret_json(verifier: str | None) -> str:
     """The verifier secret's document: the one key a pooler task reads, nothing else."""
     if not verifier:
@@ -110,6 +118,11 @@ class AppUser(pulumi.ComponentResource):
     """Secrets of `app_user` and the migration role, and the bootstrap that creates them."""
 
     secret_arn: pulumi.Output[str]
+    # The standby login's secret (rotated while nobody uses it; RDS Proxy accepts both logins).
+    standby_secret_arn: pulumi.Output[str]
+    # The clone's SCRAM verifier alone, for the pooler's tasks.
+    clone_verifier_secret_arn: pulumi.Output[str]
+    clone_verifier_version_id: pulumi.Output[str]
     # The role's SCRAM verifier alone, for the pooler's tasks (never the plaintext password).
     verifier_secret_arn: pulumi.Output[str]
     verifier_version_id: pulumi.Output[str]
@@ -129,35 +142,38 @@ class AppUser(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         dbname = s.database.name
 
-        verifiers: dict[str, pulumi.Output[str | None]] = {}
-
-        def role_secret(
-            role: str, username: str, with_verifier: bool
-        ) -> tuple[aws.secretsmanager.Secret, pulumi.Output[str]]:
+        def credentials(role: str) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+            """A generated password and its SCRAM verifier (stored salt: stable across runs)."""
             password = random.RandomPassword(
                 f"{name}-{role}-password", length=PASSWORD_LENGTH, special=False, opts=child
             )
-            verifier: pulumi.Output[str | None] = pulumi.Output.from_input(None)
-            if with_verifier:
-                # Stored salt: the verifier is the same string on every run, so a redeploy
-                # changes neither the secret nor the role.
-                salt = random.RandomBytes(
-                    f"{name}-{role}-salt", length=scram.SALT_BYTES, opts=child
-                )
-                verifier = pulumi.Output.all(password.result, salt.base64).apply(
-                    lambda parts: _verifier(parts[0], parts[1])
-                )
-                verifiers[username] = verifier
+            # Stored salt: the verifier is the same string on every run, so a redeploy
+            # changes neither the secret nor the role.
+            salt = random.RandomBytes(f"{name}-{role}-salt", length=scram.SALT_BYTES, opts=child)
+            verifier = pulumi.Output.all(password.result, salt.base64).apply(
+                lambda parts: _verifier(parts[0], parts[1])
+            )
+            return password.result, verifier
+
+        def role_secret(
+            role: str,
+            username: str,
+            password: pulumi.Output[str],
+            verifier: pulumi.Output[str | None],
+            prefix: str,
+        ) -> tuple[aws.secretsmanager.Secret, pulumi.Output[str]]:
+            # The name and description stay put when the login it holds alternates: a new
+            # name_prefix would replace the secret (and its ARN, which the functions hold).
             secret = aws.secretsmanager.Secret(
                 f"{name}-{role}-secret",
-                name_prefix=f"slotguard/{s.stack}/{username}-",
-                description=f"{username} on the slotguard {s.stack} database (RDS Proxy shape)",
+                name_prefix=f"slotguard/{s.stack}/{prefix}-",
+                description=f"{prefix} on the slotguard {s.stack} database (RDS Proxy shape)",
                 recovery_window_in_days=30 if s.is_prod else 0,
                 tags=args.tags,
                 opts=child,
             )
             document = pulumi.Output.all(
-                password.result, args.database_address, args.database_port, verifier
+                password, args.database_address, args.database_port, verifier
             ).apply(
                 lambda parts: _secret_json(
                     username,
@@ -180,24 +196,53 @@ class AppUser(pulumi.ComponentResource):
             return secret, pulumi.Output.all(secret.arn, version.id).apply(lambda p: str(p[0]))
 
         self._versions: list[aws.secretsmanager.SecretVersion] = []
-        app_secret, self.secret_arn = role_secret("app", budget.app_user.name, with_verifier=True)
+        # Alternating users (infra/rotation.py): app_user and its clone both log in; the
+        # functions' secret names `app_user.current_login`, the standby secret the other one.
+        primary = budget.app_user.name
+        clone = clone_name(primary)
+        logins = {primary: credentials("app"), clone: credentials("app-clone")}
+        current, standby = (
+            (primary, clone) if s.app_user.current_login == "primary" else (clone, primary)
+        )
+        app_secret, self.secret_arn = role_secret(
+            "app",
+            current,
+            *logins[current],
+            primary,
+        )
+        standby_secret, self.standby_secret_arn = role_secret(
+            "app-standby",
+            standby,
+            *logins[standby],
+            f"{primary}-standby",
+        )
+        migrator_password = random.RandomPassword(
+            f"{name}-migrator-password", length=PASSWORD_LENGTH, special=False, opts=child
+        )
         migrator_secret, self.migrator_secret_arn = role_secret(
-            "migrator", budget.app_user.migration_role, False
+            "migrator",
+            budget.app_user.migration_role,
+            migrator_password.result,
+            pulumi.Output.from_input(None),
+            budget.app_user.migration_role,
         )
         self.verifier_secret_arn, self.verifier_version_id = self._verifier_secret(
-            name, args, verifiers[budget.app_user.name]
+            name, args, logins[primary][1]
         )
+        self._clone_verifier_secret(name, args, logins[clone][1])
         # Each workload's role: its own secret (with its verifier) and verifier secret. New
         # resources only: a stack without workloads creates and changes nothing here.
         self.workload_secret_arns, self.workload_verifiers = {}, {}
         workload_secrets: list[aws.secretsmanager.Secret] = []
         for workload in budget.workloads.values():
+            key = f"workload-{workload.name}"
+            password, verifier = credentials(key)
             secret, self.workload_secret_arns[workload.name] = role_secret(
-                f"workload-{workload.name}", workload.role, with_verifier=True
+                key, workload.role, password, verifier, workload.role
             )
             workload_secrets.append(secret)
             self.workload_verifiers[workload.role] = self._verifier_secret(
-                name, args, verifiers[workload.role], workload=workload.name, role=workload.role
+                name, args, verifier, workload=workload.name, role=workload.role
             )
         # functions/bootstrap.py reads WORKLOAD_SECRET_ARN_<ROLE>: one ARN each (a reference,
         # as the policy pack wants every secret-looking variable to be).
@@ -207,6 +252,7 @@ class AppUser(pulumi.ComponentResource):
         }
 
         first = sorted(s.functions.items())[0][1]
+        event = budget.bootstrap_event(s.database.name)
         self.bootstrap = LambdaFunction(
             f"{name}-bootstrap",
             LambdaFunctionArgs(
@@ -227,8 +273,12 @@ class AppUser(pulumi.ComponentResource):
                     "DB_SSLROOTCERT": RDS_CA_BUNDLE_PATH,
                     "MASTER_SECRET_ARN": args.master_secret_arn,
                     "APP_USER_SECRET_ARN": app_secret.arn,
+                    "APP_USER_STANDBY_SECRET_ARN": standby_secret.arn,
                     "MIGRATOR_SECRET_ARN": migrator_secret.arn,
                     **workload_environment,
+                    # The budget's roles, limits and timeouts: the function's own configuration,
+                    # never its invocation event (which only triggers a run).
+                    BOOTSTRAP_CONFIG_ENV: bootstrap_config(event),
                     "POWERTOOLS_SERVICE_NAME": "bootstrap",
                     "POWERTOOLS_METRICS_NAMESPACE": "slotguard",
                 },
@@ -242,6 +292,7 @@ class AppUser(pulumi.ComponentResource):
                         "Resource": [
                             args.master_secret_arn,
                             app_secret.arn,
+                            standby_secret.arn,
                             migrator_secret.arn,
                             *[secret.arn for secret in workload_secrets],
                         ],
@@ -253,11 +304,11 @@ class AppUser(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        event = budget.bootstrap_event(s.database.name)
         self.invocation = aws.lambda_.Invocation(
             f"{name}-bootstrap-run",
             function_name=self.bootstrap.function.name,
-            input=json.dumps(event, sort_keys=True),
+            # Only a trigger: the numbers are in the function's configuration.
+            input=json.dumps({}),
             triggers={
                 "roles": json.dumps(event, sort_keys=True),
                 "migrations": migrations_hash(),
@@ -319,3 +370,27 @@ class AppUser(pulumi.ComponentResource):
         )
         self._versions.append(version)
         return secret.arn, version.version_id
+
+    def _clone_verifier_secret(
+        self, name: str, args: AppUserArgs, verifier: pulumi.Output[str]
+    ) -> None:
+        """The clone's verifier in a secret of its own; the pooler reads it beside app_user's."""
+        s = args.settings
+        clone = clone_name(args.budget.app_user.name)
+        secret = aws.secretsmanager.Secret(
+            f"{name}-app-clone-verifier-secret",
+            name_prefix=f"slotguard/{s.stack}/{clone}-verifier-",
+            description=f"{clone}'s SCRAM verifier, for the pooler's tasks",
+            recovery_window_in_days=30 if s.is_prod else 0,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        version = aws.secretsmanager.SecretVersion(
+            f"{name}-app-clone-verifier-secret-version",
+            secret_id=secret.id,
+            secret_string=verifier.apply(verifier_secret_json).apply(pulumi.Output.secret),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self._versions.append(version)
+        self.clone_verifier_secret_arn = secret.arn
+        self.clone_verifier_version_id = version.version_id

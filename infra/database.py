@@ -15,6 +15,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from infra.budget import Budget
+from infra.lifecycle import LifecyclePlan, family, plan
 from infra.settings import StackSettings
 
 MASTER_USERNAME = "postgres"
@@ -45,6 +46,8 @@ class DatabaseArgs:
     subnet_ids: pulumi.Input[list[str]]
     security_group_id: pulumi.Input[str]
     tags: dict[str, str]
+    # The next update's plan against the running instance (infra.lifecycle); None: a new stack.
+    lifecycle: LifecyclePlan | None = None
 
 
 def parameters(settings: StackSettings, budget: Budget) -> dict[str, str]:
@@ -93,21 +96,35 @@ class Database(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        self.parameter_group = aws.rds.ParameterGroup(
-            f"{name}-params",
-            family=db.parameter_group_family,
-            description=f"slotguard {s.stack}: connection budget, TLS and SCRAM",
-            parameters=[
-                aws.rds.ParameterGroupParameterArgs(
-                    name=key,
-                    value=value,
-                    apply_method="pending-reboot" if key in STATIC_PARAMETERS else "immediate",
-                )
-                for key, value in parameters(s, args.budget).items()
-            ],
-            tags=args.tags,
-            opts=child,
-        )
+        lifecycle = args.lifecycle if args.lifecycle is not None else plan(s, None)
+        self.lifecycle = lifecycle
+        # One group per family, named after it: a major upgrade creates the new family's group
+        # beside the old one, and the old one stays declared (so Pulumi keeps it) until RDS
+        # reports the instance on the new major. The running family's group takes the name the
+        # kit used before (`-params`) as an alias, so an existing stack's group is not replaced.
+        running = family(lifecycle.major_from or lifecycle.major_to)
+        self.parameter_groups: dict[str, aws.rds.ParameterGroup] = {
+            fam: aws.rds.ParameterGroup(
+                f"{name}-params-{fam}",
+                family=fam,
+                description=f"slotguard {s.stack}: connection budget, TLS and SCRAM",
+                parameters=[
+                    aws.rds.ParameterGroupParameterArgs(
+                        name=key,
+                        value=value,
+                        apply_method="pending-reboot" if key in STATIC_PARAMETERS else "immediate",
+                    )
+                    for key, value in parameters(s, args.budget).items()
+                ],
+                tags=args.tags,
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    aliases=[pulumi.Alias(name=f"{name}-params")] if fam == running else None,
+                ),
+            )
+            for fam in lifecycle.parameter_group_families
+        }
+        self.parameter_group = self.parameter_groups[db.parameter_group_family]
         final_snapshot: pulumi.Output[str] | None = None
         if s.is_prod:
             # Generated once per instance (kept in state), so a later stack's teardown differs.
@@ -143,9 +160,23 @@ class Database(pulumi.ComponentResource):
             enabled_cloudwatch_logs_exports=list(PROD_LOG_EXPORTS) if s.is_prod else None,
             copy_tags_to_snapshot=True,
             auto_minor_version_upgrade=True,
-            apply_immediately=not s.is_prod,
+            # RDS refuses a new major without it (provider docs: "When upgrading the major
+            # version of an engine, `allow_major_version_upgrade` must be set to `true`"); set
+            # only while the plan upgrades, so a mistyped major is never applied silently.
+            allow_major_version_upgrade=lifecycle.allow_major_version_upgrade or None,
+            apply_immediately=lifecycle.apply_immediately,
+            blue_green_update=aws.rds.InstanceBlueGreenUpdateArgs(enabled=True)
+            if lifecycle.blue_green_update
+            else None,
             tags=args.tags,
-            opts=child,
+            # The engine refuses to replace or delete a protected resource, at preview too
+            # (pulumi/pulumi#8810, #15969); prod on by default (database.protect).
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=s.protect_database,
+                # What RDS already holds pending for the maintenance window is not re-sent.
+                ignore_changes=list(lifecycle.pending_ignores) or None,
+            ),
         )
         self.address = self.instance.address
         self.port = self.instance.port

@@ -32,6 +32,7 @@ from pulumi.runtime import settings as pulumi_settings
 
 from infra.budget import Budget, compute_budget
 from infra.functions import FunctionCode
+from infra.lifecycle import DeployedDatabase
 from infra.pooler_pgbouncer import DockerBuild, ImageSource
 from infra.program import Artifacts, build_stack
 from infra.settings import (
@@ -202,6 +203,8 @@ class MockAccount:
     endpoint_service_zones: Mapping[str, str] = field(default_factory=dict)
     # other Lambda functions in the region -> their reserved concurrency (-1: unreserved)
     other_functions: Mapping[str, int] = field(default_factory=dict)
+    # the stack's running RDS instance (None: a new stack, nothing deployed yet)
+    database: DeployedDatabase | None = None
 
 
 class OfflineMocks(pulumi_mocks.Mocks):
@@ -362,6 +365,8 @@ class OfflineMocks(pulumi_mocks.Mocks):
                 "parameterGroupFamily": f"postgres{major}",
                 "exportableLogTypes": ["postgresql", "upgrade"],
             }
+        if invoke in ("getInstances", "getInstance"):
+            return self._database_answer(invoke)
         if invoke == "getAuthorizationToken":
             return {
                 "id": r,
@@ -371,11 +376,34 @@ class OfflineMocks(pulumi_mocks.Mocks):
             }
         return _STATIC_INVOKES.get(invoke, {})
 
+    def _database_answer(self, invoke: str) -> dict[str, Any]:
+        """rds.getInstances (by the stack's tag) and rds.getInstance of the running instance."""
+        db = self.account.database
+        r = self.region
+        if invoke == "getInstances":
+            ids = [db.identifier] if db is not None else []
+            return {
+                "id": r,
+                "instanceIdentifiers": ids,
+                "instanceArns": [f"arn:aws:rds:{r}:{ACCOUNT}:db:{i}" for i in ids],
+            }
+        assert db is not None, "rds.getInstance without a running instance"
+        return {
+            "id": db.identifier,
+            "dbInstanceIdentifier": db.identifier,
+            "engine": db.engine,
+            "engineVersion": db.engine_version,
+            "dbName": db.db_name,
+            "storageEncrypted": db.storage_encrypted,
+            "masterUsername": db.username,
+        }
+
 
 # Resources the program leaves unnamed, so Pulumi generates their names.
 _AUTONAMED = frozenset(
     {
         "aws:rds/proxy:Proxy",
+        "aws:rds/parameterGroup:ParameterGroup",
         "aws:ecs/cluster:Cluster",
         "aws:ecs/service:Service",
         "aws:ecr/repository:Repository",
@@ -470,6 +498,8 @@ def _tls(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
         "publicKeyPem": pem,
         "certPem": pem,
         "certRequestPem": pem,
+        # Plausible: the mocks do not sign anything, so no clock is involved.
+        "validityEndTime": "2028-12-04T00:00:00Z",
     }
 
 
@@ -492,7 +522,8 @@ def _layer(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
 
 def _invocation(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
     # The bootstrap's report, as the function answers on a server already at the budget's size.
-    event = json.loads(str(a.inputs.get("input") or "{}"))
+    # Its settings are the function's configuration; the `roles` trigger carries the same JSON.
+    event = json.loads(str((a.inputs.get("triggers") or {}).get("roles") or "{}"))
     limit = event.get("app_user", {}).get("connection_limit")
     report = {"changed": True, "connection_limit": limit, "waiting_for_restart": False}
     return f"{a.name}-id", {"result": json.dumps(report)}
@@ -677,7 +708,13 @@ def run_offline(
     captured: dict[str, Any] = {}
 
     def program() -> pulumi.Output[Any]:
-        stack = build_stack(settings, the_budget, the_artifacts)
+        running = account.database if account is not None else None
+        stack = build_stack(
+            settings,
+            the_budget,
+            the_artifacts,
+            read_pending=(lambda _identifier: dict(running.pending)) if running else None,
+        )
         return pulumi.Output.from_input(stack.outputs).apply(captured.update)
 
     with mocked(settings.stack, region, account, preview=preview) as monitor:

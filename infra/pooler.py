@@ -37,6 +37,11 @@ class PoolerArgs:
     # app_user's SCRAM verifier in a secret of its own (the PgBouncer tasks read only this).
     app_user_verifier_secret_arn: pulumi.Input[str] | None = None
     app_user_verifier_version_id: pulumi.Input[str] | None = None
+    # The alternating-users clone's verifier (PgBouncer) and the standby login's secret (RDS
+    # Proxy): both logins work through the pooler at all times.
+    app_user_clone_verifier_secret_arn: pulumi.Input[str] | None = None
+    app_user_clone_verifier_version_id: pulumi.Input[str] | None = None
+    app_user_standby_secret_arn: pulumi.Input[str] | None = None
     function_runtimes: Sequence[str] = field(default_factory=tuple)
     function_architectures: Sequence[str] = field(default_factory=tuple)
     # Per workload: its role's secret (RDS Proxy), its verifier secret and version by role
@@ -71,6 +76,8 @@ def create_pooler(
                 app_user_verifier_secret_arn=args.app_user_verifier_secret_arn,
                 app_user_verifier_version_id=args.app_user_verifier_version_id,
                 workload_verifiers=args.workload_verifiers,
+                app_user_clone_verifier_secret_arn=args.app_user_clone_verifier_secret_arn,
+                app_user_clone_verifier_version_id=args.app_user_clone_verifier_version_id,
                 tags=args.tags,
                 function_runtimes=args.function_runtimes,
                 function_architectures=args.function_architectures,
@@ -87,6 +94,7 @@ def create_pooler(
             database_identifier=args.database_identifier,
             app_user_secret_arn=args.app_user_secret_arn,
             workload_secret_arns=args.workload_secret_arns,
+            app_user_standby_secret_arn=args.app_user_standby_secret_arn,
             tags=args.tags,
         ),
         opts,

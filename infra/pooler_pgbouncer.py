@@ -24,6 +24,7 @@ from infra.aws_constraints import fargate_pair_problem
 from infra.budget import NLB_HEALTH_INTERVAL_S, NLB_HEALTHY_THRESHOLD, Budget, PgBouncerBudget
 from infra.ecr_image import image_reference
 from infra.functions import LOG_RETENTION_DAYS, assume_role_policy, role_name_prefix
+from infra.rotation import CLONE_SUFFIX
 from infra.settings import SettingsError, StackSettings
 from pgbouncer import environment as task_env
 from pgbouncer import metrics
@@ -270,6 +271,9 @@ class PgBouncerArgs:
     )
     function_runtimes: Sequence[str] = ()
     function_architectures: Sequence[str] = ()
+    # The alternating-users clone's verifier (infra/rotation.py); None: app_user's alone.
+    app_user_clone_verifier_secret_arn: pulumi.Input[str] | None = None
+    app_user_clone_verifier_version_id: pulumi.Input[str] | None = None
 
 
 class PgBouncerPooler(pulumi.ComponentResource):
@@ -284,6 +288,7 @@ class PgBouncerPooler(pulumi.ComponentResource):
     service_name: str
     dimensions: dict[str, pulumi.Input[str]]
     client_ca_pem: pulumi.Output[str]
+    certificate_not_after: pulumi.Output[str]
     # Where the pooler's health is published: ECS Container Insights and the NLB's target group.
     health_dimensions: dict[str, dict[str, pulumi.Input[str]]]
 
@@ -487,6 +492,11 @@ class PgBouncerPooler(pulumi.ComponentResource):
                             "Resource": [
                                 args.app_user_verifier_secret_arn,
                                 *[arn for arn, _ in args.workload_verifiers.values()],
+                                *(
+                                    [args.app_user_clone_verifier_secret_arn]
+                                    if args.app_user_clone_verifier_secret_arn is not None
+                                    else []
+                                ),
                                 internal_secret.arn,
                             ],
                         },
@@ -564,6 +574,21 @@ class PgBouncerPooler(pulumi.ComponentResource):
                     }
                     for role, (arn, version) in sorted(args.workload_verifiers.items())
                 ],
+                *(
+                    [
+                        {
+                            "name": f"{user_verifier}{CLONE_SUFFIX.upper()}",
+                            "valueFrom": secret_reference(
+                                args.app_user_clone_verifier_secret_arn,
+                                VERIFIER_KEY,
+                                args.app_user_clone_verifier_version_id,
+                            ),
+                        }
+                    ]
+                    if args.app_user_clone_verifier_secret_arn is not None
+                    and args.app_user_clone_verifier_version_id is not None
+                    else []
+                ),
                 {
                     "name": f"{task_env.PREFIX}STATS_PASSWORD",
                     "valueFrom": secret_reference(
@@ -705,6 +730,13 @@ class PgBouncerPooler(pulumi.ComponentResource):
             subject=tls.SelfSignedCertSubjectArgs(common_name=f"slotguard {s.stack} pooler CA"),
             validity_period_hours=CA_VALIDITY_HOURS,
             allowed_uses=["cert_signing", "crl_signing"],
+            # Strict X.509 clients (Python 3.13's default context sets VERIFY_X509_STRICT)
+            # refuse a CA without a Subject Key Identifier, and a leaf without an Authority Key
+            # Identifier; the provider signs with Go's crypto/x509, which copies the CA's SKI
+            # into the leaf's AKI. pulumi-tls leaves it off by default. Changing it replaces the
+            # CA certificate of a running stack with one of the same key and subject, so leaves
+            # old and new verify against either while tasks and functions roll.
+            set_subject_key_id=True,
             opts=child,
         )
         server_key = tls.PrivateKey(
@@ -727,6 +759,8 @@ class PgBouncerPooler(pulumi.ComponentResource):
             validity_period_hours=CERT_VALIDITY_HOURS,
             early_renewal_hours=CERT_EARLY_RENEWAL_HOURS,
             allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
+            # RFC 5280 4.2.1.2: end-entity certificates SHOULD carry one too.
+            set_subject_key_id=True,
             opts=child,
         )
         stats_password = random.RandomPassword(
@@ -753,6 +787,8 @@ class PgBouncerPooler(pulumi.ComponentResource):
             opts=child,
         )
         self.client_ca_pem = ca_cert.cert_pem
+        # RFC 3339 end of the served certificate's validity, for `slotguard verify`.
+        self.certificate_not_after = server_cert.validity_end_time
         self.client_sslrootcert = CLIENT_CA_PATH
         layer = aws.lambda_.LayerVersion(
             f"{name}-ca-layer",

@@ -32,12 +32,18 @@ class RdsProxyArgs:
     # Each workload's role secret: one more auth entry each (the pool stays shared).
     workload_secret_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
+    # The standby login's secret (alternating users): the proxy accepts both logins.
+    app_user_standby_secret_arn: pulumi.Input[str] | None = None
+
 
 def _secret_resources(args: RdsProxyArgs) -> pulumi.Input[str] | list[pulumi.Input[str]]:
-    """The secrets the proxy reads: app_user's alone (as before), or it and the workloads'."""
-    if not args.workload_secret_arns:
+    """The secrets the proxy reads: app_user's alone (as before), or it, its standby login's
+    (alternating users) and the workloads'."""
+    standby = args.app_user_standby_secret_arn
+    extra = [*([standby] if standby is not None else []), *args.workload_secret_arns.values()]
+    if not extra:
         return args.app_user_secret_arn
-    return [args.app_user_secret_arn, *args.workload_secret_arns.values()]
+    return [args.app_user_secret_arn, *extra]
 
 
 def _auth_resource_prefix(proxy_arn: str) -> str:
@@ -117,6 +123,19 @@ class RdsProxyPooler(pulumi.ComponentResource):
                     iam_auth="REQUIRED" if rp.iam_auth else "DISABLED",
                     client_password_auth_type="POSTGRES_SCRAM_SHA_256",  # noqa: S106 - a scheme name
                     description=f"{budget.app_user.name}, the functions' role",
+                ),
+                *(
+                    [
+                        aws.rds.ProxyAuthArgs(
+                            auth_scheme="SECRETS",
+                            secret_arn=args.app_user_standby_secret_arn,
+                            iam_auth="REQUIRED" if rp.iam_auth else "DISABLED",
+                            client_password_auth_type="POSTGRES_SCRAM_SHA_256",  # noqa: S106
+                            description=f"{budget.app_user.name}'s standby login (rotation)",
+                        )
+                    ]
+                    if args.app_user_standby_secret_arn is not None
+                    else []
                 ),
                 # A workload's role: its own secret, hence its own login and role settings; the
                 # connections still come from the one default target group's pool.

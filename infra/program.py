@@ -17,8 +17,11 @@ from infra.alarms import Alarms, AlarmsArgs
 from infra.app_user import AppUser, AppUserArgs
 from infra.budget import Budget
 from infra.database import Database, DatabaseArgs, parameters
+from infra.deployed import PendingReader, deployed_database
 from infra.ecr_image import check_platform, image_platforms, image_reference
 from infra.functions import CodeSource, FunctionCode, Functions, FunctionsArgs
+from infra.lifecycle import LifecyclePlan, plan_lines
+from infra.lifecycle import plan as lifecycle_plan
 from infra.network import Network, NetworkArgs
 from infra.pooler import Pooler, PoolerArgs, create_pooler
 from infra.pooler_pgbouncer import DockerBuild, ImageSource, PgBouncerPooler, PrebuiltImage
@@ -64,12 +67,22 @@ def check_stack_name(stack: str) -> None:
         )
 
 
-def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -> Stack:
-    """Declare every resource of the stack; returns the components and the stack outputs."""
+def build_stack(
+    settings: StackSettings,
+    budget: Budget,
+    artifacts: Artifacts,
+    read_pending: PendingReader | None = None,
+) -> Stack:
+    """Declare every resource of the stack; returns the components and the stack outputs.
+
+    `read_pending` reads the running instance's pending modifications (boto3 under `pulumi up`,
+    the offline account under mocks); None reads none.
+    """
     check_stack_name(settings.stack)
     # Look-ups against the account (they run at `pulumi preview` too): its Lambda quota and the
     # engine versions RDS offers, refused here before anything is declared.
     check_account(settings, budget)
+    lifecycle = plan_lifecycle(settings, read_pending)
     tags = settings.all_tags
     name = f"slotguard-{settings.stack}"
     network = Network(
@@ -90,6 +103,7 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             subnet_ids=network.subnet_ids,
             security_group_id=network.database_sg_id,
             tags=tags,
+            lifecycle=lifecycle,
         ),
     )
     app_user = AppUser(
@@ -143,6 +157,9 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             app_user_verifier_version_id=app_user.verifier_version_id,
             workload_secret_arns=app_user.workload_secret_arns,
             workload_verifiers=app_user.workload_verifiers,
+            app_user_clone_verifier_secret_arn=app_user.clone_verifier_secret_arn,
+            app_user_clone_verifier_version_id=app_user.clone_verifier_version_id,
+            app_user_standby_secret_arn=app_user.standby_secret_arn,
             tags=tags,
             function_runtimes=[f.runtime for f in settings.functions.values()],
             function_architectures=[f.architecture for f in settings.functions.values()],
@@ -203,7 +220,37 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
         "app_user_connection_limit": app_user.invocation.result.apply(_applied_limit),
     }
     outputs.update(verify_outputs(database, app_user, pooler, alarms))
+    outputs["database_lifecycle"] = lifecycle_output(lifecycle)
     return Stack(network, database, app_user, pooler, functions, alarms, outputs)
+
+
+def plan_lifecycle(
+    settings: StackSettings, read_pending: PendingReader | None = None
+) -> LifecyclePlan:
+    """The next update's plan against the running instance; refused plans stop the preview.
+
+    The running instance is read from RDS (`infra.deployed`) because a program cannot read its
+    own state: a replace-forcing change or a major change is known before anything is created.
+    """
+    current = deployed_database(settings, read_pending=read_pending)
+    plan = lifecycle_plan(settings, current)
+    for line in plan_lines(plan):
+        pulumi.log.info(line)
+    if plan.refused:
+        raise SettingsError(list(plan.refusals))
+    return plan
+
+
+def lifecycle_output(plan: LifecyclePlan) -> dict[str, object]:
+    """What the update did to the database's life: path, families, pending (for `verify`)."""
+    return {
+        "path": plan.path,
+        "upgrade_path": plan.upgrade_path,
+        "major_from": plan.major_from,
+        "major_to": plan.major_to,
+        "parameter_group_families": list(plan.parameter_group_families),
+        "protected": plan.protected,
+    }
 
 
 def verify_outputs(
@@ -219,6 +266,7 @@ def verify_outputs(
         outputs["ecs_cluster_name"] = pooler.cluster_name
         outputs["ecs_service_name"] = pooler.ecs_service_name
         outputs["target_group_arn"] = pooler.target_group_arn
+        outputs["pooler_certificate_not_after"] = pooler.certificate_not_after
     else:
         outputs["proxy_name"] = pooler.proxy_name
     return outputs

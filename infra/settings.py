@@ -201,6 +201,28 @@ class DatabaseSettings(_Section):
         "then the limit stays within the running server's).",
     )
 
+    protect: bool | None = Field(
+        None,
+        description="Pulumi `protect` on the RDS instance: the engine refuses, at preview too, "
+        "any update that would replace or delete it. Empty: on for `prod`, off for `dev` (whose "
+        "`pulumi destroy` must go through). Turn it off in one `pulumi up` before a deliberate "
+        "replacement or teardown.",
+    )
+    allow_replacement: bool = Field(
+        False,
+        description="Let an update replace the instance when a replace-forcing input changes "
+        "(`database.name` and the others the README lists). Off: `pulumi preview` compares them "
+        "with the running instance and refuses, naming what happens to the data (dev: deleted "
+        "without a final snapshot; prod: a failed update with two instances).",
+    )
+    major_upgrade: Literal["in-place", "blue-green"] | None = Field(
+        None,
+        description="How a raised `engine_version` reaches the running instance: `in-place` "
+        "(RDS upgrades it, offline for the whole upgrade) or `blue-green` (an RDS blue/green "
+        "deployment and a switchover). Empty: `in-place` for `dev`, `blue-green` for `prod`. "
+        "`slotguard budget` and the preview print the plan.",
+    )
+
     @field_validator("engine_version", mode="before")
     @classmethod
     def _version_text(cls, value: object) -> object:
@@ -502,6 +524,13 @@ class AppUserSettings(_Section):
         le=900_000,
         description="Waiting for a lock longer than this fails fast instead of queueing.",
     )
+    current_login: Literal["primary", "clone"] = Field(
+        "primary",
+        description="Which of the two logins the functions' secret names: `primary` "
+        "(`app_user`) or `clone` (`app_user_clone`, same settings and privileges). A rotation "
+        "replaces the other login's password with one `pulumi up`, then switches this with a "
+        "second, so no login ever fails (README, 'Rotating app_user's password').",
+    )
 
 
 class FunctionSettings(_Section):
@@ -746,6 +775,11 @@ class StackSettings(_Section):
     @property
     def deletion_protection(self) -> bool:
         return self.is_prod
+
+    @property
+    def protect_database(self) -> bool:
+        flag = self.database.protect
+        return flag if flag is not None else self.is_prod
 
     @property
     def all_tags(self) -> dict[str, str]:

@@ -213,6 +213,9 @@ def start_exporter(cfg: environment.TaskConfig, stop: threading.Event) -> thread
             dimensions=parse_dimensions(cfg.metrics_dimensions),
             interval_s=cfg.metrics_interval_s,
             database=cfg.settings.database.client_name,
+            certificate_file=cfg.settings.client_tls.cert_file
+            if cfg.settings.client_tls is not None
+            else None,
         ),
         cloudwatch,
     )

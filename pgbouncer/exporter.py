@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from pgbouncer import metrics
+from pgbouncer import certificate, metrics
 
 log = logging.getLogger("pgbouncer.exporter")
 
@@ -162,6 +162,8 @@ class ExporterSettings:
     interval_s: float = 60.0
     # Only this database's pools; None: every pool but the admin console's.
     database: str | None = None
+    # The certificate file the task serves to clients: its days left are published too.
+    certificate_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.admin_conninfos:
@@ -195,6 +197,13 @@ class Exporter:
         )
         result = values(sample, self._previous)
         self._previous = sample
+        if self.settings.certificate_file:
+            try:
+                days = certificate.days_left(self.settings.certificate_file)
+            except (OSError, certificate.CertificateError) as exc:
+                log.warning("cannot read the served certificate's expiry: %s", exc)
+            else:
+                result[metrics.CERTIFICATE_DAYS_LEFT.name] = round(days, 3)
         return result
 
     def publish(

@@ -60,6 +60,11 @@ TRANSACTIONS_PER_SECOND = Metric(
 # 1 per successful poll and publish of every process: the alarms treat its absence as the
 # pooler (or the exporter) being down.
 HEARTBEAT = Metric("ExporterHeartbeat", "Count", "1 per interval while every process answers")
+# Days until the client-facing certificate the task serves expires (read from its file). Days
+# are no CloudWatch unit: "None" (PutMetricData's StandardUnit enum).
+CERTIFICATE_DAYS_LEFT = Metric(
+    "CertificateDaysLeft", "None", "days until the TLS certificate the task serves expires"
+)
 
 ALL: Final = (
     CLIENT_ACTIVE,
@@ -74,5 +79,6 @@ ALL: Final = (
     AVG_WAIT,
     TRANSACTIONS_PER_SECOND,
     HEARTBEAT,
+    CERTIFICATE_DAYS_LEFT,
 )
 NAMES: Final = tuple(m.name for m in ALL)

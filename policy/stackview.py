@@ -20,6 +20,8 @@ from pulumi_policy import proxy as unknowns
 # Resource types the rules read (Pulumi type tokens of pulumi-aws 7).
 LAMBDA_FUNCTION = "aws:lambda/function:Function"
 LAMBDA_INVOCATION = "aws:lambda/invocation:Invocation"
+# The bootstrap function's configuration variable (functions/bootstrap.py CONFIG_ENV).
+BOOTSTRAP_CONFIG = "BOOTSTRAP_CONFIG"
 RDS_INSTANCE = "aws:rds/instance:Instance"
 RDS_PARAMETER_GROUP = "aws:rds/parameterGroup:ParameterGroup"
 RDS_PROXY = "aws:rds/proxy:Proxy"
@@ -95,6 +97,10 @@ def as_float(value: Any) -> float | None:
         return float(str(value).strip())
     except ValueError:
         return None
+
+
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def as_list(value: Any) -> list[Any]:
@@ -224,16 +230,28 @@ class StackView:
         return groups[0] if len(groups) == 1 else None
 
     def bootstrap_events(self) -> list[tuple[PolicyResource, dict[str, Any]]]:
-        """Lambda invocations whose input creates the application role (the bootstrap's event)."""
+        """Lambda invocations that create the application role, with the settings they apply.
+
+        The bootstrap reads its settings from its own configuration (`BOOTSTRAP_CONFIG` in the
+        invoked function's environment; the event only triggers a run); an invocation whose
+        input carries them (an older program) counts too.
+        """
         events = []
         for invocation in self.of_type(LAMBDA_INVOCATION):
-            raw = invocation.props.get("input")
-            try:
-                event = json.loads(raw) if isinstance(raw, str) else raw
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, Mapping) and isinstance(event.get("app_user"), Mapping):
-                events.append((invocation, dict(event)))
+            function = self.function_for(invocation)
+            variables = (
+                as_mapping(as_mapping(function.props.get("environment")).get("variables"))
+                if function is not None
+                else {}
+            )
+            for raw in (variables.get(BOOTSTRAP_CONFIG), invocation.props.get("input")):
+                try:
+                    event = json.loads(raw) if isinstance(raw, str) else raw
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(event, Mapping) and isinstance(event.get("app_user"), Mapping):
+                    events.append((invocation, dict(event)))
+                    break
         return events
 
     def function_for(self, invocation: PolicyResource) -> PolicyResource | None:

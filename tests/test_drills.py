@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from functions.rotation import other_user
 from slotguard.drills import SCENARIOS, DrillResult, StackHandle, run_drill
 from slotguard.drills.faults import rotate_app_password
 from tests.fixtures_local import dev_stack_up
@@ -67,8 +68,15 @@ def test_rotation(drill_stack: StackHandle) -> None:
     after = drill_stack.app_secret()
     assert after["password"] != before["password"]
     assert after["scram_verifier"] != before["scram_verifier"]
-    # The pooler's auth file and the role hold the new verifier.
-    assert drill_stack.pgbouncer().verifiers[drill_stack.app_user] == after["scram_verifier"]
+    # Alternating users (infra/rotation.py): the secret now names the other user, whose new
+    # verifier the pooler's auth file holds; the previous user is untouched.
+    assert after["username"] == other_user(before["username"], drill_stack.app_user)
+    verifiers = drill_stack.pgbouncer().verifiers
+    assert verifiers[after["username"]] == after["scram_verifier"]
+    if before.get("scram_verifier") and before["username"] in verifiers:
+        assert verifiers[before["username"]] == before["scram_verifier"]
+    # No login failed, so no function had to fetch the secret again.
+    assert result.fault["credential_refreshes"] == 0
 
 
 def test_saturation(drill_stack: StackHandle) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
 import pytest
 
 from functions import bootstrap
+from functions.config import ConfigurationError
 from functions.credentials import DatabaseSecret
 from tests.fixtures_functions import FakeLambdaContext, FunctionsStack, LocalAws, bootstrap_event
 
@@ -39,6 +41,7 @@ def _handler_env(stack: FunctionsStack, aws_env: LocalAws, monkeypatch: pytest.M
     monkeypatch.setenv("DB_HOST", "127.0.0.1")
     monkeypatch.setenv("DB_PORT", str(stack.postgres.settings.port))
     monkeypatch.setenv("DB_SSLROOTCERT", str(stack.postgres.tls.ca_cert))
+    monkeypatch.setenv(bootstrap.CONFIG_ENV, json.dumps(bootstrap_event()))
 
 
 def test_first_run_creates_roles_and_applies_migrations(functions_stack):
@@ -168,11 +171,42 @@ def test_a_changed_setting_is_applied_and_reported(functions_stack):
     assert {c.item for c in restored.changes} == set(changes)
 
 
-def test_bad_event_names_the_field(functions_stack, aws_env, monkeypatch):
+def test_bad_configuration_names_the_field(functions_stack, aws_env, monkeypatch):
     _handler_env(functions_stack, aws_env, monkeypatch)
-    event = bootstrap_event(name="app-user; drop role postgres")
-    with pytest.raises(bootstrap.BootstrapInputError, match=r"app_user\.name"):
-        bootstrap.handler(event, FakeLambdaContext("bootstrap"))
+    config = bootstrap_event(name="app-user; drop role postgres")
+    monkeypatch.setenv(bootstrap.CONFIG_ENV, json.dumps(config))
+    with pytest.raises(
+        bootstrap.BootstrapInputError, match=r"(?s)BOOTSTRAP_CONFIG.*app_user\.name"
+    ):
+        bootstrap.handler({}, FakeLambdaContext("bootstrap"))
+
+
+def test_an_event_carrying_other_numbers_changes_nothing(functions_stack, aws_env, monkeypatch):
+    """Whoever may invoke the bootstrap cannot make it apply other limits or timeouts."""
+    _handler_env(functions_stack, aws_env, monkeypatch)
+    hostile = bootstrap_event(connection_limit=500, statement_timeout_ms=0, lock_timeout_ms=0)
+    hostile["migration_role"] = {"name": "app_user", "connection_limit": 100}
+    report = bootstrap.handler(hostile, FakeLambdaContext("bootstrap"))
+    assert report["changed"] is False, report["changes"]
+    with functions_stack.postgres.connect_admin(dbname="app") as admin:
+        (limit,) = admin.execute(
+            "select rolconnlimit from pg_roles where rolname = 'app_user'"
+        ).fetchone()
+        (config,) = admin.execute(
+            "select setconfig from pg_db_role_setting s join pg_roles r on r.oid = s.setrole"
+            " where r.rolname = 'app_user'"
+        ).fetchone()
+    assert limit == bootstrap_event()["app_user"]["connection_limit"]
+    assert "statement_timeout=1000" in config
+
+
+def test_without_its_configuration_the_bootstrap_names_the_variable(
+    functions_stack, aws_env, monkeypatch
+):
+    _handler_env(functions_stack, aws_env, monkeypatch)
+    monkeypatch.delenv(bootstrap.CONFIG_ENV)
+    with pytest.raises(ConfigurationError, match="BOOTSTRAP_CONFIG"):
+        bootstrap.handler(bootstrap_event(), FakeLambdaContext("bootstrap"))
 
 
 def test_an_rds_like_master_without_superuser_bootstraps_idempotently(functions_stack):

@@ -136,7 +136,8 @@ def test_secret_renewal_rolls_the_pooler_tasks(variant: str) -> None:
         assert version_id == version.outputs["versionId"], secret["name"]
         assert version.urn in task.dependencies
         pinned += 1
-    assert pinned == 4
+    # app_user's and app_user_clone's verifiers (alternating users), stats password, TLS pair
+    assert pinned == 5
 
 
 # -- 10: RDS Proxy metrics per node -----------------------------------------------------------
@@ -395,10 +396,26 @@ def test_the_execution_role_reads_only_the_verifier_secret(variant: str) -> None
     document = json.loads(reveal(version.input("secretString")))
     assert set(document) == {"scram_verifier"}
     assert document["scram_verifier"].startswith("SCRAM-SHA-256$")
-    (verifier,) = [
-        s for s in container(run)["secrets"] if s["name"].startswith(task_env.USER_VERIFIER_PREFIX)
-    ]
-    assert verifier["valueFrom"].startswith(verifier_secret.outputs["arn"] + ":scram_verifier:")
+    # app_user's verifier and its alternating-users clone's (infra/rotation.py), each its own
+    # one-key secret; neither login's password secret is readable by the execution role.
+    assert outputs["app_user_secret_arn"] not in inject["Resource"]
+    verifiers = {
+        s["name"]: s["valueFrom"]
+        for s in container(run)["secrets"]
+        if s["name"].startswith(task_env.USER_VERIFIER_PREFIX)
+    }
+    prefix = task_env.USER_VERIFIER_PREFIX
+    assert set(verifiers) == {f"{prefix}APP_USER", f"{prefix}APP_USER_CLONE"}
+    assert verifiers[f"{prefix}APP_USER"].startswith(
+        verifier_secret.outputs["arn"] + ":scram_verifier:"
+    )
+    clone_secret = run.one("aws:secretsmanager/secret:Secret", "-app-clone-verifier-secret")
+    assert clone_secret.outputs["arn"] in inject["Resource"]
+    assert verifiers[f"{prefix}APP_USER_CLONE"].startswith(
+        clone_secret.outputs["arn"] + ":scram_verifier:"
+    )
+    standby = run.one("aws:secretsmanager/secret:Secret", "-app-standby-secret")
+    assert standby.outputs["arn"] not in inject["Resource"]
 
 
 # -- 19: the certificate's CN --------------------------------------------------------------------

@@ -551,8 +551,9 @@ def test_outputs_carry_the_bootstrap_rerun_after_a_reboot() -> None:
     # the bootstrap must run again afterwards to raise app_user's limit (README, "Changing
     # max_connections"); the outputs give the function and its event.
     run = stack("dev")
-    invocation = run.one(INVOCATION, "-bootstrap-run")
-    assert json.loads(run.outputs["bootstrap_event"]) == json.loads(invocation.input("input"))
+    bootstrap = run.one("aws:lambda/function:Function", "-bootstrap-function")
+    configured = bootstrap.input("environment")["variables"]["BOOTSTRAP_CONFIG"]
+    assert json.loads(run.outputs["bootstrap_event"]) == json.loads(configured)
     assert run.outputs["bootstrap_function"] == "slotguard-dev-bootstrap"
     assert run.outputs["app_user_connection_limit"] == run.budget.pooler_ceiling
     readme = (ROOT / "README.md").read_text()

@@ -222,6 +222,8 @@ def test_pgbouncer_task_reads_back_as_the_budget(variant: str) -> None:
     injected = {s["name"] for s in container["secrets"]}
     assert {
         f"{task_env.USER_VERIFIER_PREFIX}APP_USER",
+        # the alternating-users clone's (infra/rotation.py): both logins pass the pooler
+        f"{task_env.USER_VERIFIER_PREFIX}APP_USER_CLONE",
         "PGBOUNCER_STATS_PASSWORD",
         "PGBOUNCER_CLIENT_TLS_CERT",
         "PGBOUNCER_CLIENT_TLS_KEY",
@@ -279,10 +281,12 @@ def test_rds_proxy_pool_is_the_budget(variant: str) -> None:
     assert proxy.input("requireTls") is True
     assert proxy.input("engineFamily") == "POSTGRESQL"
     assert proxy.input("idleClientTimeout") == rp.idle_client_timeout_s
-    (auth,) = proxy.input("auths")
-    assert auth["authScheme"] == "SECRETS"
+    # The functions' login and the standby login (alternating users, infra/rotation.py).
+    auth, standby = proxy.input("auths")
+    assert auth["authScheme"] == standby["authScheme"] == "SECRETS"
     assert auth["secretArn"] == run.outputs["app_user_secret_arn"]
-    assert auth["iamAuth"] == ("REQUIRED" if rp.iam_auth else "DISABLED")
+    assert standby["secretArn"] != auth["secretArn"]
+    assert auth["iamAuth"] == standby["iamAuth"] == ("REQUIRED" if rp.iam_auth else "DISABLED")
     pool = run.one("aws:rds/proxyDefaultTargetGroup:ProxyDefaultTargetGroup").input(
         "connectionPoolConfig"
     )
@@ -298,7 +302,9 @@ def test_rds_proxy_pool_is_the_budget(variant: str) -> None:
 def test_bootstrap_sets_the_budget_on_the_role(variant: str) -> None:
     run = stack(variant)
     invocation = run.one("aws:lambda/invocation:Invocation", "-bootstrap-run")
-    event = json.loads(invocation.input("input"))
+    # The function's own configuration carries the budget; the invocation only triggers a run.
+    event = json.loads(env_of(bootstrap_function(run))["BOOTSTRAP_CONFIG"])
+    assert json.loads(invocation.input("input")) == {}
     au = run.budget.app_user
     assert event["app_user"] == {
         "name": au.name,
@@ -625,9 +631,39 @@ def test_a_redeploy_changes_no_secret() -> None:
     first = secrets(run_offline(variant_settings("dev")))
     assert first == secrets(run_offline(variant_settings("dev")))
     app = json.loads(next(s for n, s in first.items() if n.endswith("-app-secret-version")))
-    salt = run_offline(variant_settings("dev")).one("random:index/randomBytes:RandomBytes")
+    salt = run_offline(variant_settings("dev")).named("slotguard-dev-app-salt")
     assert salt.input("length") == scram.SALT_BYTES
     assert scram.parse(app["scram_verifier"]).iterations == scram.DEFAULT_ITERATIONS
     assert scram.parse(app["scram_verifier"]).salt == base64.b64decode(
         reveal(salt.outputs["base64"])
     )
+
+
+def test_switching_the_login_rolls_no_pooler_task_and_keeps_every_secret_name() -> None:
+    """Step 2 of a rotation (infra/rotation.py): only the two login secrets swap contents."""
+
+    def records(login: str) -> OfflineRun:
+        s = variant_settings("dev")
+        return run_offline(
+            s.model_copy(
+                update={"app_user": s.app_user.model_copy(update={"current_login": login})}
+            )
+        )
+
+    primary, clone = records("primary"), records("clone")
+    task = "aws:ecs/taskDefinition:TaskDefinition"
+    assert primary.one(task).inputs == clone.one(task).inputs  # no rolling deploy
+    secret = "aws:secretsmanager/secret:Secret"
+    assert {r.name: r.inputs for r in primary.of_type(secret)} == {
+        r.name: r.inputs for r in clone.of_type(secret)
+    }
+    version = "aws:secretsmanager/secretVersion:SecretVersion"
+
+    def login(run: OfflineRun, suffix: str) -> dict[str, str]:
+        found: dict[str, str] = json.loads(reveal(run.one(version, suffix).input("secretString")))
+        return found
+
+    assert login(primary, "-app-secret-version")["username"] == "app_user"
+    assert login(primary, "-app-standby-secret-version")["username"] == "app_user_clone"
+    assert login(clone, "-app-secret-version") == login(primary, "-app-standby-secret-version")
+    assert login(clone, "-app-standby-secret-version") == login(primary, "-app-secret-version")

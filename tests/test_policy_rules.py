@@ -235,12 +235,12 @@ def test_database_public_or_unencrypted(stack, prop, value):
 
 def test_database_without_forced_tls():
     def edit(recs):
-        group = find(recs, "aws:rds/parameterGroup:ParameterGroup", "-params")
+        group = find(recs, "aws:rds/parameterGroup:ParameterGroup", "-params-postgres16")
         params = [p for p in group.inputs["parameters"] if p["name"] != "rds.force_ssl"]
         replace(recs, group, inputs={**group.inputs, "parameters": params})
 
     report = check("dev", edit)
-    only(report, "database-private-tls", "slotguard-dev-params")
+    only(report, "database-private-tls", "slotguard-dev-params-postgres16")
     assert "rds.force_ssl" in report.violations[0].message
 
 
@@ -376,10 +376,14 @@ def test_statement_timeout_above_the_maximum():
 
 def test_role_without_idle_in_transaction_timeout():
     def edit(recs):
-        run = find(recs, "aws:lambda/invocation:Invocation", "-bootstrap-run")
-        event = json.loads(run.inputs["input"])
+        # The bootstrap's settings are its function's configuration (BOOTSTRAP_CONFIG).
+        fn = find(recs, "aws:lambda/function:Function", "-bootstrap-function")
+        variables = dict(fn.inputs["environment"]["variables"])
+        event = json.loads(variables["BOOTSTRAP_CONFIG"])
         del event["app_user"]["idle_in_transaction_session_timeout_ms"]
-        replace(recs, run, inputs={**run.inputs, "input": json.dumps(event)})
+        variables["BOOTSTRAP_CONFIG"] = json.dumps(event)
+        environment = {**fn.inputs["environment"], "variables": variables}
+        replace(recs, fn, inputs={**fn.inputs, "environment": environment})
 
     report = check("prod", edit)
     only(report, "app-user-timeouts", "slotguard-prod-bootstrap-run")

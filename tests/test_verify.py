@@ -462,7 +462,7 @@ def test_running_tasks_and_healthy_targets_pass() -> None:
     v = verify(
         settings(), pooler_stubs(2, ("healthy", "healthy")), outputs(**PGB, target_group_arn="tg")
     )
-    checks = list(v.pooler())
+    checks = [c for c in v.pooler() if c.name != "pooler certificate"]
     assert [c.status for c in checks] == [Status.PASS, Status.PASS]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from infra.alarm_rules import CERTIFICATE_RENEWAL_DAYS
 from infra.budget import Budget
 from infra.settings import StackSettings
 from slotguard.aws.checks import Check, CheckError, CheckFn, failed, passed, run_checks, skipped
@@ -382,6 +383,7 @@ class Verify:
                 for parameter in page.get("Parameters", []):
                     if parameter.get("ParameterName") == "max_connections":
                         value = parameter.get("ParameterValue")
+        yield from self._pending(instance)
         wanted = self.budget.max_connections
         if value == str(wanted):
             yield passed("max_connections", f"{value} (the budget's)")
@@ -391,6 +393,38 @@ class Verify:
                 f"parameter group says {value or 'nothing (RDS default)'}, the budget {wanted}",
                 "deploy the stack's parameter group (`pulumi up`), then reboot if pending",
             )
+
+    def _pending(self, instance: dict[str, Any]) -> Iterator[Check]:
+        """What waits for the maintenance window (prod: apply_immediately off), said, not redone.
+
+        DescribeDBInstances' PendingModifiedValues lists the modifications RDS holds until the
+        window (https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/
+        API_PendingModifiedValues.html); `pulumi up` has already asked for them.
+        """
+        pending = {
+            key: value
+            for key, value in (instance.get("PendingModifiedValues") or {}).items()
+            if value not in (None, [], {})
+        }
+        running = str(instance.get("EngineVersion", ""))
+        wanted = self.settings.database.engine_version
+        found = f"PostgreSQL {running or '?'} running, database.engine_version {wanted}"
+        window = instance.get("PreferredMaintenanceWindow", "the maintenance window")
+        if pending:
+            listed = ", ".join(f"{k} = {v}" for k, v in sorted(pending.items()))
+            yield passed(
+                "pending modifications",
+                f"{listed}: applied by RDS in {window} ({found}); no need to run `pulumi up` again",
+            )
+        elif running and running.split(".", maxsplit=1)[0] != wanted:
+            yield failed(
+                "engine version",
+                found,
+                "run `pulumi up` (see `slotguard budget --running-major "
+                f"{running.split('.', maxsplit=1)[0]}` for the upgrade's path)",
+            )
+        else:
+            yield passed("pending modifications", f"none ({found})")
 
     # -- the pooler ------------------------------------------------------------------------
 
@@ -465,6 +499,26 @@ class Verify:
                 f"{found}; {running} tasks running",
                 "unhealthy targets fail the TCP health check: read the tasks' logs "
                 f"({self._log_group(service)})",
+            )
+        yield from self._certificate()
+
+    def _certificate(self) -> Iterator[Check]:
+        """Days left on the certificate the tasks serve, against the renewal window."""
+        text = self.outputs.get("pooler_certificate_not_after")
+        if not text:
+            yield skipped("pooler certificate", "the stack exports no certificate expiry yet")
+            return
+        expires = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        days = (expires - self.now()).total_seconds() / 86400
+        found = f"{days:.0f} days left (expires {expires:%Y-%m-%d})"
+        if days >= CERTIFICATE_RENEWAL_DAYS:
+            yield passed("pooler certificate", found)
+        else:
+            yield failed(
+                "pooler certificate",
+                found,
+                f"inside its last {CERTIFICATE_RENEWAL_DAYS} days: run `pulumi up`, which issues a "
+                "new one and rolls the tasks (README, 'Renewing the pooler certificate')",
             )
 
     def _task_health(

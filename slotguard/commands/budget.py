@@ -12,6 +12,8 @@ from rich.text import Text
 
 from infra.budget import Budget, BudgetError, compute_budget
 from infra.handlers import HandlerError, check_handlers
+from infra.lifecycle import DeployedDatabase, plan_lines
+from infra.lifecycle import plan as lifecycle_plan
 from infra.settings import SettingsError, load_stack
 from slotguard.commands.common import ProjectDirOption, plain, project_root
 
@@ -51,6 +53,13 @@ def budget(
     stack: Annotated[str, typer.Option(help="Stack name: reads Pulumi.<stack>.yaml.")] = "dev",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
     project_dir: ProjectDirOption = None,
+    running_major: Annotated[
+        int | None,
+        typer.Option(
+            help="The major the deployed instance runs: the report then plans the upgrade from "
+            "it to database.engine_version (path, downtime, each pooler's part).",
+        ),
+    ] = None,
 ) -> None:
     """Show the connection budget of a stack; exit 2 with the errors when it does not hold."""
     console = Console(width=max(Console().width, 150))
@@ -78,14 +87,44 @@ def budget(
             for problem in problems:
                 err.print(f"  [red]-[/red] {plain(problem)}", highlight=False)
         raise typer.Exit(EXIT_INVALID) from None
+    deployed = (
+        DeployedDatabase(
+            identifier="(running)",
+            engine_version=str(running_major),
+            db_name=settings.database.name,
+            storage_encrypted=True,
+            username="postgres",
+        )
+        if running_major is not None
+        else None
+    )
+    lifecycle = lifecycle_plan(settings, deployed)
     if as_json:
-        print(json.dumps({"ok": True, **result.to_json()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": True,
+                    **result.to_json(),
+                    "lifecycle": {
+                        "path": lifecycle.path,
+                        "upgrade_path": lifecycle.upgrade_path,
+                        "downtime": lifecycle.downtime,
+                        "steps": list(lifecycle.steps),
+                        "poolers": lifecycle.poolers,
+                        "refusals": list(lifecycle.refusals),
+                    },
+                },
+                indent=2,
+            )
+        )
         return
     console.print(render_table(result))
     for warning in result.warnings:
         console.print(f"[yellow]warning[/yellow]: {plain(warning)}", highlight=False)
     for line in deploy_plan_lines(result):
         console.print(line, highlight=False)  # numbers only; the heading is markup
+    for line in plan_lines(lifecycle):
+        console.print(line, highlight=False, markup=False)
     console.print(
         f"[green]budget holds[/green]: at most {result.pooler_server_connections} pooler "
         f"connections of {result.max_connections} in steady state, "

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from functions.rotation import clone_role, other_user
 from pgbouncer import scram
 from slotguard.local.pgbouncer import LocalPgBouncer
 from slotguard.local.postgres import LocalPostgres
@@ -188,44 +189,63 @@ def restart_pgbouncer(handle: StackHandle, *, kill: bool) -> dict[str, float]:
 
 
 def rotate_app_password(handle: StackHandle) -> dict[str, float]:
-    """Rotate app_user's password as a Secrets Manager rotation function would.
+    """Rotate app_user's credentials the way the AWS stack does: alternating users.
 
-    Order matters: the secret first (functions refresh from it on 28P01), then the role, then the
-    pooler's auth file, reloaded at once, then one login with the new password on every PgBouncer
-    process (`prime_pass_through`). From the role change to that login PgBouncer cannot open new
-    server connections, so the window is kept to milliseconds; existing ones are unaffected.
+    `infra.rotation.ROTATION_STEPS`, in order: the user the secret does not name (app_user_clone
+    on the first rotation, cloned now as AWS's rotation function does) gets its new password;
+    the pooler gets its verifier and every process is confirmed to accept it (on AWS: the ECS
+    rollout completes); only then the secret names it. Nothing any client uses changes, so no
+    login can fail. Returns the seconds of each step.
     """
     password = secrets.token_urlsafe(18)
     verifier = scram.make_verifier(password)
     arn = handle.record.secret_arns[APP_ROLE_SECRET]
     secret = handle.app_secret()
+    current = str(secret["username"])
+    target = other_user(current, handle.app_user)
     started = time.monotonic()
-    client = handle.secrets_client()
-    client.put_secret_value(
-        SecretId=arn,
-        SecretString=json.dumps({**secret, "password": password, "scram_verifier": verifier}),
-    )
-    pooler = handle.pgbouncer()
-    with psycopg.connect(handle.master_conninfo("postgres"), autocommit=True) as admin:
+    # 1. the inactive user's new password (cloned first, on the first rotation)
+    with psycopg.connect(handle.master_conninfo(), autocommit=True) as admin:
+        clone_role(admin, handle.app_user)
         admin.execute(
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(handle.app_user), sql.Literal(verifier)
+                sql.Identifier(target), sql.Literal(verifier)
             )
         )
-    pooler.reload(verifiers={**pooler.verifiers, handle.app_user: verifier})
-    prime_pass_through(handle, pooler, password)
-    # The stack's own record of the password, so a later `up` installs the rotated one.
+    role_set = time.monotonic()
+    # 2. the pooler's auth file, reloaded, and one login per process as that user
+    pooler = handle.pgbouncer()
+    pooler.reload(verifiers={**pooler.verifiers, target: verifier})
+    prime_pass_through(handle, pooler, password, user=target)
+    pooler_ready = time.monotonic()
+    # 3. only now the functions' secret names it
+    handle.secrets_client().put_secret_value(
+        SecretId=arn,
+        SecretString=json.dumps(
+            {**secret, "username": target, "password": password, "scram_verifier": verifier}
+        ),
+    )
+    # The stack's own record of app_user's password, so a later `up` installs the rotated one
+    # (the clone's lives in the secret only: a new `up` names app_user again).
     passwords = handle.plan.paths.root / "passwords.json"
-    if passwords.exists():
+    if target == handle.app_user and passwords.exists():
         stored = json.loads(passwords.read_text())
         stored["app"] = password
         fd = os.open(passwords, os.O_WRONLY | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(stored, out)
-    return {"rotate_s": time.monotonic() - started}
+    done = time.monotonic()
+    return {
+        "rotate_s": done - started,
+        "role_s": role_set - started,
+        "pooler_s": pooler_ready - role_set,
+        "secret_s": done - pooler_ready,
+    }
 
 
-def prime_pass_through(handle: StackHandle, pooler: LocalPgBouncer, password: str) -> None:
+def prime_pass_through(
+    handle: StackHandle, pooler: LocalPgBouncer, password: str, user: str | None = None
+) -> None:
     """Log in once with the new password on every PgBouncer process, over its own socket.
 
     With SCRAM pass-through PgBouncer logs into the database with the ClientKey/ServerKey of the
@@ -239,7 +259,7 @@ def prime_pass_through(handle: StackHandle, pooler: LocalPgBouncer, password: st
         conninfo = psycopg.conninfo.make_conninfo(
             host=paths.unix_socket_dir,
             port=pooler.port,
-            user=handle.app_user,
+            user=user or handle.app_user,
             password=password,
             dbname=handle.record.database,
             connect_timeout=5,

@@ -231,6 +231,12 @@ def function_specs(
                 "DB_SSLMODE": "verify-full",
                 "DB_SSLROOTCERT": str(ca_file),
                 "DB_CONNECT_TIMEOUT_S": "10",
+                # As on AWS: the budget's settings in the function's configuration.
+                "BOOTSTRAP_CONFIG": json.dumps(
+                    plan.budget.bootstrap_event(plan.settings.database.name),
+                    sort_keys=True,
+                    separators=(",", ":"),
+                ),
             },
             timeout_s=300,
             memory_mb=512,
@@ -516,9 +522,8 @@ class LocalStack:
         client = lambda_client(endpoint_url=self.runtime_url, region_name=self.plan.region)
         response = client.invoke(
             FunctionName=BOOTSTRAP,
-            Payload=json.dumps(
-                self.plan.budget.bootstrap_event(self.plan.settings.database.name)
-            ).encode(),
+            # Only a trigger, as on AWS: the settings are in the function's configuration.
+            Payload=b"{}",
         )
         body = response["Payload"].read().decode(errors="replace")
         if response.get("FunctionError"):
