@@ -71,7 +71,8 @@ def test_each_workload_role_has_its_secrets_and_its_functions_read_them() -> Non
     assert own["Resource"] == reports_secret
     bootstrap = env_of(r.one(FUNCTION, "-bootstrap-function"))
     assert bootstrap[f"WORKLOAD_SECRET_ARN_{reports_role.upper()}"] == reports_secret
-    event = json.loads(r.one("aws:lambda/invocation:Invocation", "-bootstrap-run").input("input"))
+    # The bootstrap's settings are its own configuration, not its invocation event.
+    event = json.loads(bootstrap["BOOTSTRAP_CONFIG"])
     assert [w["name"] for w in event["workloads"]] == [reports_role]
 
 
@@ -104,7 +105,8 @@ def test_the_pgbouncer_task_reads_back_the_workloads_pools() -> None:
     (inject,) = [
         s for s in json.loads(execution.input("policy"))["Statement"] if s["Sid"] == "InjectSecrets"
     ]
-    assert len(inject["Resource"]) == 3  # app_user's and reports' verifiers, the internal secret
+    # app_user's, its alternating-users clone's and reports' verifiers, the internal secret.
+    assert len(inject["Resource"]) == 4
 
 
 def test_rds_proxy_gets_one_auth_per_role_and_one_pool() -> None:
@@ -112,10 +114,11 @@ def test_rds_proxy_gets_one_auth_per_role_and_one_pool() -> None:
     proxy = r.one("aws:rds/proxy:Proxy")
     auths = proxy.input("auths")
     reports_role = r.budget.workloads["reports"].role
-    assert [a["secretArn"] for a in auths] == [
-        r.outputs["app_user_secret_arn"],
-        secret_arn(r, reports_role),
-    ]
+    arns = [a["secretArn"] for a in auths]
+    # app_user's login, its standby login (alternating-users rotation), then the workload's.
+    assert len(arns) == 3
+    assert arns[0] == r.outputs["app_user_secret_arn"]
+    assert arns[2] == secret_arn(r, reports_role)
     assert len(r.of_type("aws:rds/proxyDefaultTargetGroup:ProxyDefaultTargetGroup")) == 1
     assert any("one connection pool per target group" in w for w in r.budget.warnings)
 
