@@ -66,6 +66,9 @@ class NetworkArgs:
     pooler_port: int
     pooler_kind: str
     tags: dict[str, str]
+    # An existing database's own security group: the stack adds its ingress rules to it (named,
+    # removed with the stack) instead of creating a database group.
+    database_sg_id: str | None = None
 
 
 def _service_name(region: str, service: str) -> str:
@@ -268,15 +271,16 @@ class Network(pulumi.ComponentResource):
         self,
         rule: str,
         source: aws.ec2.SecurityGroup,
-        target: aws.ec2.SecurityGroup,
+        target: aws.ec2.SecurityGroup | str,
         port: int,
         description: str,
     ) -> None:
         """One flow source -> target: egress on the source and ingress on the target."""
+        target_id = target if isinstance(target, str) else target.id
         egress = aws.vpc.SecurityGroupEgressRule(
             f"{self._name}-out-{rule}",
             security_group_id=source.id,
-            referenced_security_group_id=target.id,
+            referenced_security_group_id=target_id,
             ip_protocol="tcp",
             from_port=port,
             to_port=port,
@@ -286,7 +290,7 @@ class Network(pulumi.ComponentResource):
         )
         ingress = aws.vpc.SecurityGroupIngressRule(
             f"{self._name}-in-{rule}",
-            security_group_id=target.id,
+            security_group_id=target_id,
             referenced_security_group_id=source.id,
             ip_protocol="tcp",
             from_port=port,
@@ -301,7 +305,13 @@ class Network(pulumi.ComponentResource):
         functions = self._group("functions", "Lambda functions: out to the pooler only")
         bootstrap = self._group("bootstrap", "Bootstrap function: out to the database")
         pooler = self._group("pooler", f"{args.pooler_kind}: from functions, to the database")
-        database = self._group("db", "RDS PostgreSQL: from the pooler and the bootstrap only")
+        database: aws.ec2.SecurityGroup | str
+        if args.database_sg_id is not None:
+            # The team's database: its group gets two named ingress rules (pooler, bootstrap)
+            # and nothing else; `pulumi destroy` removes them and leaves the group as it was.
+            database = args.database_sg_id
+        else:
+            database = self._group("db", "RDS PostgreSQL: from the pooler and the bootstrap only")
         lb: aws.ec2.SecurityGroup | None = None
         if args.pooler_kind == "pgbouncer":
             lb = self._group("pooler-lb", "Internal NLB in front of PgBouncer: from functions")
@@ -312,9 +322,18 @@ class Network(pulumi.ComponentResource):
         if lb is not None:
             # The NLB forwards clients and its health checks to the tasks on the same port.
             self._allow("lb-tasks", lb, pooler, args.pooler_port, "NLB to the PgBouncer tasks")
-        self._allow("pooler-db", pooler, database, args.database_port, "pooler to the database")
+        owner = (
+            f"slotguard {self._name.removeprefix('slotguard-')}: " if args.database_sg_id else ""
+        )
         self._allow(
-            "bootstrap-db", bootstrap, database, args.database_port, "bootstrap to the database"
+            "pooler-db", pooler, database, args.database_port, f"{owner}pooler to the database"
+        )
+        self._allow(
+            "bootstrap-db",
+            bootstrap,
+            database,
+            args.database_port,
+            f"{owner}bootstrap to the database",
         )
         self._api_callers = [("functions", functions), ("bootstrap", bootstrap)]
         if args.pooler_kind == "pgbouncer":
@@ -324,7 +343,9 @@ class Network(pulumi.ComponentResource):
         self.bootstrap_sg_id = bootstrap.id
         self.pooler_sg_id = pooler.id
         self.pooler_lb_sg_id = lb.id if lb is not None else None
-        self.database_sg_id = database.id
+        self.database_sg_id = (
+            pulumi.Output.from_input(database) if isinstance(database, str) else database.id
+        )
 
     # -- reaching AWS APIs -----------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from infra.alarms import Alarms, AlarmsArgs
 from infra.app_user import AppUser, AppUserArgs
 from infra.budget import Budget
 from infra.database import Database, DatabaseArgs, parameters
+from infra.database_aurora import AuroraArgs, AuroraDatabase
+from infra.database_existing import ExistingDatabase
 from infra.ecr_image import check_platform, image_platforms, image_reference
 from infra.functions import CodeSource, FunctionCode, Functions, FunctionsArgs
 from infra.network import Network, NetworkArgs
@@ -39,7 +41,7 @@ class Stack:
     """The components of one stack, for tests and for exporting outputs."""
 
     network: Network
-    database: Database
+    database: Database | AuroraDatabase | ExistingDatabase
     app_user: AppUser
     pooler: Pooler
     functions: Functions
@@ -80,18 +82,12 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             pooler_port=budget.pooler_port,
             pooler_kind=settings.pooler.kind,
             tags=tags,
+            database_sg_id=settings.database.existing.security_group_id
+            if settings.database.kind == "existing"
+            else None,
         ),
     )
-    database = Database(
-        name,
-        DatabaseArgs(
-            settings=settings,
-            budget=budget,
-            subnet_ids=network.subnet_ids,
-            security_group_id=network.database_sg_id,
-            tags=tags,
-        ),
-    )
+    database = create_database(name, settings, budget, network, tags)
     app_user = AppUser(
         name,
         AppUserArgs(
@@ -107,10 +103,10 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             tags=tags,
             # The bootstrap reaches Secrets Manager through the endpoints and the database
             # through the security-group rules: both in place before it runs.
-            depends_on=[database.instance, *network.ready],
+            depends_on=[*database.ready, *network.ready],
         ),
     )
-    if settings.reboot_for_parameters:
+    if settings.reboot_for_parameters and isinstance(database, Database):
         # After the first bootstrap run (which already lowered app_user's limit on a decrease):
         # reboot when max_connections waits for it, then let the bootstrap raise the limit.
         parameter_reboot(
@@ -200,11 +196,51 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
         "app_user_connection_limit": app_user.invocation.result.apply(_applied_limit),
     }
     outputs.update(verify_outputs(database, app_user, pooler, alarms))
+    if settings.database.kind != "rds-instance":
+        # What `slotguard verify` needs besides: the kind, and every instance's identifier.
+        outputs["database_kind"] = settings.database.kind
+        outputs["database_is_cluster"] = settings.database.kind == "aurora" or (
+            settings.database.existing.is_cluster
+        )
+        outputs["database_instance_identifiers"] = database.instance_identifiers
     return Stack(network, database, app_user, pooler, functions, alarms, outputs)
 
 
+def create_database(
+    name: str, settings: StackSettings, budget: Budget, network: Network, tags: dict[str, str]
+) -> Database | AuroraDatabase | ExistingDatabase:
+    """The database of `database.kind`: a new instance (default), a new cluster, or the team's."""
+    kind = settings.database.kind
+    if kind == "existing":
+        return ExistingDatabase(name, settings)
+    if kind == "aurora":
+        return AuroraDatabase(
+            name,
+            AuroraArgs(
+                settings=settings,
+                budget=budget,
+                subnet_ids=network.subnet_ids,
+                security_group_id=network.database_sg_id,
+                tags=tags,
+            ),
+        )
+    return Database(
+        name,
+        DatabaseArgs(
+            settings=settings,
+            budget=budget,
+            subnet_ids=network.subnet_ids,
+            security_group_id=network.database_sg_id,
+            tags=tags,
+        ),
+    )
+
+
 def verify_outputs(
-    database: Database, app_user: AppUser, pooler: Pooler, alarms: Alarms
+    database: Database | AuroraDatabase | ExistingDatabase,
+    app_user: AppUser,
+    pooler: Pooler,
+    alarms: Alarms,
 ) -> dict[str, pulumi.Input[object]]:
     """The names `slotguard verify` looks up after `pulumi up` (added, never renamed)."""
     outputs: dict[str, pulumi.Input[object]] = {
