@@ -775,7 +775,7 @@ def _pooler_limit(
     )
 
 
-def compute_budget(settings: StackSettings) -> Budget:
+def compute_budget(settings: StackSettings) -> Budget:  # noqa: PLR0915 - one derivation
     """Derive every number of the stack, or raise `BudgetError` listing every broken invariant."""
     out: list[Violation] = []
     m, m_source = _max_connections(settings, out)
@@ -889,6 +889,62 @@ def compute_budget(settings: StackSettings) -> Budget:
             else None
         ),
     )
+    reads, pause, failover = _cluster_parts(
+        settings,
+        m=m,
+        limit=limit,
+        pgbouncer=pgbouncer,
+        rds_proxy=rds_proxy,
+        functions=functions,
+        warnings=warnings,
+        out=out,
+    )
+    if out:
+        raise BudgetError(out)
+
+    budget = Budget(
+        stack=settings.stack,
+        max_connections=m,
+        max_connections_source=m_source,
+        reserved_connections=db.reserved_connections,
+        admin_margin=db.admin_margin,
+        pooler_ceiling=ceiling,
+        pooler_kind=settings.pooler.kind,
+        pooler_server_connections=server_total,
+        pooler_port=port,
+        pooler_planned_max=planned_max,
+        pooler_limit=limit,
+        observer_connections=settings.alarms.observer_connections,
+        # A database-wide safety net for every other role (humans with psql included).
+        database_idle_in_transaction_ms=max(au.idle_in_transaction_session_timeout_ms, 60_000),
+        pgbouncer=pgbouncer,
+        rds_proxy=rds_proxy,
+        app_user=app_user,
+        functions=functions,
+        alarms=alarms,
+        figures=(),
+        warnings=tuple(warnings),
+        database_kind=db.kind,
+        read_pool=reads,
+        failover=failover,
+        auto_pause=pause,
+    )
+    return _with_figures(budget, settings)
+
+
+def _cluster_parts(
+    settings: StackSettings,
+    *,
+    m: int,
+    limit: int,
+    pgbouncer: PgBouncerBudget | None,
+    rds_proxy: RdsProxyBudget | None,
+    functions: dict[str, FunctionBudget],
+    warnings: list[str],
+    out: list[Violation],
+) -> tuple[ReadPoolBudget | None, AutoPausePlan | None, FailoverPlan | None]:
+    """Aurora's read pool, auto-pause and failover plans (None for the other kinds)."""
+    db = settings.database
     cluster_out: list[tuple[str, str]] = []
     windows = {f.name: f.connect_timeout_s + f.retry_budget_s for f in functions.values()}
     reads = read_pool(
@@ -932,37 +988,7 @@ def compute_budget(settings: StackSettings) -> Budget:
     )
     failover = failover_plan(settings, windows, warnings)
     out += [Violation(setting, message) for setting, message in cluster_out]
-    if out:
-        raise BudgetError(out)
-
-    budget = Budget(
-        stack=settings.stack,
-        max_connections=m,
-        max_connections_source=m_source,
-        reserved_connections=db.reserved_connections,
-        admin_margin=db.admin_margin,
-        pooler_ceiling=ceiling,
-        pooler_kind=settings.pooler.kind,
-        pooler_server_connections=server_total,
-        pooler_port=port,
-        pooler_planned_max=planned_max,
-        pooler_limit=limit,
-        observer_connections=settings.alarms.observer_connections,
-        # A database-wide safety net for every other role (humans with psql included).
-        database_idle_in_transaction_ms=max(au.idle_in_transaction_session_timeout_ms, 60_000),
-        pgbouncer=pgbouncer,
-        rds_proxy=rds_proxy,
-        app_user=app_user,
-        functions=functions,
-        alarms=alarms,
-        figures=(),
-        warnings=tuple(warnings),
-        database_kind=db.kind,
-        read_pool=reads,
-        failover=failover,
-        auto_pause=pause,
-    )
-    return _with_figures(budget, settings)
+    return reads, pause, failover
 
 
 def _version(text: str) -> tuple[int, int]:

@@ -7,7 +7,6 @@ budget reads as before. Every AWS figure here is cited by a test in tests/test_b
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from infra.settings import AuroraSettings, StackSettings
@@ -118,7 +117,7 @@ def serverless_or_class(aurora: AuroraSettings) -> tuple[int, str] | None:
 
 
 def serverless_v2_max_connections(min_acu: float, max_acu: float) -> tuple[int, str]:
-    """AWS's default for a Serverless v2 instance: the table by maximum ACU, capped by the minimum."""
+    """AWS's Serverless v2 default: the table by maximum ACU, capped by the minimum ACU."""
     point, value = SERVERLESS_V2_MAX_CONNECTIONS[0]
     for acu, connections in SERVERLESS_V2_MAX_CONNECTIONS:
         if max_acu >= acu:
