@@ -31,6 +31,8 @@ Metric = Literal[
     "pooler_healthy_targets",
     "pooler_exporter_heartbeat",
     "proxy_availability_percent",
+    # Aurora Serverless v2: capacity in use as a share of the maximum ACUs (AWS only).
+    "db_acu_utilization",
 ]
 # Measured by AWS only (ECS, the NLB, RDS Proxy): the local target has nothing to sample.
 AWS_ONLY_METRICS: frozenset[str] = frozenset(
@@ -40,10 +42,14 @@ AWS_ONLY_METRICS: frozenset[str] = frozenset(
         "pooler_healthy_targets",
         "pooler_exporter_heartbeat",
         "proxy_availability_percent",
+        "db_acu_utilization",
     }
 )
 # A proxy whose target group answered fewer than this share of health checks is degraded.
 PROXY_AVAILABILITY_MIN_PERCENT = 99.0
+# A Serverless v2 instance this close to its maximum ACUs cannot scale further: raise the
+# maximum (which also raises AWS's max_connections table) before queries slow down.
+ACU_UTILIZATION_ALARM_PERCENT = 90.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,18 @@ def alarm_rules(budget: Budget) -> list[AlarmRule]:
             )
         )
     rules += pooler_health_rules(budget)
+    if budget.serverless_acu is not None:
+        rules.append(
+            AlarmRule(
+                "db-acu-utilization",
+                "db_acu_utilization",
+                ACU_UTILIZATION_ALARM_PERCENT,
+                "GreaterThanOrEqualToThreshold",
+                f"a Serverless v2 instance uses {ACU_UTILIZATION_ALARM_PERCENT:g}% of its "
+                f"maximum {budget.serverless_acu[1]:g} ACUs: raise "
+                "database.aurora.max_capacity_acu",
+            )
+        )
     rules += [
         AlarmRule(
             "function-throttles",

@@ -322,6 +322,8 @@ class Budget:
     read_pool: ReadPoolBudget | None = None
     failover: FailoverPlan | None = None
     auto_pause: AutoPausePlan | None = None
+    # Serverless v2's (min, max) ACUs: the capacity alarms and the dashboard's capacity line.
+    serverless_acu: tuple[float, float] | None = None
 
     @property
     def reserved_concurrency_total(self) -> int:
@@ -928,6 +930,9 @@ def compute_budget(settings: StackSettings) -> Budget:  # noqa: PLR0915 - one de
         read_pool=reads,
         failover=failover,
         auto_pause=pause,
+        serverless_acu=(db.aurora.min_capacity_acu, db.aurora.max_capacity_acu)
+        if db.kind == "aurora" and db.aurora.serverless
+        else None,
     )
     return _with_figures(budget, settings)
 

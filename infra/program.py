@@ -170,6 +170,12 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             pooler_health_dimensions=pooler.health_dimensions,
             function_names={k: f.function.name for k, f in functions.functions.items()},
             tags=tags,
+            instance_identifiers=database.instance_identifiers
+            if settings.database.kind != "rds-instance"
+            else {},
+            cluster_identifier=database.identifier
+            if settings.database.kind == "aurora" or settings.database.existing.is_cluster
+            else None,
         ),
     )
     outputs: dict[str, pulumi.Input[object]] = {
