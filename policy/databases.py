@@ -69,7 +69,7 @@ class AuroraConfig(RuleConfig):
         description="Fewest days of automated backups a production cluster may keep.",
     )
     prod_stack_pattern: str = Field(
-        r"(^|[-_.])prod",
+        r"^prod",
         alias="prodStackPattern",
         description="Stacks whose name matches are production, besides the environment tag.",
     )
