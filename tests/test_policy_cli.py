@@ -26,7 +26,7 @@ def test_dev_is_clean():
     result = runner.invoke(app, ["policy", "--stack", "dev", "--project-dir", str(ROOT)])
     assert result.exit_code == 0, result.output
     assert "✅ slotguard@v0.1.0" in result.output
-    assert "0 violation(s) (0 mandatory) of 10 policies" in result.output
+    assert "0 violation(s) (0 mandatory) of 12 policies" in result.output
 
 
 def test_prod_json_is_clean():
