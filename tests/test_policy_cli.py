@@ -35,7 +35,7 @@ def test_prod_json_is_clean():
     data = json.loads(result.output)
     assert data["ok"] is True
     assert data["violations"] == []
-    assert len(data["policies"]) == 10
+    assert len(data["policies"]) == 12
 
 
 def test_broken_stack_prints_the_violation_and_exits_2(scratch_dir):
