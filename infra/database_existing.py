@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from infra.budget import Budget
 from infra.settings import SettingsError, StackSettings
 
 # The engines the kit runs on: RDS for PostgreSQL (an instance) or Aurora PostgreSQL (a cluster).
@@ -159,3 +160,36 @@ class ExistingDatabase(pulumi.ComponentResource):
     @property
     def ready(self) -> list[pulumi.Resource]:
         return []
+
+
+def verify_max_connections(settings: StackSettings, budget: Budget) -> None:
+    """At preview, read the database's max_connections and refuse a budget it cannot give.
+
+    boto3 is imported lazily: an offline run never calls this (the mocks know no parameters).
+    A look-up that fails is a warning, not a refusal: the deploying identity may lack
+    rds:DescribeDBParameters, and `slotguard verify` checks the live value after the deploy.
+    """
+    import boto3  # noqa: PLC0415
+    import botocore.exceptions  # noqa: PLC0415
+
+    from infra.existing_lookup import (  # noqa: PLC0415
+        cluster_members,
+        live_max_connections,
+        refusal,
+    )
+
+    ex = settings.database.existing
+    try:
+        rds = boto3.client("rds", region_name=settings.region)
+        instances = cluster_members(rds, ex.identifier) if ex.is_cluster else [ex.identifier]
+        live = live_max_connections(rds, instances)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        pulumi.log.warn(f"cannot read {ex.identifier}'s max_connections: {error}")
+        return
+    problem = refusal(budget.max_connections, live)
+    if problem is None:
+        return
+    if live.value is None:
+        pulumi.log.warn(problem)
+        return
+    raise SettingsError([problem])

@@ -17,6 +17,7 @@ from infra.budget import Budget
 from infra.settings import StackSettings
 from slotguard.aws.checks import Check, CheckError, CheckFn, failed, passed, run_checks, skipped
 from slotguard.aws.outputs import require
+from slotguard.aws.verify_database import database_checks
 
 ClientFactory = Callable[[str], Any]
 # An alarm may sit in INSUFFICIENT_DATA while its first periods are evaluated; after this long
@@ -167,6 +168,11 @@ class Verify:
     # -- the database ----------------------------------------------------------------------
 
     def parameter_group(self) -> Iterator[Check]:
+        if self.settings.database.kind != "rds-instance":
+            yield from database_checks(
+                self.budget, self.outputs, self.client("rds"), self._invoke_health
+            )
+            return
         identifier = require(self.outputs, "database_identifier")
         rds = self.client("rds")
         instance = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
