@@ -51,7 +51,9 @@ def test_existing_example_stacks_budget_as_before() -> None:
     prod = compute_budget(load_stack("prod"))
     assert prod.max_connections == 1802
     assert prod.database_kind == "rds-instance"
-    assert prod.read_pool is None and prod.failover is None and prod.auto_pause is None
+    assert prod.read_pool is None
+    assert prod.failover is None
+    assert prod.auto_pause is None
 
 
 def test_acu_in_half_steps_and_ordered() -> None:
@@ -76,7 +78,7 @@ def test_sections_belong_to_their_kind() -> None:
 
 
 def test_existing_needs_identity_max_connections_and_the_database_vpc() -> None:
-    with pytest.raises(SettingsError, match="exactly one of existing.instance_identifier"):
+    with pytest.raises(SettingsError, match=r"exactly one of existing\.instance_identifier"):
         settings_from_mapping(
             {"network": EXISTING_NETWORK, "database": {"kind": "existing"}}, stack="t"
         )
@@ -85,7 +87,7 @@ def test_existing_needs_identity_max_connections_and_the_database_vpc() -> None:
             {"network": EXISTING_NETWORK, "database": {"kind": "existing", "existing": EXISTING}},
             stack="t",
         )
-    with pytest.raises(SettingsError, match="needs network.mode `existing`"):
+    with pytest.raises(SettingsError, match=r"needs network\.mode `existing`"):
         settings_from_mapping(
             {"database": {"kind": "existing", "max_connections": 100, "existing": EXISTING}},
             stack="t",
@@ -158,7 +160,8 @@ def test_existing_database_budget_names_its_source() -> None:
 
 def test_read_pool_is_budgeted_against_one_reader() -> None:
     b = compute_budget(load_stack("aurora"))
-    assert b.read_pool is not None and b.pgbouncer is not None
+    assert b.read_pool is not None
+    assert b.pgbouncer is not None
     rp = b.read_pool
     assert rp.readers == 1
     assert rp.reader_max_connections == b.max_connections  # readers have the writer's class
@@ -262,5 +265,5 @@ def test_auto_pause_with_rds_proxy_is_refused() -> None:
     # RDS Proxy keeps connections to its targets open; Aurora Serverless v2 auto-pause lists
     # RDS Proxy as incompatible (AWS agent toolkit for AWS, Aurora serverless advisory
     # concepts, "Scale-to-Zero (Auto-Pause) ... Incompatible with: RDS Proxy").
-    with pytest.raises(BudgetError, match="0 ACU \\(auto-pause\\) with pooler.kind rds-proxy"):
+    with pytest.raises(BudgetError, match=r"0 ACU \(auto-pause\) with pooler\.kind rds-proxy"):
         compute_budget(aurora(min_capacity_acu=0, pooler={"kind": "rds-proxy"}))

@@ -51,7 +51,8 @@ def test_cluster_is_encrypted_serverless_and_private(aurora_run: OfflineRun) -> 
     assert cluster.input("storageEncrypted") is True
     assert cluster.input("manageMasterUserPassword") is True
     scaling = cluster.input("serverlessv2ScalingConfiguration")
-    assert scaling["minCapacity"] == 0.5 and scaling["maxCapacity"] == 16
+    assert scaling["minCapacity"] == 0.5
+    assert scaling["maxCapacity"] == 16
     # Auto-pause is off (min 0.5), so no pause delay is sent.
     assert "secondsUntilAutoPause" not in scaling or scaling["secondsUntilAutoPause"] is None
     instances = aurora_run.of_type(CLUSTER_INSTANCE)
@@ -158,5 +159,6 @@ def test_aurora_rule_refuses_an_unencrypted_cluster(aurora_run: OfflineRun) -> N
 
 def test_instance_stacks_have_no_cluster() -> None:
     run = run_offline(load_stack("dev"))
-    assert run.of_type(CLUSTER) == [] and run.of_type(CLUSTER_INSTANCE) == []
+    assert run.of_type(CLUSTER) == []
+    assert run.of_type(CLUSTER_INSTANCE) == []
     assert "database_kind" not in run.outputs

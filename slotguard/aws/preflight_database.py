@@ -121,7 +121,9 @@ def _security_group(ec2: Any, group_id: str, groups: list[str], vpc: str) -> Ite
 
 def _routes(ec2: Any, settings: StackSettings, db_subnets: list[str]) -> Iterator[Check]:
     """Each stack subnet's route table routes the database subnets' ranges locally."""
-    subnets = ec2.describe_subnets(SubnetIds=[*settings.network.subnet_ids, *db_subnets])["Subnets"]
+    # Each id once: the stack's subnets may be the database's own.
+    wanted = sorted({*settings.network.subnet_ids, *db_subnets})
+    subnets = ec2.describe_subnets(SubnetIds=wanted)["Subnets"]
     ranges = {s["SubnetId"]: IPv4Network(s["CidrBlock"]) for s in subnets}
     targets = [ranges[s] for s in db_subnets if s in ranges]
     tables = ec2.describe_route_tables(
