@@ -53,6 +53,8 @@ class ReadPoolBudget:
     # PgBouncer: per-process server connections of the read pool and its peak over every task.
     max_db_connections: int | None
     server_connections_peak: int
+    # PgBouncer: the read pool's `pool_size` per process (its max less the reserve pool).
+    pool_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ def read_pool(
         database_alias=f"{db.name}{READ_POOL_SUFFIX}",
         max_db_connections=per_process,
         server_connections_peak=peak,
+        pool_size=max(per_process - reserve_pool, 1) if per_process is not None else None,
     )
 
 
@@ -267,3 +270,23 @@ def auto_pause_plan(
         resume_s=AUTO_PAUSE_RESUME_S,
         pooler_waits=dict(pooler_waits),
     )
+
+
+def pgbouncer_fields(
+    budget_read: ReadPoolBudget | None, failover: FailoverPlan | None
+) -> dict[str, str]:
+    """The `PGBOUNCER_*` variables (pgbouncer/environment.py) of the read pool and failover.
+
+    Empty for a stack without either, so the task definition of an RDS-instance stack is what
+    it always was. The read pool's host is added by the caller (the reader endpoint).
+    """
+    env: dict[str, str] = {}
+    if failover is not None:
+        env["DNS_MAX_TTL_S"] = str(failover.dns_max_ttl_s)
+        env["SERVER_CHECK_DELAY_S"] = str(failover.server_check_delay_s)
+        env["WRITER_GUARD"] = "on"
+    if budget_read is not None and budget_read.max_db_connections is not None:
+        env["READ_DB_ALIAS"] = budget_read.database_alias
+        env["READ_POOL_SIZE"] = str(budget_read.pool_size)
+        env["READ_MAX_DB_CONNECTIONS"] = str(budget_read.max_db_connections)
+    return env

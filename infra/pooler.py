@@ -39,6 +39,10 @@ class PoolerArgs:
     app_user_verifier_version_id: pulumi.Input[str] | None = None
     function_runtimes: Sequence[str] = field(default_factory=tuple)
     function_architectures: Sequence[str] = field(default_factory=tuple)
+    # Aurora with readers: the reader endpoint (the read pool's or proxy endpoint's target).
+    reader_address: pulumi.Input[str] | None = None
+    # An Aurora cluster (RDS Proxy targets a cluster by its cluster identifier).
+    database_is_cluster: bool = False
 
 
 def create_pooler(
@@ -67,6 +71,7 @@ def create_pooler(
                 tags=args.tags,
                 function_runtimes=args.function_runtimes,
                 function_architectures=args.function_architectures,
+                reader_address=args.reader_address,
             ),
             opts,
         )
@@ -80,6 +85,8 @@ def create_pooler(
             database_identifier=args.database_identifier,
             app_user_secret_arn=args.app_user_secret_arn,
             tags=args.tags,
+            database_is_cluster=args.database_is_cluster,
+            read_only_endpoint=args.reader_address is not None,
         ),
         opts,
     )

@@ -140,6 +140,9 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             tags=tags,
             function_runtimes=[f.runtime for f in settings.functions.values()],
             function_architectures=[f.architecture for f in settings.functions.values()],
+            reader_address=database.reader_address if budget.read_pool is not None else None,
+            database_is_cluster=settings.database.kind == "aurora"
+            or (settings.database.kind == "existing" and settings.database.existing.is_cluster),
         ),
     )
     functions = Functions(
@@ -156,6 +159,7 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             tags=tags,
             sslrootcert=pooler.client_sslrootcert,
             layers=[pooler.client_ca_layer_arn] if pooler.client_ca_layer_arn is not None else [],
+            pooler_read_host=pooler.read_endpoint,
             depends_on=[app_user.invocation, *network.ready],
         ),
     )
