@@ -141,7 +141,8 @@ class AuroraSettings(_Section):
         ge=1,
         le=ACU_MAX,
         description="Serverless v2 maximum ACUs (half steps): sets the default "
-        "`max_connections` (AWS's table by maximum ACU).",
+        "`max_connections` (AWS's table by maximum ACU; between published points the kit takes "
+        "the lower one, e.g. 189 for 4 ACUs, so set `max_connections` to use more).",
     )
     seconds_until_auto_pause: int = Field(
         3600,
@@ -162,9 +163,10 @@ class AuroraSettings(_Section):
         60,
         ge=5,
         le=600,
-        description="The write outage a failover is planned for (AWS: typically under 60 s; "
-        "under 30 s with readers). A function retrying through it needs this within its "
-        "retry budget, else it fails with a clear error; the budget reports which.",
+        description="The write outage a failover is planned for: measure your cluster's (a "
+        "test failover) and set it. A function whose connect timeout plus retry budget covers "
+        "it rides through; one that does not fails with the helper's clear error, and the "
+        "budget says which.",
     )
 
     @field_validator("min_capacity_acu", "max_capacity_acu")
@@ -215,7 +217,7 @@ class ExistingDatabaseSettings(_Section):
     security_group_id: str | None = Field(
         None,
         pattern=r"^sg-[0-9a-f]{8,17}$",
-        description="The database's security group: the stack adds one named ingress rule to "
+        description="The database's security group: the stack adds two named ingress rules to "
         "it (pooler and bootstrap to the database port), removed with the stack.",
     )
 

@@ -34,6 +34,7 @@ from infra.budget import Budget, compute_budget
 from infra.settings import StackSettings, load_stack
 from pgbouncer import scram
 from pgbouncer.config import PgBouncerSettings
+from slotguard.local.cluster import pgbouncer_cluster_fields
 from slotguard.local.pgbouncer import (
     STATS_USER,
     LocalPgBouncer,
@@ -145,6 +146,8 @@ def pgbouncer_settings(plan: StackPlan, ports: Ports, tls: TlsFiles) -> PgBounce
         tcp_keepintvl_s=pb.tcp_keepalive_interval_s,
         tcp_keepcnt=pb.tcp_keepalive_count,
         max_prepared_statements=pb.max_prepared_statements,
+        # Aurora: the read pool (on this server until a local reader exists) and failover.
+        **pgbouncer_cluster_fields(plan.budget, reader_port=ports.postgres),
     )
 
 
