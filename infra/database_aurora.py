@@ -167,7 +167,7 @@ class AuroraDatabase(pulumi.ComponentResource):
             self.instances[role] = aws.rds.ClusterInstance(
                 f"{name}-{role}",
                 cluster_identifier=self.cluster.id,
-                engine=ENGINE,
+                engine=aws.rds.EngineType.AURORA_POSTGRESQL,
                 engine_version=self.cluster.engine_version,
                 instance_class=a.instance_class,
                 db_parameter_group_name=self.parameter_group.name,

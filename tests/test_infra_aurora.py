@@ -151,7 +151,7 @@ def test_aurora_rule_refuses_an_unencrypted_cluster(aurora_run: OfflineRun) -> N
     resources = to_policy_resources(aurora_run.resources)
     for r in resources:
         if r.resource_type == CLUSTER:
-            r.props["storageEncrypted"] = False
+            r.props = {**r.props, "storageEncrypted": False}
     report = evaluate(resources, "aurora")
     assert [v.policy for v in report.violations] == ["aurora-cluster"]
     assert "not encrypted at rest" in report.violations[0].message

@@ -8,7 +8,6 @@ The local "reader" is the same server (the pooled connection is what is rehearse
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -43,12 +42,10 @@ ALIAS = "app_ro"
 
 
 @pytest.fixture(scope="module")
-def read_bouncer(
-    functions_stack: FunctionsStack, pgbouncer_factory: Any
-) -> Iterator[LocalPgBouncer]:
+def read_bouncer(functions_stack: FunctionsStack, pgbouncer_factory: Any) -> LocalPgBouncer:
     """A PgBouncer with the Aurora rendering: a read pool, the writer guard, failover settings."""
     stack = functions_stack
-    return pgbouncer_factory(
+    bouncer: LocalPgBouncer = pgbouncer_factory(
         stack.postgres,
         users={"app_user": stack.app_password},
         dbname="app",
@@ -65,6 +62,7 @@ def read_bouncer(
         dns_max_ttl_s=5,
         server_check_delay_s=5,
     )
+    return bouncer
 
 
 def _connect(
