@@ -801,6 +801,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "prod-iam": ("prod", {"pooler": {"rds_proxy": {"iam_auth": True}}}),
     "prod-pgbouncer": ("prod", {"pooler": {"kind": "pgbouncer"}}),
+    # The other database kinds: an Aurora cluster behind either pooler, the team's database.
+    "aurora": ("aurora", {}),
+    "aurora-rds-proxy": ("aurora", {"pooler": {"kind": "rds-proxy"}}),
+    "existing": ("existing", {}),
 }
 
 

@@ -19,8 +19,18 @@ def test_verify_outputs_name_the_resources_the_program_declared(variant: str) ->
     run = stack(variant)
     out = run.outputs
     settings = variant_settings(variant)
-    instance = run.one("aws:rds/instance:Instance")
-    assert out["database_identifier"] == instance.outputs["identifier"]
+    if settings.database.kind == "aurora":
+        cluster_ = run.one("aws:rds/cluster:Cluster")
+        assert out["database_identifier"] == cluster_.outputs["clusterIdentifier"]
+        instances = run.of_type("aws:rds/clusterInstance:ClusterInstance")
+        assert sorted(out["database_instance_identifiers"].values()) == sorted(
+            i.outputs["identifier"] for i in instances
+        )
+    elif settings.database.kind == "existing":
+        assert out["database_identifier"] == settings.database.existing.identifier
+    else:
+        instance = run.one("aws:rds/instance:Instance")
+        assert out["database_identifier"] == instance.outputs["identifier"]
     bootstrap = run.one("aws:lambda/function:Function", "-bootstrap-function")
     assert out["bootstrap_function_name"] == bootstrap.outputs["name"]
     alarms = run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
