@@ -316,9 +316,10 @@ class DatabaseSettings(_Section):
 
     @model_validator(mode="after")
     def _kind_sections(self) -> DatabaseSettings:
-        if self.kind != "aurora" and "aurora" in self.model_fields_set:
+        # A section left at its defaults is no setting (a dump of the settings holds both).
+        if self.kind != "aurora" and self.aurora != AuroraSettings():
             raise ValueError("the `aurora` section applies only to kind `aurora`")
-        if self.kind != "existing" and "existing" in self.model_fields_set:
+        if self.kind != "existing" and self.existing != ExistingDatabaseSettings():
             raise ValueError("the `existing` section applies only to kind `existing`")
         if self.kind == "existing":
             ex = self.existing

@@ -267,3 +267,13 @@ def test_auto_pause_with_rds_proxy_is_refused() -> None:
     # concepts, "Scale-to-Zero (Auto-Pause) ... Incompatible with: RDS Proxy").
     with pytest.raises(BudgetError, match=r"0 ACU \(auto-pause\) with pooler\.kind rds-proxy"):
         compute_budget(aurora(min_capacity_acu=0, pooler={"kind": "rds-proxy"}))
+
+
+def test_settings_survive_a_dump_and_reload() -> None:
+    # A dump holds every section at its defaults; reading it back must not trip the kind check.
+    for stack in ("dev", "aurora", "existing"):
+        s = load_stack(stack)
+        again = settings_from_mapping(
+            s.model_dump(mode="json", exclude={"stack", "region"}), stack=stack, region=s.region
+        )
+        assert again == s
