@@ -69,6 +69,9 @@ class NetworkArgs:
     # An existing database's own security group: the stack adds its ingress rules to it (named,
     # removed with the stack) instead of creating a database group.
     database_sg_id: str | None = None
+    # Secrets besides the stack's own and `rds!db-*` that the bootstrap reads through the
+    # Secrets Manager endpoint (see endpoint_policy).
+    extra_secrets: tuple[str, ...] = ()
 
 
 def _service_name(region: str, service: str) -> str:
@@ -85,8 +88,12 @@ def needs_s3_gateway(pooler_kind: str) -> bool:
     return "ecr.dkr" in POOLER_ENDPOINTS[pooler_kind]
 
 
-def endpoint_policy(service: str, region: str) -> str:
-    """The endpoint policy: only the calls the stack makes, on what the stack reads."""
+def endpoint_policy(service: str, region: str, extra_secrets: tuple[str, ...] = ()) -> str:
+    """The endpoint policy: only the calls the stack makes, on what the stack reads.
+
+    `extra_secrets`: further secret name patterns or ARNs the stack reads (an Aurora cluster's
+    RDS-managed master secret, `rds!cluster-*`; an existing database's master secret).
+    """
     statement: dict[str, object] = {
         "Sid": "SlotguardCalls",
         "Effect": "Allow",
@@ -97,6 +104,9 @@ def endpoint_policy(service: str, region: str) -> str:
     if service == "secretsmanager":
         statement["Resource"] = [
             f"arn:*:secretsmanager:{region}:*:secret:{pattern}" for pattern in SECRET_NAME_PATTERNS
+        ] + [
+            extra if extra.startswith("arn:") else f"arn:*:secretsmanager:{region}:*:secret:{extra}"
+            for extra in extra_secrets
         ]
     elif service == "s3":
         statement["Action"] = ["s3:GetObject"]
@@ -373,7 +383,11 @@ class Network(pulumi.ComponentResource):
                     private_dns_enabled=True,
                     subnet_ids=self.subnet_ids,
                     security_group_ids=[endpoints.id],
-                    policy=region.apply(functools.partial(endpoint_policy, service)),
+                    policy=region.apply(
+                        functools.partial(
+                            endpoint_policy, service, extra_secrets=args.extra_secrets
+                        )
+                    ),
                     tags={**tags, "Name": f"{name}-vpce-{service}"},
                     opts=child,
                 )

@@ -85,6 +85,7 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
             database_sg_id=settings.database.existing.security_group_id
             if settings.database.kind == "existing"
             else None,
+            extra_secrets=master_secret_patterns(settings),
         ),
     )
     database = create_database(name, settings, budget, network, tags)
@@ -214,6 +215,22 @@ def build_stack(settings: StackSettings, budget: Budget, artifacts: Artifacts) -
         )
         outputs["database_instance_identifiers"] = database.instance_identifiers
     return Stack(network, database, app_user, pooler, functions, alarms, outputs)
+
+
+def master_secret_patterns(settings: StackSettings) -> tuple[str, ...]:
+    """The master secret the bootstrap reads, where `rds!db-*` does not name it.
+
+    RDS names the master secret it manages for an instance `rds!db-<id>`; the cluster's is taken
+    as `rds!cluster-<id>` (the same scheme; not stated on the RDS user guide page
+    "Password management with Amazon RDS and AWS Secrets Manager", so verify it on a first
+    deploy: the bootstrap fails naming the secret if the endpoint policy refuses it).
+    """
+    db = settings.database
+    if db.kind == "aurora":
+        return ("rds!cluster-*",)
+    if db.kind == "existing" and db.existing.master_secret_arn:
+        return (db.existing.master_secret_arn,)
+    return ()
 
 
 def create_database(

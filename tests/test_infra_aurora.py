@@ -162,3 +162,15 @@ def test_instance_stacks_have_no_cluster() -> None:
     assert run.of_type(CLUSTER) == []
     assert run.of_type(CLUSTER_INSTANCE) == []
     assert "database_kind" not in run.outputs
+
+
+def test_the_endpoint_policy_admits_the_cluster_master_secret(aurora_run: OfflineRun) -> None:
+    # The bootstrap reads the cluster's RDS-managed master secret through the Secrets Manager
+    # endpoint; the dev stack's policy (slotguard/*, rds!db-*) is left as it was.
+    endpoint = aurora_run.one("aws:ec2/vpcEndpoint:VpcEndpoint", "-vpce-secretsmanager")
+    resources = json.loads(endpoint.input("policy"))["Statement"][0]["Resource"]
+    assert [r.split(":secret:")[1] for r in resources] == [
+        "slotguard/*",
+        "rds!db-*",
+        "rds!cluster-*",
+    ]

@@ -26,7 +26,14 @@ from infra.aws_constraints import (
     fargate_pair_valid,
     int_range,
 )
-from infra.offline import VARIANTS, OfflineRun, ResourceRecord, run_offline, variant_settings
+from infra.offline import (
+    KIND_VARIANTS,
+    VARIANTS,
+    OfflineRun,
+    ResourceRecord,
+    run_offline,
+    variant_settings,
+)
 
 
 @functools.cache
@@ -34,7 +41,7 @@ def stack(variant: str) -> OfflineRun:
     return run_offline(variant_settings(variant))
 
 
-ALL = list(VARIANTS)
+ALL = [*VARIANTS, *KIND_VARIANTS]
 
 
 @pytest.mark.parametrize("variant", ALL)

@@ -6,7 +6,7 @@ import functools
 
 import pytest
 
-from infra.offline import VARIANTS, OfflineRun, run_offline, variant_settings
+from infra.offline import KIND_VARIANTS, VARIANTS, OfflineRun, run_offline, variant_settings
 
 
 @functools.cache
@@ -14,7 +14,7 @@ def stack(variant: str) -> OfflineRun:
     return run_offline(variant_settings(variant))
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", [*VARIANTS, *KIND_VARIANTS])
 def test_verify_outputs_name_the_resources_the_program_declared(variant: str) -> None:
     run = stack(variant)
     out = run.outputs
@@ -51,7 +51,7 @@ def test_verify_outputs_name_the_resources_the_program_declared(variant: str) ->
         assert "ecs_cluster_name" not in out
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", [*VARIANTS, *KIND_VARIANTS])
 def test_reserved_concurrency_total_is_what_the_program_reserves(variant: str) -> None:
     from infra.budget import BOOTSTRAP_RESERVED_CONCURRENCY, compute_budget
 
