@@ -174,3 +174,29 @@ def test_the_endpoint_policy_admits_the_cluster_master_secret(aurora_run: Offlin
         "rds!db-*",
         "rds!cluster-*",
     ]
+
+
+def test_no_network_path_from_functions_to_the_cluster(aurora_run: OfflineRun) -> None:
+    # The pack's network rule sees the cluster's security group: a rule opening it to the
+    # functions is refused, as for an RDS instance.
+    records = list(aurora_run.resources)
+    resources = to_policy_resources(records)
+    functions_sg = next(r for r in resources if r.name.endswith("-sg-functions"))
+    database_sg = next(r for r in resources if r.name.endswith("-sg-db"))
+    rule = next(
+        r
+        for r in resources
+        if r.resource_type.endswith("SecurityGroupIngressRule") and r.name.endswith("in-pooler-db")
+    )
+    rule.props = {
+        **rule.props,
+        "referencedSecurityGroupId": functions_sg.props.get("id") or "sg-fn",
+    }
+    rule.property_dependencies = {
+        "securityGroupId": [database_sg],
+        "referencedSecurityGroupId": [functions_sg],
+    }
+    report = evaluate(resources, "aurora")
+    found = [v for v in report.violations if v.policy == "no-direct-network-path"]
+    assert found
+    assert "opens a path from the functions" in found[0].message
