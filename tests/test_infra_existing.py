@@ -328,3 +328,17 @@ def test_refusal_arithmetic() -> None:
     assert message is not None
     assert "budget counts on 100" in message
     assert "gives 80" in message
+
+
+def test_preview_refuses_a_database_that_gives_fewer_connections(aws: None) -> None:
+    # infra/__main__.py calls this at preview for kind `existing` (RDS API, not a provider
+    # invoke: the provider has no data source for parameter values).
+    from infra.database_existing import verify_max_connections
+
+    found = _database("150")
+    settings = _settings_for(found, max_connections=200)
+    with pytest.raises(SettingsError) as caught:
+        verify_max_connections(settings, compute_budget(settings))
+    assert "the budget counts on 200 connections but the database gives 150" in str(caught.value)
+    fits = _settings_for(found, max_connections=150)
+    verify_max_connections(fits, compute_budget(fits))  # no error
