@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 import pulumi_aws as aws
 import pytest
@@ -40,6 +41,12 @@ def test_provider_arguments_exist() -> None:
         "storage_encrypted",
     ):
         assert name in cluster_args
+    # The cluster takes the major version only, like the instance (pulumi-aws `rds.Cluster`
+    # engine_version: "The value can contain a partial version where supported by the API. The
+    # actual engine version used is returned in the attribute `engine_version_actual`").
+    source = " ".join(Path(inspect.getfile(aws.rds.Cluster)).read_text().split())
+    assert "The value can contain a partial version where supported by the API." in source
+    assert "returned in the attribute `engine_version_actual`" in source
     instance_args = inspect.signature(aws.rds.ClusterInstance._internal_init).parameters
     assert {"db_parameter_group_name", "promotion_tier", "instance_class"} <= set(instance_args)
 
