@@ -379,19 +379,27 @@ class Verify:
 
     def _peak(self, started: datetime, ended: datetime) -> Iterator[Check]:
         identifier = require(self.outputs, "database_identifier")
+        # A cluster's connections are counted per instance (each has its own ceiling).
+        instances = sorted((self.outputs.get("database_instance_identifiers") or {}).values()) or [
+            identifier
+        ]
         limit = self.budget.pooler_ceiling + self.budget.admin_margin
         cloudwatch = self.client("cloudwatch")
         deadline = time.monotonic() + self.metric_wait_s
         while True:
-            points = cloudwatch.get_metric_statistics(
-                Namespace="AWS/RDS",
-                MetricName="DatabaseConnections",
-                Dimensions=[{"Name": "DBInstanceIdentifier", "Value": identifier}],
-                StartTime=started - timedelta(seconds=METRIC_PERIOD_S),
-                EndTime=ended + timedelta(seconds=METRIC_PERIOD_S),
-                Period=METRIC_PERIOD_S,
-                Statistics=["Maximum"],
-            ).get("Datapoints", [])
+            points = [
+                point
+                for instance in instances
+                for point in cloudwatch.get_metric_statistics(
+                    Namespace="AWS/RDS",
+                    MetricName="DatabaseConnections",
+                    Dimensions=[{"Name": "DBInstanceIdentifier", "Value": instance}],
+                    StartTime=started - timedelta(seconds=METRIC_PERIOD_S),
+                    EndTime=ended + timedelta(seconds=METRIC_PERIOD_S),
+                    Period=METRIC_PERIOD_S,
+                    Statistics=["Maximum"],
+                ).get("Datapoints", [])
+            ]
             if points or time.monotonic() >= deadline:
                 break
             self.sleep(15)
