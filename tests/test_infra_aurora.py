@@ -207,3 +207,31 @@ def test_no_network_path_from_functions_to_the_cluster(aurora_run: OfflineRun) -
     found = [v for v in report.violations if v.policy == "no-direct-network-path"]
     assert found
     assert "opens a path from the functions" in found[0].message
+
+
+def test_a_production_cluster_is_protected() -> None:
+    settings = settings_from_mapping(
+        {
+            "environment": "prod",
+            "database": {
+                "kind": "aurora",
+                "aurora": {"instance_class": "db.r6g.large", "readers": 1},
+            },
+            "pooler": {"kind": "rds-proxy"},
+        },
+        stack="prod-aurora",
+        region="eu-west-1",
+    )
+    run = run_offline(settings)
+    cluster = run.one(CLUSTER)
+    assert cluster.input("deletionProtection") is True
+    assert cluster.input("skipFinalSnapshot") is False
+    assert cluster.input("backupRetentionPeriod") == 7
+    assert cluster.input("enabledCloudwatchLogsExports") == ["postgresql"]
+    # RDS Proxy registers the cluster, and readers get the read-only proxy endpoint.
+    target = run.one("aws:rds/proxyTarget:ProxyTarget")
+    assert target.input("dbClusterIdentifier") == cluster.outputs["clusterIdentifier"]
+    assert target.input("dbInstanceIdentifier") is None
+    assert run.one("aws:rds/proxyEndpoint:ProxyEndpoint").input("targetRole") == "READ_ONLY"
+    report = evaluate(to_policy_resources(run.resources), "prod-aurora")
+    assert report.violations == []
