@@ -44,6 +44,8 @@ ENV_NAMES: dict[str, str] = {
     "DB_PREPARE_THRESHOLD": "prepare_threshold",
     "HEALTH_ALARM_PERCENT": "health_alarm_percent",
     "AWS_REGION": "region",
+    "DB_READ_HOST": "read_host",
+    "DB_READ_NAME": "read_dbname",
 }
 FIELD_TO_ENV = {field: env for env, field in ENV_NAMES.items()}
 
@@ -73,6 +75,16 @@ class DbSettings(BaseModel):
     prepare_threshold: int | None = Field(default=None, ge=0)
     health_alarm_percent: float = Field(default=80.0, gt=0, le=100)
     region: str | None = None
+    # The read-only path (Aurora readers): the pooler's read pool or RDS Proxy's read-only
+    # endpoint. Absent: read-only transactions run on the write path, still READ ONLY.
+    read_host: str | None = Field(default=None, min_length=1)
+    read_dbname: str | None = Field(default=None, min_length=1)
+
+    def for_reads(self) -> DbSettings:
+        """The same settings aimed at the read-only path (or the write path without one)."""
+        return self.model_copy(
+            update={"host": self.read_host or self.host, "dbname": self.read_dbname or self.dbname}
+        )
 
     @field_validator("prepare_threshold", mode="before")
     @classmethod

@@ -11,6 +11,10 @@ Why it looks like this:
 - A frozen instance can wake up holding a connection the pooler already reaped, so a connection
   idle longer than `DB_IDLE_DISCARD_S` (set below the pooler's client idle timeout) is discarded,
   and one whose socket has anything to say while idle (the server's goodbye) is replaced.
+- Reads may take a read-only path (`transaction(context, read_only=True)`): its own kept
+  connection to `DB_READ_HOST`/`DB_READ_NAME` (the pooler's read pool on the readers), and every
+  transaction on it starts `BEGIN READ ONLY`, so a write there fails with PostgreSQL's 25006
+  whichever instance it reached (the read pool also sets `default_transaction_read_only`).
 - Connection and `BEGIN` are one retryable step: nothing of the caller's transaction has run
   yet, so a broken connection or a refusal (53300, 57P03, class 08, PgBouncer's 08P01) is retried
   with full-jitter exponential backoff (tenacity), bounded by the invocation's remaining time
@@ -91,12 +95,14 @@ class Database:
         credentials: CredentialSource,
         function_name: str,
         *,
+        read_only: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.credentials = credentials
+        self.read_only = read_only
         self.application_name = function_name[:APPLICATION_NAME_MAX]
         self.connection: Connection | None = None
         self.logins = 0  # connections this instance has opened (server logins through a pooler)
@@ -187,7 +193,7 @@ class Database:
             conn = self._connect(max(2, min(self.settings.connect_timeout_s, left)))
             self.connection = conn
         try:
-            conn.execute("BEGIN")
+            conn.execute("BEGIN READ ONLY" if self.read_only else "BEGIN")
         except psycopg.Error:
             # Nothing of the caller's work has run: drop this connection, the retry opens another.
             self.close()
@@ -311,6 +317,7 @@ class _Instance:
     """Module-scope state: one per loaded copy of this package, i.e. per function instance."""
 
     database: Database | None = None
+    reader: Database | None = None
 
 
 _instance = _Instance()
@@ -322,21 +329,36 @@ def function_name(context: LambdaContextLike | None = None) -> str:
     return os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "slotguard-function")
 
 
-def database(context: LambdaContextLike | None = None) -> Database:
-    """This instance's helper, created from the environment at first use."""
+def database(context: LambdaContextLike | None = None, *, read_only: bool = False) -> Database:
+    """This instance's helper (its read-only one with `read_only`), created at first use."""
+    if read_only:
+        if _instance.reader is None:
+            settings = load_settings().for_reads()
+            _instance.reader = Database(
+                settings, credential_source(settings), function_name(context), read_only=True
+            )
+        return _instance.reader
     if _instance.database is None:
         settings = load_settings()
         _instance.database = Database(settings, credential_source(settings), function_name(context))
     return _instance.database
 
 
-def transaction(context: LambdaContextLike | None) -> AbstractContextManager[Connection]:
-    """`with transaction(context) as conn:` on this instance's kept connection."""
-    return database(context).transaction(context)
+def transaction(
+    context: LambdaContextLike | None, *, read_only: bool = False
+) -> AbstractContextManager[Connection]:
+    """`with transaction(context) as conn:` on this instance's kept connection.
+
+    `read_only=True`: on the read-only path (the readers, where the stack has them), in a
+    READ ONLY transaction; a write in it fails with 25006 (read_only_sql_transaction).
+    """
+    return database(context, read_only=read_only).transaction(context)
 
 
 def reset() -> None:
-    """Forget this instance's connection and settings (tests, and re-reading the environment)."""
-    if _instance.database is not None:
-        _instance.database.close()
+    """Forget this instance's connections and settings (tests, and re-reading the environment)."""
+    for kept in (_instance.database, _instance.reader):
+        if kept is not None:
+            kept.close()
     _instance.database = None
+    _instance.reader = None

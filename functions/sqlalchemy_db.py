@@ -125,11 +125,13 @@ def engine() -> Engine:
 
 
 @contextmanager
-def _transaction(context: LambdaContextLike | None) -> Iterator[Connection]:
+def _transaction(
+    context: LambdaContextLike | None, *, read_only: bool = False
+) -> Iterator[Connection]:
     """`transaction(context)`, given the driver's error when SQLAlchemy wrapped one."""
     wrapped: DBAPIError | None = None
     try:
-        with database(context).transaction(context) as conn:
+        with database(context, read_only=read_only).transaction(context) as conn:
             try:
                 yield conn
             except DBAPIError as exc:
@@ -164,19 +166,26 @@ def _borrow(conn: Connection) -> Iterator[SqlConnection]:
 
 
 @contextmanager
-def connection(context: LambdaContextLike | None) -> Iterator[SqlConnection]:
-    """`with connection(context) as conn:` a SQLAlchemy Connection inside one transaction."""
-    with _transaction(context) as conn, _borrow(conn) as sql_conn:
+def connection(
+    context: LambdaContextLike | None, *, read_only: bool = False
+) -> Iterator[SqlConnection]:
+    """`with connection(context) as conn:` a SQLAlchemy Connection inside one transaction.
+
+    `read_only=True`: on the read-only path in a READ ONLY transaction (db.py).
+    """
+    with _transaction(context, read_only=read_only) as conn, _borrow(conn) as sql_conn:
         yield sql_conn
 
 
 @contextmanager
-def session(context: LambdaContextLike | None) -> Iterator[Session]:
+def session(context: LambdaContextLike | None, *, read_only: bool = False) -> Iterator[Session]:
     """`with session(context) as s:` an ORM Session inside one transaction, committed at the end.
 
     `expire_on_commit=False`: objects stay readable after the block (to build the response).
+    `read_only=True`: on the read-only path in a READ ONLY transaction, where a flush of a
+    change fails with 25006.
     """
-    with _transaction(context) as conn, _borrow(conn) as sql_conn:
+    with _transaction(context, read_only=read_only) as conn, _borrow(conn) as sql_conn:
         orm = Session(
             bind=sql_conn, join_transaction_mode="create_savepoint", expire_on_commit=False
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pulumi
 
 from infra.budget import compute_budget
+from infra.database_existing import verify_max_connections
 from infra.deployed import boto3_pending
 from infra.handlers import check_handlers
 from infra.program import (
@@ -36,5 +37,8 @@ pooler_image = image_source(
 )
 if settings.pooler.kind == "pgbouncer":
     verify_image_platform(pooler_image)
+if settings.database.kind == "existing":
+    # The live max_connections of the team's database against the budget (RDS API look-up).
+    verify_max_connections(settings, budget)
 artifacts = Artifacts(code=packaged_code, image=pooler_image)
 export(build_stack(settings, budget, artifacts, read_pending=boto3_pending(settings.region)))

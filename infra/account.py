@@ -21,6 +21,7 @@ from infra.settings import SettingsError, StackSettings
 LAMBDA_SERVICE_CODE = "lambda"
 LAMBDA_CONCURRENCY_QUOTA_CODE = "L-B99A9384"
 ENGINE = "postgres"
+AURORA_ENGINE = "aurora-postgresql"
 # The provider reports a look-up that matched nothing as an error with this text.
 NOT_FOUND = "no matching"
 
@@ -122,9 +123,10 @@ def engine_version(settings: StackSettings, parent: pulumi.Resource | None = Non
     versions whose status is `available` match (pulumi-aws `rds.get_engine_version` docstring).
     """
     major = settings.database.engine_version
+    engine = AURORA_ENGINE if settings.database.kind == "aurora" else ENGINE
     try:
         found = aws.rds.get_engine_version(
-            engine=ENGINE,
+            engine=engine,
             version=major,
             latest=True,
             opts=pulumi.InvokeOptions(parent=parent),
@@ -137,7 +139,7 @@ def engine_version(settings: StackSettings, parent: pulumi.Resource | None = Non
             [
                 f"database.engine_version: RDS offers no available PostgreSQL {major} version "
                 f"for new instances in {region}; choose a major version RDS lists there "
-                "(aws rds describe-db-engine-versions --engine postgres)"
+                f"(aws rds describe-db-engine-versions --engine {engine})"
             ]
         ) from None
     return str(found.version_actual or found.version)
@@ -157,7 +159,8 @@ def check_account(
         problems += error.problems
         quota = 0
     try:
-        version = engine_version(settings, parent)
+        # An existing database's version is looked up from the database itself.
+        version = "" if settings.database.kind == "existing" else engine_version(settings, parent)
     except SettingsError as error:
         problems += error.problems
         version = ""

@@ -32,6 +32,8 @@ Metric = Literal[
     "pooler_exporter_heartbeat",
     "proxy_availability_percent",
     "pooler_certificate_days_left",
+    # Aurora Serverless v2: capacity in use as a share of the maximum ACUs (AWS only).
+    "db_acu_utilization",
 ]
 # Measured by AWS only (ECS, the NLB, RDS Proxy): the local target has nothing to sample.
 AWS_ONLY_METRICS: frozenset[str] = frozenset(
@@ -42,6 +44,7 @@ AWS_ONLY_METRICS: frozenset[str] = frozenset(
         "pooler_exporter_heartbeat",
         "proxy_availability_percent",
         "pooler_certificate_days_left",
+        "db_acu_utilization",
     }
 )
 # The pooler's certificate is renewed by a `pulumi up` in its last 30 days (the program's
@@ -50,6 +53,9 @@ AWS_ONLY_METRICS: frozenset[str] = frozenset(
 CERTIFICATE_RENEWAL_DAYS = 30
 # A proxy whose target group answered fewer than this share of health checks is degraded.
 PROXY_AVAILABILITY_MIN_PERCENT = 99.0
+# A Serverless v2 instance this close to its maximum ACUs cannot scale further: raise the
+# maximum (which also raises AWS's max_connections table) before queries slow down.
+ACU_UTILIZATION_ALARM_PERCENT = 90.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,18 @@ def alarm_rules(budget: Budget) -> list[AlarmRule]:
             )
         )
     rules += pooler_health_rules(budget)
+    if budget.serverless_acu is not None:
+        rules.append(
+            AlarmRule(
+                "db-acu-utilization",
+                "db_acu_utilization",
+                ACU_UTILIZATION_ALARM_PERCENT,
+                "GreaterThanOrEqualToThreshold",
+                f"a Serverless v2 instance uses {ACU_UTILIZATION_ALARM_PERCENT:g}% of its "
+                f"maximum {budget.serverless_acu[1]:g} ACUs: raise "
+                "database.aurora.max_capacity_acu",
+            )
+        )
     rules += [
         AlarmRule(
             "function-throttles",

@@ -14,7 +14,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.alarm_rules import alarm_rules
+from infra.alarm_rules import AlarmRule, alarm_rules
 from infra.budget import Budget
 from infra.settings import StackSettings
 from pgbouncer import metrics as pgb
@@ -64,6 +64,12 @@ class AlarmsArgs:
     pooler_health_dimensions: Mapping[str, Mapping[str, pulumi.Input[str]]] = field(
         default_factory=dict
     )
+    # Aurora or an existing cluster: each instance's identifier by role ("writer", "reader-1",
+    # or a member's identifier). Each instance has its own max_connections, so the connection
+    # alarms watch each one (DBInstanceIdentifier); empty for the RDS instance of old.
+    instance_identifiers: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    # The Aurora cluster (DBClusterIdentifier), for the dashboard's cluster-wide lines.
+    cluster_identifier: pulumi.Input[str] | None = None
 
 
 # Where each logical metric of the alarm rules lives in CloudWatch: namespace, metric name and
@@ -95,7 +101,12 @@ CLOUDWATCH_METRICS: dict[str, tuple[str, str, str]] = {
     "pooler_certificate_days_left": (pgb.NAMESPACE, pgb.CERTIFICATE_DAYS_LEFT.name, "Minimum"),
     # The share of health checks the proxy's target passed, averaged over the proxy's nodes.
     "proxy_availability_percent": (RDS_NAMESPACE, "AvailabilityPercentage", "Average"),
+    # Aurora Serverless v2, per instance (DBInstanceIdentifier) or per cluster
+    # (DBClusterIdentifier): capacity used as a percentage of the maximum ACUs.
+    "db_acu_utilization": (RDS_NAMESPACE, "ACUUtilization", "Maximum"),
 }
+# Metrics alarmed once per database instance when the stack has several (Aurora).
+PER_INSTANCE_METRICS = frozenset({"db_connections", "db_acu_utilization"})
 HEALTH_METRICS = frozenset(
     {
         "pooler_tasks_missing",
@@ -127,6 +138,9 @@ def alarm_specs(args: AlarmsArgs) -> list[AlarmSpec]:
                         {"FunctionName": name},
                     )
                 )
+            continue
+        if rule.metric in PER_INSTANCE_METRICS and args.instance_identifiers:
+            specs += _per_instance(rule, args.instance_identifiers)
             continue
         dimensions: Mapping[str, pulumi.Input[str]]
         if rule.metric == "db_connections":
@@ -164,6 +178,11 @@ def _dashboard_body(
     def line(label: str, value: float) -> dict[str, Any]:
         return {"label": label, "value": value}
 
+    # A cluster's identifier names the cluster (DBClusterIdentifier), not an instance.
+    db_dimension = (
+        "DBClusterIdentifier" if args.cluster_identifier is not None else "DBInstanceIdentifier"
+    )
+
     db_widget = {
         "type": "metric",
         "x": 0,
@@ -176,7 +195,7 @@ def _dashboard_body(
             "stat": "Maximum",
             "period": al.period_s,
             "metrics": [
-                [RDS_NAMESPACE, "DatabaseConnections", "DBInstanceIdentifier", database_identifier],
+                [RDS_NAMESPACE, "DatabaseConnections", db_dimension, database_identifier],
             ],
             "annotations": {
                 "horizontal": [
@@ -237,7 +256,35 @@ def _dashboard_body(
             ],
         },
     }
-    return json.dumps({"widgets": [db_widget, pooler_widget, lambda_widget]}, sort_keys=True)
+    widgets = [db_widget, pooler_widget, lambda_widget]
+    if budget.serverless_acu is not None:
+        widgets.append(_capacity_widget(region, al.period_s, database_identifier, budget))
+    return json.dumps({"widgets": widgets}, sort_keys=True)
+
+
+def _capacity_widget(
+    region: str, period_s: int, cluster_identifier: str, budget: Budget
+) -> dict[str, Any]:
+    """Serverless v2: ACUs in use and their share of the maximum, cluster-wide."""
+    assert budget.serverless_acu is not None
+    low, high = budget.serverless_acu
+    return {
+        "type": "metric",
+        "x": 0,
+        "y": 12,
+        "width": 24,
+        "height": 6,
+        "properties": {
+            "title": f"Aurora Serverless v2 capacity ({low:g}-{high:g} ACU)",
+            "region": region,
+            "stat": "Maximum",
+            "period": period_s,
+            "metrics": [
+                [RDS_NAMESPACE, metric, "DBClusterIdentifier", cluster_identifier]
+                for metric in ("ServerlessDatabaseCapacity", "ACUUtilization")
+            ],
+        },
+    }
 
 
 def _tasks_missing(spec: AlarmSpec, period_s: int) -> dict[str, Any]:
@@ -339,6 +386,25 @@ def _watched(spec: AlarmSpec, period_s: int) -> dict[str, Any]:
         "period": period_s,
         "dimensions": dict(spec.dimensions),
     }
+
+
+def _per_instance(rule: AlarmRule, instances: Mapping[str, pulumi.Input[str]]) -> list[AlarmSpec]:
+    """One alarm per instance: the writer keeps the rule's key, the others get a suffix."""
+    namespace, metric, statistic = CLOUDWATCH_METRICS[rule.metric]
+    return [
+        AlarmSpec(
+            rule.key if role == "writer" else f"{rule.key}-{role}",
+            f"{role}: {rule.description}",
+            namespace,
+            metric,
+            statistic,
+            rule.comparison,
+            rule.threshold,
+            {"DBInstanceIdentifier": identifier},
+            missing_data=rule.missing_data,
+        )
+        for role, identifier in sorted(instances.items())
+    ]
 
 
 class Alarms(pulumi.ComponentResource):

@@ -13,6 +13,15 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from infra.budget_cluster import (
+    AutoPausePlan,
+    FailoverPlan,
+    ReadPoolBudget,
+    auto_pause_plan,
+    cluster_max_connections,
+    failover_plan,
+    read_pool,
+)
 from infra.pooler_logins import admission
 from infra.settings import StackSettings
 from infra.workloads import (
@@ -350,6 +359,14 @@ class Budget:
         reserves = any(f.reserved_concurrency is not None for f in self.functions.values())
         return BOOTSTRAP_RESERVED_CONCURRENCY if reserves else None
 
+    # -- Aurora and existing databases (infra/budget_cluster.py) ---------------------------------
+    database_kind: str = "rds-instance"
+    read_pool: ReadPoolBudget | None = None
+    failover: FailoverPlan | None = None
+    auto_pause: AutoPausePlan | None = None
+    # Serverless v2's (min, max) ACUs: the capacity alarms and the dashboard's capacity line.
+    serverless_acu: tuple[float, float] | None = None
+
     @property
     def reserved_concurrency_total(self) -> int:
         """Every reservation the stack makes on the account: its functions' plus the bootstrap's."""
@@ -367,6 +384,9 @@ class Budget:
             "DB_RETRY_BUDGET_S": f"{fn.retry_budget_s:g}",
             "DB_RETRIES": "on",
             "DB_PREPARE_THRESHOLD": self.prepare_threshold,
+            # The read-only path's database (the read pool's alias with PgBouncer); its host
+            # comes from infra. Absent: the stack has no readers and handlers read via writes.
+            **({"DB_READ_NAME": self.read_pool.database_alias} if self.read_pool else {}),
         }
 
     @property
@@ -486,6 +506,18 @@ def _class_memory_gib(instance_class: str) -> float | None:
 
 def _max_connections(settings: StackSettings, out: list[Violation]) -> tuple[int, str]:
     db = settings.database
+    if db.kind != "rds-instance":
+        found = cluster_max_connections(settings)
+        if found is None:
+            out.append(
+                Violation(
+                    "database.max_connections",
+                    f"Aurora instance class {db.aurora.instance_class} is not in the kit's "
+                    "memory table; set database.max_connections explicitly",
+                )
+            )
+            return 0, "unknown"
+        return found
     if db.max_connections is not None:
         return db.max_connections, "explicit setting database.max_connections"
     gib = _class_memory_gib(db.instance_class)
@@ -995,6 +1027,16 @@ def compute_budget(settings: StackSettings) -> Budget:
             else None
         ),
     )
+    reads, pause, failover = _cluster_parts(
+        settings,
+        m=m,
+        limit=limit,
+        pgbouncer=pgbouncer,
+        rds_proxy=rds_proxy,
+        functions=functions,
+        warnings=warnings,
+        out=out,
+    )
     if out:
         raise BudgetError(out)
 
@@ -1023,6 +1065,13 @@ def compute_budget(settings: StackSettings) -> Budget:
         workloads=workloads,
         client_demand=demand,
         client_demand_text=demand_text,
+        database_kind=db.kind,
+        read_pool=reads,
+        failover=failover,
+        auto_pause=pause,
+        serverless_acu=(db.aurora.min_capacity_acu, db.aurora.max_capacity_acu)
+        if db.kind == "aurora" and db.aurora.serverless
+        else None,
     )
     return _with_workload_figures(_with_figures(budget, settings))
 
@@ -1088,6 +1137,66 @@ def _lambda_quota(settings: StackSettings) -> list[Violation]:
             "functions unreserved (functions.<name>.reserved_concurrency: null)",
         )
     ]
+
+
+def _cluster_parts(
+    settings: StackSettings,
+    *,
+    m: int,
+    limit: int,
+    pgbouncer: PgBouncerBudget | None,
+    rds_proxy: RdsProxyBudget | None,
+    functions: dict[str, FunctionBudget],
+    warnings: list[str],
+    out: list[Violation],
+) -> tuple[ReadPoolBudget | None, AutoPausePlan | None, FailoverPlan | None]:
+    """Aurora's read pool, auto-pause and failover plans (None for the other kinds)."""
+    db = settings.database
+    cluster_out: list[tuple[str, str]] = []
+    windows = {f.name: f.connect_timeout_s + f.retry_budget_s for f in functions.values()}
+    reads = read_pool(
+        settings,
+        max_connections=m,
+        limit=limit,
+        peak_processes=(
+            pgbouncer.deploy.peak_tasks * pgbouncer.processes_per_task if pgbouncer else None
+        ),
+        reserve_pool=pgbouncer.reserve_pool if pgbouncer else 0,
+        out=cluster_out,
+    )
+    if reads is not None and rds_proxy is not None:
+        reads = replace(reads, database_alias=db.name)
+    if reads is not None and pgbouncer is not None:
+        # A handler may hold a write and a read connection at once: two clients per instance.
+        instances, instances_text = client_demand(settings)
+        demand = 2 * instances
+        if demand > pgbouncer.usable_client_capacity:
+            cluster_out.append(
+                (
+                    "pooler.pgbouncer.max_client_conn",
+                    f"with a read path every function instance may hold two client "
+                    f"connections: 2 x ({instances_text}) = {demand} exceeds the pooler's "
+                    f"usable client capacity {pgbouncer.usable_client_capacity}",
+                )
+            )
+    pooler_waits = (
+        {
+            "pooler.pgbouncer.query_wait_timeout_s": pgbouncer.query_wait_timeout_s,
+            "pooler.pgbouncer.server_connect_timeout_s": pgbouncer.server_connect_timeout_s,
+        }
+        if pgbouncer is not None
+        else {}
+    )
+    pause = auto_pause_plan(
+        settings,
+        server_idle_timeout_s=pgbouncer.server_idle_timeout_s if pgbouncer else None,
+        pooler_waits=pooler_waits,
+        out=cluster_out,
+        warnings=warnings,
+    )
+    failover = failover_plan(settings, windows, warnings)
+    out += [Violation(setting, message) for setting, message in cluster_out]
+    return reads, pause, failover
 
 
 def _version(text: str) -> tuple[int, int]:
@@ -1436,7 +1545,69 @@ def _with_figures(budget: Budget, settings: StackSettings) -> Budget:
             )
         )
     figs += _pgbouncer_extra_figures(budget)
+    figs += _cluster_figures(budget)
     return replace(budget, figures=tuple(figs))
+
+
+def _cluster_figures(budget: Budget) -> list[Figure]:
+    """The read pool, the failover plan and the auto-pause plan (Aurora stacks only)."""
+    figs: list[Figure] = []
+    rp, fo, ap = budget.read_pool, budget.failover, budget.auto_pause
+    if rp is not None:
+        figs += [
+            Figure(
+                "read_pool.reader_max_connections",
+                rp.reader_max_connections,
+                "connections/reader",
+                "each reader has the writer's class and capacity range",
+            ),
+            Figure(
+                "read_pool.server_connections_peak",
+                rp.server_connections_peak,
+                "connections",
+                "budgeted against ONE reader: the reader endpoint's DNS may send every read "
+                "connection to the same reader",
+                budget.pooler_limit,
+                "one reader's pooler limit",
+            ),
+        ]
+    if fo is not None:
+        figs += [
+            Figure(
+                "failover.write_outage",
+                fo.write_outage_s,
+                "s",
+                "database.aurora.failover_write_outage_s",
+            ),
+            Figure(
+                "failover.pgbouncer_dns_max_ttl",
+                fo.dns_max_ttl_s,
+                "s",
+                "Aurora endpoints' DNS TTL: the pooler re-resolves the writer this soon",
+            ),
+        ]
+        figs += [
+            Figure(
+                f"failover.functions.{name}.rides_through",
+                1 if ok else 0,
+                "yes/no",
+                "connect timeout + retry budget >= write outage (else a clear error)",
+            )
+            for name, ok in sorted(fo.rides_through.items())
+        ]
+    if ap is not None:
+        figs += [
+            Figure(
+                "auto_pause.server_idle_timeout",
+                ap.server_idle_timeout_s,
+                "s",
+                "pooler's idle server connections close after this",
+                ap.seconds_until_auto_pause,
+                "seconds_until_auto_pause (else the cluster never pauses)",
+            ),
+            Figure("auto_pause.resume", ap.resume_s, "s", "a paused instance's resume"),
+        ]
+    return figs
 
 
 def _operations_figures(budget: Budget) -> list[Figure]:

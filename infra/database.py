@@ -184,6 +184,8 @@ class Database(pulumi.ComponentResource):
         self.arn = self.instance.arn
         self.resource_id = self.instance.resource_id
         self.master_secret_arn = self.instance.master_user_secrets.apply(_master_secret_arn)
+        self.reader_address: pulumi.Output[str] | None = None
+        self.instance_identifiers: dict[str, pulumi.Output[str]] = {"writer": self.identifier}
         self.register_outputs(
             {
                 "address": self.address,
@@ -191,6 +193,11 @@ class Database(pulumi.ComponentResource):
                 "master_secret_arn": self.master_secret_arn,
             }
         )
+
+    @property
+    def ready(self) -> list[pulumi.Resource]:
+        """What the bootstrap waits for."""
+        return [self.instance]
 
 
 def _master_secret_arn(secrets: Sequence[aws.rds.outputs.InstanceMasterUserSecret]) -> str:

@@ -228,6 +228,8 @@ class FunctionsArgs:
     sslrootcert: str = SYSTEM_CA
     layers: Sequence[pulumi.Input[str]] = field(default_factory=list)
     depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
+    # The read-only path's host (Aurora with readers): the pooler's read endpoint.
+    pooler_read_host: pulumi.Input[str] | None = None
 
 
 def application_environment(
@@ -238,6 +240,7 @@ def application_environment(
     pooler_host: pulumi.Input[str],
     secret_arn: pulumi.Input[str] | None,
     sslrootcert: str,
+    read_host: pulumi.Input[str] | None = None,
 ) -> dict[str, pulumi.Input[str]]:
     """The contract's variables: budget numbers plus where the pooler and credentials are."""
     iam = budget.rds_proxy is not None and budget.rds_proxy.iam_auth
@@ -253,6 +256,8 @@ def application_environment(
     }
     if not iam and secret_arn is not None:
         env["DB_SECRET_ARN"] = secret_arn
+    if read_host is not None and budget.read_pool is not None:
+        env["DB_READ_HOST"] = read_host
     return env
 
 
@@ -335,6 +340,7 @@ def _application_function(
                 pooler_host=args.pooler_host,
                 secret_arn=secret_arn_of(args, key),
                 sslrootcert=args.sslrootcert,
+                read_host=args.pooler_read_host,
             ),
             subnet_ids=args.subnet_ids,
             security_group_ids=[args.security_group_id],

@@ -69,6 +69,12 @@ class NetworkArgs:
     pooler_port: int
     pooler_kind: str
     tags: dict[str, str]
+    # An existing database's own security group: the stack adds its ingress rules to it (named,
+    # removed with the stack) instead of creating a database group.
+    database_sg_id: str | None = None
+    # Secrets besides the stack's own and `rds!db-*` that the bootstrap reads through the
+    # Secrets Manager endpoint (see endpoint_policy).
+    extra_secrets: tuple[str, ...] = ()
 
 
 def _service_name(region: str, service: str) -> str:
@@ -85,7 +91,9 @@ def needs_s3_gateway(pooler_kind: str) -> bool:
     return "ecr.dkr" in POOLER_ENDPOINTS[pooler_kind]
 
 
-def endpoint_policy(service: str, region: str, account: str) -> str:
+def endpoint_policy(
+    service: str, region: str, account: str, extra_secrets: tuple[str, ...] = ()
+) -> str:
     """The endpoint policy: only the calls the stack makes, by this account, on its resources.
 
     `Principal: *` alone would let code in the VPC holding another account's credentials write
@@ -99,6 +107,9 @@ def endpoint_policy(service: str, region: str, account: str) -> str:
     an ECR account, not by the stack's principals (aws-samples/data-perimeter-policy-examples,
     vpc_endpoint_policies/README.md, "Creation of containers with Amazon ECR images"): an
     account condition there would break image pulls, so the bucket ARN is its limit.
+
+    `extra_secrets`: further secret name patterns or ARNs the stack reads (an Aurora cluster's
+    RDS-managed master secret, `rds!cluster-*`; an existing database's master secret).
     """
     statement: dict[str, object] = {
         "Sid": "SlotguardCalls",
@@ -118,13 +129,18 @@ def endpoint_policy(service: str, region: str, account: str) -> str:
         statement["Resource"] = [
             f"arn:*:secretsmanager:{region}:{account}:secret:{pattern}"
             for pattern in SECRET_NAME_PATTERNS
+        ] + [
+            extra
+            if extra.startswith("arn:")
+            else f"arn:*:secretsmanager:{region}:{account}:secret:{extra}"
+            for extra in extra_secrets
         ]
     return json.dumps({"Version": "2012-10-17", "Statement": [statement]}, sort_keys=True)
 
 
-def _policy_of(service: str, region_and_account: list[str]) -> str:
+def _policy_of(service: str, extra_secrets: tuple[str, ...], region_and_account: list[str]) -> str:
     region, account = region_and_account
-    return endpoint_policy(service, region, account)
+    return endpoint_policy(service, region, account, extra_secrets)
 
 
 @dataclass(frozen=True)
@@ -326,15 +342,16 @@ class Network(pulumi.ComponentResource):
         self,
         rule: str,
         source: aws.ec2.SecurityGroup,
-        target: aws.ec2.SecurityGroup,
+        target: aws.ec2.SecurityGroup | str,
         port: int,
         description: str,
     ) -> None:
         """One flow source -> target: egress on the source and ingress on the target."""
+        target_id = target if isinstance(target, str) else target.id
         egress = aws.vpc.SecurityGroupEgressRule(
             f"{self._name}-out-{rule}",
             security_group_id=source.id,
-            referenced_security_group_id=target.id,
+            referenced_security_group_id=target_id,
             ip_protocol="tcp",
             from_port=port,
             to_port=port,
@@ -344,7 +361,7 @@ class Network(pulumi.ComponentResource):
         )
         ingress = aws.vpc.SecurityGroupIngressRule(
             f"{self._name}-in-{rule}",
-            security_group_id=target.id,
+            security_group_id=target_id,
             referenced_security_group_id=source.id,
             ip_protocol="tcp",
             from_port=port,
@@ -359,7 +376,13 @@ class Network(pulumi.ComponentResource):
         functions = self._group("functions", "Lambda functions: out to the pooler only")
         bootstrap = self._group("bootstrap", "Bootstrap function: out to the database")
         pooler = self._group("pooler", f"{args.pooler_kind}: from functions, to the database")
-        database = self._group("db", "RDS PostgreSQL: from the pooler and the bootstrap only")
+        database: aws.ec2.SecurityGroup | str
+        if args.database_sg_id is not None:
+            # The team's database: its group gets two named ingress rules (pooler, bootstrap)
+            # and nothing else; `pulumi destroy` removes them and leaves the group as it was.
+            database = args.database_sg_id
+        else:
+            database = self._group("db", "RDS PostgreSQL: from the pooler and the bootstrap only")
         lb: aws.ec2.SecurityGroup | None = None
         if args.pooler_kind == "pgbouncer":
             lb = self._group("pooler-lb", "Internal NLB in front of PgBouncer: from functions")
@@ -370,9 +393,18 @@ class Network(pulumi.ComponentResource):
         if lb is not None:
             # The NLB forwards clients and its health checks to the tasks on the same port.
             self._allow("lb-tasks", lb, pooler, args.pooler_port, "NLB to the PgBouncer tasks")
-        self._allow("pooler-db", pooler, database, args.database_port, "pooler to the database")
+        owner = (
+            f"slotguard {self._name.removeprefix('slotguard-')}: " if args.database_sg_id else ""
+        )
         self._allow(
-            "bootstrap-db", bootstrap, database, args.database_port, "bootstrap to the database"
+            "pooler-db", pooler, database, args.database_port, f"{owner}pooler to the database"
+        )
+        self._allow(
+            "bootstrap-db",
+            bootstrap,
+            database,
+            args.database_port,
+            f"{owner}bootstrap to the database",
         )
         self._api_callers = [("functions", functions), ("bootstrap", bootstrap)]
         if args.pooler_kind == "pgbouncer":
@@ -382,7 +414,9 @@ class Network(pulumi.ComponentResource):
         self.bootstrap_sg_id = bootstrap.id
         self.pooler_sg_id = pooler.id
         self.pooler_lb_sg_id = lb.id if lb is not None else None
-        self.database_sg_id = database.id
+        self.database_sg_id = (
+            pulumi.Output.from_input(database) if isinstance(database, str) else database.id
+        )
 
     # -- reaching AWS APIs -----------------------------------------------------------------
 
@@ -412,7 +446,7 @@ class Network(pulumi.ComponentResource):
                     subnet_ids=self.subnet_ids,
                     security_group_ids=[endpoints.id],
                     policy=pulumi.Output.all(region, account).apply(
-                        functools.partial(_policy_of, service)
+                        functools.partial(_policy_of, service, args.extra_secrets)
                     ),
                     tags={**tags, "Name": f"{name}-vpce-{service}"},
                     opts=child,
@@ -442,7 +476,7 @@ class Network(pulumi.ComponentResource):
                 vpc_endpoint_type="Gateway",
                 route_table_ids=route_tables,
                 policy=pulumi.Output.all(region, account).apply(
-                    functools.partial(_policy_of, "s3")
+                    functools.partial(_policy_of, "s3", ())
                 ),
                 tags={**tags, "Name": f"{name}-vpce-s3"},
                 opts=child,

@@ -205,6 +205,13 @@ class MockAccount:
     other_functions: Mapping[str, int] = field(default_factory=dict)
     # the stack's running RDS instance (None: a new stack, nothing deployed yet)
     database: DeployedDatabase | None = None
+    # A database the team owns (database.kind `existing`): what getInstance/getCluster answer
+    # for any identifier not listed in `missing_databases`.
+    existing_engine_version: str = "16.10"
+    existing_port: int = 5432
+    existing_security_groups: tuple[str, ...] = ("sg-0e1d2c3b4a5f60718",)
+    existing_cluster_members: tuple[str, ...] = ("orders-1", "orders-2")
+    missing_databases: frozenset[str] = frozenset()
 
 
 class OfflineMocks(pulumi_mocks.Mocks):
@@ -269,6 +276,10 @@ class OfflineMocks(pulumi_mocks.Mocks):
             service = str(args.args.get("serviceName", "")).split(f".{self.region}.", 1)[-1]
             if service not in self.account.existing_endpoints:
                 return "no matching EC2 VPC Endpoint found"
+        if invoke in {"getInstance", "getCluster"}:
+            wanted = args.args.get("dbInstanceIdentifier") or args.args.get("clusterIdentifier")
+            if wanted in self.account.missing_databases:
+                return f"couldn't find resource (21 retries): DB {wanted} not found"
         return None
 
     def _answer(self, args: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
@@ -365,8 +376,17 @@ class OfflineMocks(pulumi_mocks.Mocks):
                 "parameterGroupFamily": f"postgres{major}",
                 "exportableLogTypes": ["postgresql", "upgrade"],
             }
-        if invoke in ("getInstances", "getInstance"):
+        if invoke == "getInstances":
             return self._database_answer(invoke)
+        running = self.account.database
+        if (
+            invoke == "getInstance"
+            and running is not None
+            and args.args.get("dbInstanceIdentifier") == running.identifier
+        ):
+            return self._database_answer(invoke)
+        if invoke in {"getInstance", "getCluster"}:
+            return self._existing_database(invoke, args)
         if invoke == "getAuthorizationToken":
             return {
                 "id": r,
@@ -396,6 +416,40 @@ class OfflineMocks(pulumi_mocks.Mocks):
             "dbName": db.db_name,
             "storageEncrypted": db.storage_encrypted,
             "masterUsername": db.username,
+        }
+
+    def _existing_database(self, invoke: str, args: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
+        a, r = self.account, self.region
+        if invoke == "getCluster":
+            name = str(args.args["clusterIdentifier"])
+            host = f"{name}.cluster-c{_digest(name)[:11]}.{r}.rds.amazonaws.com"
+            return {
+                "id": name,
+                "clusterIdentifier": name,
+                "engine": "aurora-postgresql",
+                "engineVersion": a.existing_engine_version,
+                "endpoint": host,
+                "readerEndpoint": host.replace(".cluster-", ".cluster-ro-"),
+                "port": a.existing_port,
+                "dbClusterParameterGroupName": f"{name}-params",
+                "clusterResourceId": f"cluster-{_digest(name)[:26].upper()}",
+                "arn": self.arn("rds", f"cluster:{name}"),
+                "vpcSecurityGroupIds": list(a.existing_security_groups),
+                "clusterMembers": list(a.existing_cluster_members),
+            }
+        name = str(args.args["dbInstanceIdentifier"])
+        host = f"{name}.c{_digest(name)[:11]}.{r}.rds.amazonaws.com"
+        return {
+            "id": name,
+            "dbInstanceIdentifier": name,
+            "engine": "postgres",
+            "engineVersion": a.existing_engine_version,
+            "address": host,
+            "port": a.existing_port,
+            "dbParameterGroups": [f"{name}-params"],
+            "resourceId": f"db-{_digest(name)[:26].upper()}",
+            "dbInstanceArn": self.arn("rds", f"db:{name}"),
+            "vpcSecurityGroups": list(a.existing_security_groups),
         }
 
 
@@ -450,6 +504,39 @@ def _rds_instance(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer
         # DbiResourceId: new for every instance created, unlike the identifier
         "resourceId": f"db-{short.upper()[:26]}",
         "engineVersionActual": str(a.inputs.get("engineVersion", "")),
+    }
+
+
+def _rds_cluster(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
+    identifier = f"{a.name}-{short[:7]}"
+    host = f"{identifier}.cluster-c{short[:11]}.{m.region}.rds.amazonaws.com"
+    secret = m.arn("secretsmanager", f"secret:rds!cluster-{short}-AbCdEf")
+    return identifier, {
+        "clusterIdentifier": identifier,
+        "endpoint": host,
+        "readerEndpoint": host.replace(".cluster-", ".cluster-ro-"),
+        "port": a.inputs.get("port", 5432),
+        "arn": m.arn("rds", f"cluster:{identifier}"),
+        "masterUserSecrets": [{"secretArn": secret, "secretStatus": "active"}],
+        "clusterResourceId": f"cluster-{short.upper()[:26]}",
+        "engineVersion": str(a.inputs.get("engineVersion", "")),
+    }
+
+
+def _rds_cluster_instance(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
+    identifier = f"{a.name}-{short[:7]}"
+    return identifier, {
+        "identifier": identifier,
+        "endpoint": f"{identifier}.c{short[:11]}.{m.region}.rds.amazonaws.com",
+        "arn": m.arn("rds", f"db:{identifier}"),
+    }
+
+
+def _rds_proxy_endpoint(m: OfflineMocks, a: MockArgs, name: str, short: str) -> Answer:
+    endpoint_name = str(a.inputs.get("dbProxyEndpointName") or a.name)
+    return endpoint_name, {
+        "endpoint": f"{endpoint_name}.endpoint.proxy-c{short[:11]}.{m.region}.rds.amazonaws.com",
+        "arn": m.arn("rds", f"db-proxy-endpoint:prx-endpoint-{short}"),
     }
 
 
@@ -577,6 +664,9 @@ _ANSWERS: dict[str, Any] = {
     "aws:ec2/vpcEndpoint:VpcEndpoint": _vpc_endpoint,
     "aws:rds/instance:Instance": _rds_instance,
     "aws:rds/proxy:Proxy": _rds_proxy,
+    "aws:rds/cluster:Cluster": _rds_cluster,
+    "aws:rds/clusterInstance:ClusterInstance": _rds_cluster_instance,
+    "aws:rds/proxyEndpoint:ProxyEndpoint": _rds_proxy_endpoint,
     "aws:secretsmanager/secret:Secret": _secret,
     "aws:secretsmanager/secretVersion:SecretVersion": _secret_version,
     "random:index/randomPassword:RandomPassword": _random_password,
@@ -784,6 +874,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "prod-iam": ("prod", {"pooler": {"rds_proxy": {"iam_auth": True}}}),
     "prod-pgbouncer": ("prod", {"pooler": {"kind": "pgbouncer"}}),
 }
+# The other database kinds (kept apart: many tests of VARIANTS inspect the RDS instance): an
+# Aurora cluster behind either pooler, and the team's own database.
+KIND_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "aurora": ("aurora", {}),
+    "aurora-rds-proxy": ("aurora", {"pooler": {"kind": "rds-proxy"}}),
+    "existing": ("existing", {}),
+}
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -798,9 +895,10 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 
 def variant_settings(name: str, root: Path | None = None) -> StackSettings:
     """The settings of an example stack with one variant's overrides (stack named `name`)."""
-    if name not in VARIANTS:
-        raise SettingsError([f"stack: no example variant {name!r} (have {', '.join(VARIANTS)})"])
-    base, override = VARIANTS[name]
+    known = {**VARIANTS, **KIND_VARIANTS}
+    if name not in known:
+        raise SettingsError([f"stack: no example variant {name!r} (have {', '.join(known)})"])
+    base, override = known[name]
     document = yaml.safe_load(stack_file(base, root).read_text()) or {}
     config: dict[str, Any] = dict(document.get("config") or {})
     prefix = f"{PROJECT}:"
@@ -818,7 +916,9 @@ def main(argv: list[str] | None = None) -> int:
 
     names = (argv if argv is not None else sys.argv[1:]) or ["dev", "prod"]
     for name in names:
-        settings = variant_settings(name) if name in VARIANTS else load_stack(name)
+        settings = (
+            variant_settings(name) if name in {**VARIANTS, **KIND_VARIANTS} else load_stack(name)
+        )
         run = run_offline(settings)
         print(f"{name}: {len(run.resources)} resources in {run.seconds:.2f} s")
         for type_, count in summary(run).items():

@@ -50,6 +50,10 @@ class PoolerArgs:
     workload_verifiers: Mapping[str, tuple[pulumi.Input[str], pulumi.Input[str]]] = field(
         default_factory=dict
     )
+    # Aurora with readers: the reader endpoint (the read pool's or proxy endpoint's target).
+    reader_address: pulumi.Input[str] | None = None
+    # An Aurora cluster (RDS Proxy targets a cluster by its cluster identifier).
+    database_is_cluster: bool = False
 
 
 def create_pooler(
@@ -81,6 +85,7 @@ def create_pooler(
                 tags=args.tags,
                 function_runtimes=args.function_runtimes,
                 function_architectures=args.function_architectures,
+                reader_address=args.reader_address,
             ),
             opts,
         )
@@ -96,6 +101,8 @@ def create_pooler(
             workload_secret_arns=args.workload_secret_arns,
             app_user_standby_secret_arn=args.app_user_standby_secret_arn,
             tags=args.tags,
+            database_is_cluster=args.database_is_cluster,
+            read_only_endpoint=args.reader_address is not None,
         ),
         opts,
     )

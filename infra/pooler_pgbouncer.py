@@ -22,6 +22,7 @@ import pulumi_tls as tls
 from infra.app_user import VERIFIER_KEY
 from infra.aws_constraints import fargate_pair_problem
 from infra.budget import NLB_HEALTH_INTERVAL_S, NLB_HEALTHY_THRESHOLD, Budget, PgBouncerBudget
+from infra.budget_cluster import pgbouncer_fields
 from infra.ecr_image import image_reference
 from infra.functions import LOG_RETENTION_DAYS, assume_role_policy, role_name_prefix
 from infra.rotation import CLONE_SUFFIX
@@ -140,9 +141,22 @@ def task_environment(
     database_port: pulumi.Input[int],
     region: pulumi.Input[str],
     service_name: str,
+    budget: Budget | None = None,
+    reader_address: pulumi.Input[str] | None = None,
 ) -> dict[str, pulumi.Input[str]]:
-    """`PGBOUNCER_*` variables (docs/pgbouncer.md): the budget's per-process numbers."""
+    """`PGBOUNCER_*` variables (docs/pgbouncer.md): the budget's per-process numbers.
+
+    With an Aurora budget, also the failover settings and the read pool on `reader_address`.
+    """
     p = task_env.PREFIX
+    cluster: dict[str, pulumi.Input[str]] = {}
+    if budget is not None:
+        fields = pgbouncer_fields(budget.read_pool, budget.failover)
+        if reader_address is None:
+            fields = {k: v for k, v in fields.items() if not k.startswith("READ_")}
+        cluster = {f"{p}{key}": value for key, value in fields.items()}
+        if reader_address is not None and budget.read_pool is not None:
+            cluster[f"{p}READ_DB_HOST"] = reader_address
     dimensions = ",".join(
         f"{key}={value}" for key, value in metric_dimensions(settings, service_name).items()
     )
@@ -177,6 +191,7 @@ def task_environment(
         # One datapoint per alarm period at least (CloudWatch aggregates the tasks' points).
         f"{p}METRICS_INTERVAL_S": str(min(settings.alarms.period_s, 60)),
         "AWS_REGION": region,
+        **cluster,
     }
 
 
@@ -274,6 +289,8 @@ class PgBouncerArgs:
     # The alternating-users clone's verifier (infra/rotation.py); None: app_user's alone.
     app_user_clone_verifier_secret_arn: pulumi.Input[str] | None = None
     app_user_clone_verifier_version_id: pulumi.Input[str] | None = None
+    # Aurora with readers: the reader endpoint behind the read pool.
+    reader_address: pulumi.Input[str] | None = None
 
 
 class PgBouncerPooler(pulumi.ComponentResource):
@@ -292,7 +309,7 @@ class PgBouncerPooler(pulumi.ComponentResource):
     # Where the pooler's health is published: ECS Container Insights and the NLB's target group.
     health_dimensions: dict[str, dict[str, pulumi.Input[str]]]
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 - one resource after another
         self, name: str, args: PgBouncerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("slotguard:pooler:PgBouncer", name, None, opts)
@@ -544,6 +561,8 @@ class PgBouncerPooler(pulumi.ComponentResource):
                 database_port=args.database_port,
                 region=region,
                 service_name=self.service_name,
+                budget=budget,
+                reader_address=args.reader_address,
             ),
             **workload_pool_environment(budget),
         }
@@ -704,6 +723,10 @@ class PgBouncerPooler(pulumi.ComponentResource):
         }
         autoscaling(name, pb, cluster.name, service.name, parent=self)
         self.endpoint = nlb.dns_name
+        # The read pool is another database name on the same NLB and port.
+        self.read_endpoint: pulumi.Output[str] | None = (
+            nlb.dns_name if args.reader_address is not None and budget.read_pool else None
+        )
         # What `slotguard verify` reads: the service's running tasks and the NLB's targets.
         self.cluster_name = cluster.name
         # The service's generated physical name; `service_name` is the metrics' label only.

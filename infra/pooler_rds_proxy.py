@@ -34,6 +34,9 @@ class RdsProxyArgs:
 
     # The standby login's secret (alternating users): the proxy accepts both logins.
     app_user_standby_secret_arn: pulumi.Input[str] | None = None
+    # Aurora: the proxy's target is the cluster, and readers get a read-only proxy endpoint.
+    database_is_cluster: bool = False
+    read_only_endpoint: bool = False
 
 
 def _secret_resources(args: RdsProxyArgs) -> pulumi.Input[str] | list[pulumi.Input[str]]:
@@ -167,9 +170,27 @@ class RdsProxyPooler(pulumi.ComponentResource):
             f"{name}-target",
             db_proxy_name=proxy.name,
             target_group_name=DEFAULT_TARGET_GROUP,
-            db_instance_identifier=args.database_identifier,
+            # A cluster is registered by its cluster identifier; RDS Proxy then follows the
+            # writer through failovers by itself.
+            db_instance_identifier=None if args.database_is_cluster else args.database_identifier,
+            db_cluster_identifier=args.database_identifier if args.database_is_cluster else None,
             opts=child,
         )
+        self.read_endpoint: pulumi.Output[str] | None = None
+        if args.read_only_endpoint:
+            # A proxy endpoint with target_role READ_ONLY reaches the cluster's readers only
+            # (pulumi-aws `rds.ProxyEndpoint`: "Valid values are `READ_WRITE` and `READ_ONLY`").
+            reader = aws.rds.ProxyEndpoint(
+                f"{name}-read",
+                db_proxy_name=proxy.name,
+                db_proxy_endpoint_name=f"slotguard-{s.stack}-read",
+                vpc_subnet_ids=args.subnet_ids,
+                vpc_security_group_ids=[args.security_group_id],
+                target_role="READ_ONLY",
+                tags=tags,
+                opts=child,
+            )
+            self.read_endpoint = reader.endpoint
         self.port = rp.port
         self.endpoint = proxy.endpoint
         self.proxy_name = proxy.name

@@ -17,6 +17,8 @@ from infra.alarms import Alarms, AlarmsArgs
 from infra.app_user import AppUser, AppUserArgs
 from infra.budget import Budget
 from infra.database import Database, DatabaseArgs, parameters
+from infra.database_aurora import AuroraArgs, AuroraDatabase
+from infra.database_existing import ExistingDatabase
 from infra.deployed import PendingReader, deployed_database
 from infra.ecr_image import check_platform, image_platforms, image_reference
 from infra.functions import CodeSource, FunctionCode, Functions, FunctionsArgs
@@ -42,7 +44,7 @@ class Stack:
     """The components of one stack, for tests and for exporting outputs."""
 
     network: Network
-    database: Database
+    database: Database | AuroraDatabase | ExistingDatabase
     app_user: AppUser
     pooler: Pooler
     functions: Functions
@@ -93,19 +95,13 @@ def build_stack(
             pooler_port=budget.pooler_port,
             pooler_kind=settings.pooler.kind,
             tags=tags,
+            database_sg_id=settings.database.existing.security_group_id
+            if settings.database.kind == "existing"
+            else None,
+            extra_secrets=master_secret_patterns(settings),
         ),
     )
-    database = Database(
-        name,
-        DatabaseArgs(
-            settings=settings,
-            budget=budget,
-            subnet_ids=network.subnet_ids,
-            security_group_id=network.database_sg_id,
-            tags=tags,
-            lifecycle=lifecycle,
-        ),
-    )
+    database = create_database(name, settings, budget, network, tags, lifecycle=lifecycle)
     app_user = AppUser(
         name,
         AppUserArgs(
@@ -121,10 +117,10 @@ def build_stack(
             tags=tags,
             # The bootstrap reaches Secrets Manager through the endpoints and the database
             # through the security-group rules: both in place before it runs.
-            depends_on=[database.instance, *network.ready],
+            depends_on=[*database.ready, *network.ready],
         ),
     )
-    if settings.reboot_for_parameters:
+    if settings.reboot_for_parameters and isinstance(database, Database):
         # After the first bootstrap run (which already lowered app_user's limit on a decrease):
         # reboot when max_connections waits for it, then let the bootstrap raise the limit.
         parameter_reboot(
@@ -163,6 +159,9 @@ def build_stack(
             tags=tags,
             function_runtimes=[f.runtime for f in settings.functions.values()],
             function_architectures=[f.architecture for f in settings.functions.values()],
+            reader_address=database.reader_address if budget.read_pool is not None else None,
+            database_is_cluster=settings.database.kind == "aurora"
+            or (settings.database.kind == "existing" and settings.database.existing.is_cluster),
         ),
     )
     functions = Functions(
@@ -180,6 +179,7 @@ def build_stack(
             tags=tags,
             sslrootcert=pooler.client_sslrootcert,
             layers=[pooler.client_ca_layer_arn] if pooler.client_ca_layer_arn is not None else [],
+            pooler_read_host=pooler.read_endpoint,
             depends_on=[app_user.invocation, *network.ready],
         ),
     )
@@ -194,6 +194,12 @@ def build_stack(
             pooler_health_dimensions=pooler.health_dimensions,
             function_names={k: f.function.name for k, f in functions.functions.items()},
             tags=tags,
+            instance_identifiers=database.instance_identifiers
+            if settings.database.kind != "rds-instance"
+            else {},
+            cluster_identifier=database.identifier
+            if settings.database.kind == "aurora" or settings.database.existing.is_cluster
+            else None,
         ),
     )
     outputs: dict[str, pulumi.Input[object]] = {
@@ -221,6 +227,13 @@ def build_stack(
     }
     outputs.update(verify_outputs(database, app_user, pooler, alarms))
     outputs["database_lifecycle"] = lifecycle_output(lifecycle)
+    if settings.database.kind != "rds-instance":
+        # What `slotguard verify` needs besides: the kind, and every instance's identifier.
+        outputs["database_kind"] = settings.database.kind
+        outputs["database_is_cluster"] = settings.database.kind == "aurora" or (
+            settings.database.existing.is_cluster
+        )
+        outputs["database_instance_identifiers"] = database.instance_identifiers
     return Stack(network, database, app_user, pooler, functions, alarms, outputs)
 
 
@@ -253,8 +266,64 @@ def lifecycle_output(plan: LifecyclePlan) -> dict[str, object]:
     }
 
 
+def master_secret_patterns(settings: StackSettings) -> tuple[str, ...]:
+    """The master secret the bootstrap reads, where `rds!db-*` does not name it.
+
+    RDS names the master secret it manages for an instance `rds!db-<id>`; the cluster's is taken
+    as `rds!cluster-<id>` (the same scheme; not stated on the RDS user guide page
+    "Password management with Amazon RDS and AWS Secrets Manager", so verify it on a first
+    deploy: the bootstrap fails naming the secret if the endpoint policy refuses it).
+    """
+    db = settings.database
+    if db.kind == "aurora":
+        return ("rds!cluster-*",)
+    if db.kind == "existing" and db.existing.master_secret_arn:
+        return (db.existing.master_secret_arn,)
+    return ()
+
+
+def create_database(
+    name: str,
+    settings: StackSettings,
+    budget: Budget,
+    network: Network,
+    tags: dict[str, str],
+    *,
+    lifecycle: LifecyclePlan,
+) -> Database | AuroraDatabase | ExistingDatabase:
+    """The database of `database.kind`: a new instance (default), a new cluster, or the team's."""
+    kind = settings.database.kind
+    if kind == "existing":
+        return ExistingDatabase(name, settings)
+    if kind == "aurora":
+        return AuroraDatabase(
+            name,
+            AuroraArgs(
+                settings=settings,
+                budget=budget,
+                subnet_ids=network.subnet_ids,
+                security_group_id=network.database_sg_id,
+                tags=tags,
+            ),
+        )
+    return Database(
+        name,
+        DatabaseArgs(
+            settings=settings,
+            budget=budget,
+            subnet_ids=network.subnet_ids,
+            security_group_id=network.database_sg_id,
+            tags=tags,
+            lifecycle=lifecycle,
+        ),
+    )
+
+
 def verify_outputs(
-    database: Database, app_user: AppUser, pooler: Pooler, alarms: Alarms
+    database: Database | AuroraDatabase | ExistingDatabase,
+    app_user: AppUser,
+    pooler: Pooler,
+    alarms: Alarms,
 ) -> dict[str, pulumi.Input[object]]:
     """The names `slotguard verify` looks up after `pulumi up` (added, never renamed)."""
     outputs: dict[str, pulumi.Input[object]] = {

@@ -119,9 +119,139 @@ class NetworkSettings(_Section):
         return self
 
 
-class DatabaseSettings(_Section):
-    """The RDS PostgreSQL instance."""
+# Aurora Serverless v2's capacity range: half-ACU steps from 0 (auto-pause) to 256
+# (ServerlessV2ScalingConfiguration, RDS API reference; tests/test_infra_aurora.py cites it).
+ACU_STEP = 0.5
+ACU_MAX = 256.0
+AUTO_PAUSE_MIN_S = 300
+AUTO_PAUSE_MAX_S = 86_400
+SERVERLESS_CLASS = "db.serverless"
 
+
+class AuroraSettings(_Section):
+    """An Aurora PostgreSQL cluster (database.kind `aurora`): a writer and optional readers."""
+
+    instance_class: str = Field(
+        SERVERLESS_CLASS,
+        pattern=r"^db\.[a-z0-9]+(\.[a-z0-9]+)?$",
+        description="Class of every instance of the cluster: `db.serverless` (Serverless v2, "
+        "capacity between `min_capacity_acu` and `max_capacity_acu`) or a provisioned class "
+        "(`db.r6g.large`). Readers use the writer's class, so every instance has the same "
+        "`max_connections` and a failover changes no number of the budget.",
+    )
+    min_capacity_acu: float = Field(
+        0.5,
+        ge=0,
+        le=ACU_MAX,
+        description="Serverless v2 minimum ACUs (half steps). 0 lets the cluster pause when "
+        "idle (`seconds_until_auto_pause`); 0 or 0.5 caps `max_connections` at 2,000.",
+    )
+    max_capacity_acu: float = Field(
+        4.0,
+        ge=1,
+        le=ACU_MAX,
+        description="Serverless v2 maximum ACUs (half steps): sets the default "
+        "`max_connections` (AWS's table by maximum ACU; between published points the kit takes "
+        "the lower one, e.g. 189 for 4 ACUs, so set `max_connections` to use more).",
+    )
+    seconds_until_auto_pause: int = Field(
+        3600,
+        ge=AUTO_PAUSE_MIN_S,
+        le=AUTO_PAUSE_MAX_S,
+        description="Idle seconds before a cluster with `min_capacity_acu` 0 pauses (AWS "
+        "allows 300 to 86,400). The pooler's idle server connections must close well before, or "
+        "they keep it awake; the budget checks it.",
+    )
+    readers: int = Field(
+        0,
+        ge=0,
+        le=15,
+        description="Reader instances (Aurora allows 15). With one or more, the pooler offers "
+        "a read pool on the reader endpoint and functions a read-only path.",
+    )
+    failover_write_outage_s: int = Field(
+        60,
+        ge=5,
+        le=600,
+        description="The write outage a failover is planned for: measure your cluster's (a "
+        "test failover) and set it. A function whose connect timeout plus retry budget covers "
+        "it rides through; one that does not fails with the helper's clear error, and the "
+        "budget says which.",
+    )
+
+    @field_validator("min_capacity_acu", "max_capacity_acu")
+    @classmethod
+    def _half_steps(cls, value: float) -> float:
+        if value * 2 != int(value * 2):
+            raise ValueError("ACUs come in half steps (0.5, 1, 1.5, ...)")
+        return value
+
+    @model_validator(mode="after")
+    def _range(self) -> AuroraSettings:
+        if self.min_capacity_acu > self.max_capacity_acu:
+            raise ValueError(
+                f"min_capacity_acu {self.min_capacity_acu:g} exceeds max_capacity_acu "
+                f"{self.max_capacity_acu:g}"
+            )
+        return self
+
+    @property
+    def serverless(self) -> bool:
+        return self.instance_class == SERVERLESS_CLASS
+
+    @property
+    def auto_pause(self) -> bool:
+        return self.serverless and self.min_capacity_acu == 0
+
+
+class ExistingDatabaseSettings(_Section):
+    """A database the team already owns (database.kind `existing`): the stack never changes it."""
+
+    instance_identifier: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9-]{0,62}$",
+        description="The RDS for PostgreSQL instance's identifier (or give "
+        "`cluster_identifier`). Endpoint, port and engine version are looked up at preview.",
+    )
+    cluster_identifier: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9-]{0,62}$",
+        description="The Aurora PostgreSQL cluster's identifier (or give `instance_identifier`).",
+    )
+    master_secret_arn: str | None = Field(
+        None,
+        pattern=r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$",
+        description="The master user's secret (RDS-managed or your own, with `username` and "
+        "`password`): the bootstrap creates `app_user` and the migrator with it.",
+    )
+    security_group_id: str | None = Field(
+        None,
+        pattern=r"^sg-[0-9a-f]{8,17}$",
+        description="The database's security group: the stack adds two named ingress rules to "
+        "it (pooler and bootstrap to the database port), removed with the stack.",
+    )
+
+    @property
+    def identifier(self) -> str:
+        return self.instance_identifier or self.cluster_identifier or ""
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.cluster_identifier is not None
+
+
+DatabaseKind = Literal["rds-instance", "aurora", "existing"]
+
+
+class DatabaseSettings(_Section):
+    """The database: a new RDS instance (default), an Aurora cluster, or one you own."""
+
+    kind: DatabaseKind = Field(
+        "rds-instance",
+        description="`rds-instance` (a new RDS for PostgreSQL instance), `aurora` (a new Aurora "
+        "PostgreSQL cluster, section `aurora`) or `existing` (an instance or cluster you own, "
+        "section `existing`; the stack never modifies, replaces or deletes it).",
+    )
     engine_version: str = Field(
         "16",
         description="PostgreSQL major version only (`16`): RDS creates the newest minor it "
@@ -200,6 +330,44 @@ class DatabaseSettings(_Section):
         "limit. Empty: on for `dev`, off for `prod` (reboot in your maintenance window; until "
         "then the limit stays within the running server's).",
     )
+
+    aurora: AuroraSettings = Field(default_factory=AuroraSettings)
+    existing: ExistingDatabaseSettings = Field(default_factory=ExistingDatabaseSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_alias(cls, value: Any) -> Any:
+        # `kind: rds` is read as the default `rds-instance`.
+        if isinstance(value, dict) and value.get("kind") == "rds":
+            return {**value, "kind": "rds-instance"}
+        return value
+
+    @model_validator(mode="after")
+    def _kind_sections(self) -> DatabaseSettings:
+        # A section left at its defaults is no setting (a dump of the settings holds both).
+        if self.kind != "aurora" and self.aurora != AuroraSettings():
+            raise ValueError("the `aurora` section applies only to kind `aurora`")
+        if self.kind != "existing" and self.existing != ExistingDatabaseSettings():
+            raise ValueError("the `existing` section applies only to kind `existing`")
+        if self.kind == "existing":
+            ex = self.existing
+            if (ex.instance_identifier is None) == (ex.cluster_identifier is None):
+                raise ValueError(
+                    "kind `existing` needs exactly one of existing.instance_identifier and "
+                    "existing.cluster_identifier"
+                )
+            missing = [k for k in ("master_secret_arn", "security_group_id") if not getattr(ex, k)]
+            if missing:
+                raise ValueError(
+                    "kind `existing` needs " + " and ".join(f"existing.{k}" for k in missing)
+                )
+            if self.max_connections is None:
+                raise ValueError(
+                    "kind `existing` needs max_connections: the value the database's parameter "
+                    "group sets (the budget is computed from it; `pulumi preview` and "
+                    "`slotguard verify` compare it with the live database)"
+                )
+        return self
 
     protect: bool | None = Field(
         None,
@@ -280,6 +448,8 @@ class DatabaseSettings(_Section):
 
     @property
     def parameter_group_family(self) -> str:
+        if self.kind == "aurora":
+            return f"aurora-postgresql{self.engine_major}"
         return f"postgres{self.engine_major}"
 
 
@@ -753,6 +923,16 @@ class StackSettings(_Section):
         """The function the tools burst by default: `storm_function`, else the first one."""
         return self.storm_function or next(iter(self.functions))
 
+    @model_validator(mode="after")
+    def _existing_database_network(self) -> StackSettings:
+        # A database the team owns lives in its own VPC: the pooler and the functions join it.
+        if self.database.kind == "existing" and self.network.mode != "existing":
+            raise ValueError(
+                "database.kind `existing` needs network.mode `existing` with the database's "
+                "vpc_id and subnet_ids, so the pooler and the functions can reach it"
+            )
+        return self
+
     @property
     def is_prod(self) -> bool:
         return self.environment == "prod"
@@ -769,6 +949,9 @@ class StackSettings(_Section):
 
     @property
     def reboot_for_parameters(self) -> bool:
+        if self.database.kind != "rds-instance":
+            # Aurora instances and a database the team owns are rebooted by their owners.
+            return False
         flag = self.database.reboot_for_parameters
         return flag if flag is not None else not self.is_prod
 

@@ -94,6 +94,31 @@ class DatabaseTarget:
         return self.alias or self.dbname
 
 
+# The read pool's server connections refuse writes whichever instance they land on: Aurora's
+# reader endpoint points at the writer when a cluster has no reader left. Set per server
+# connection, so PgBouncer's transaction pooling keeps it (clients cannot pass it as `options`,
+# which the pooler refuses).
+READ_ONLY_CONNECT_QUERY = "SET default_transaction_read_only = on"
+# The write pool refuses a server connection that lands on a reader (a hot standby): after a
+# failover the old writer's address may still be cached for up to `dns_max_ttl`, and a
+# connection opened to it then would fail every write until `server_lifetime`. On a standby
+# pg_is_in_recovery() is true, the division fails, and PgBouncer drops the connection and
+# retries the login after `server_login_retry`.
+WRITER_GUARD_CONNECT_QUERY = "SELECT 1 / (NOT pg_is_in_recovery())::int"
+
+
+@dataclass(frozen=True)
+class ReadTarget:
+    """A second pool on the reader endpoint (Aurora readers), under its own client-side name."""
+
+    host: str
+    alias: str
+    port: int = 5432
+    # Per process, like the main pool's: the budget sizes them against one reader's ceiling.
+    pool_size: int = 1
+    max_db_connections: int = 1
+
+
 @dataclass(frozen=True)
 class ClientTls:
     """The pooler's own certificate, presented to the functions (they verify it)."""
@@ -209,6 +234,14 @@ class PgBouncerSettings:
     # Roles with a pool of their own (the budget's workloads); every other user gets
     # default_pool_size. Empty: no `[users]` section.
     user_pools: tuple[UserPool, ...] = ()
+    # -- Aurora: a read pool and failover (None/False: the single-instance rendering of old) --
+    read_database: ReadTarget | None = None
+    # Refuse server connections that land on a standby (WRITER_GUARD_CONNECT_QUERY).
+    writer_guard: bool = False
+    # PgBouncer's cache of a resolved host name (its default is 15 s); None leaves it unset.
+    dns_max_ttl_s: int | None = None
+    # How long an idle server connection may go unchecked before reuse.
+    server_check_delay_s: int = 30
 
     @property
     def fds_needed(self) -> int:
@@ -339,6 +372,7 @@ def _check(settings: PgBouncerSettings) -> None:  # noqa: PLR0912 - one check pe
         "verify-full",
     }:
         raise PgBouncerConfigError(f"database.sslmode {s.database.sslmode!r} is not an sslmode")
+    _check_read(s)
     if s.database.sslmode.startswith("verify") and not s.database.ca_file:
         raise PgBouncerConfigError(
             f"database.sslmode {s.database.sslmode} needs database.ca_file (the RDS CA bundle)"
@@ -383,6 +417,22 @@ def _users_section(s: PgBouncerSettings) -> str:
     return "\n[users]\n" + "\n".join(lines) + "\n"
 
 
+def _check_read(s: PgBouncerSettings) -> None:
+    read = s.read_database
+    if read is None:
+        return
+    if read.alias in {s.database.client_name, ADMIN_DATABASE}:
+        raise PgBouncerConfigError(
+            f"read_database.alias {read.alias!r} must differ from the main database's name and "
+            f"from {ADMIN_DATABASE!r}"
+        )
+    if not 1 <= read.pool_size <= read.max_db_connections:
+        raise PgBouncerConfigError(
+            f"read_database pool_size {read.pool_size} must be between 1 and its "
+            f"max_db_connections {read.max_db_connections}"
+        )
+
+
 def _value(value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -394,7 +444,17 @@ def _value(value: object) -> str:
 def _database_line(s: PgBouncerSettings) -> str:
     db = s.database
     parts = [f"host={db.host}", f"port={db.port}", f"dbname={db.dbname}"]
-    return f"{db.client_name} = " + " ".join(parts)
+    if s.writer_guard:
+        parts.append(f"connect_query='{WRITER_GUARD_CONNECT_QUERY}'")
+    line = f"{db.client_name} = " + " ".join(parts)
+    read = s.read_database
+    if read is not None:
+        line += (
+            f"\n{read.alias} = host={read.host} port={read.port} dbname={db.dbname} "
+            f"pool_size={read.pool_size} max_db_connections={read.max_db_connections} "
+            f"connect_query='{READ_ONLY_CONNECT_QUERY}'"
+        )
+    return line
 
 
 def _process_settings(s: PgBouncerSettings, index: int) -> dict[str, object]:
@@ -429,7 +489,7 @@ def _process_settings(s: PgBouncerSettings, index: int) -> dict[str, object]:
         # round trip per transaction.
         "server_reset_query": "",
         "server_check_query": "select 1",
-        "server_check_delay": 30,
+        "server_check_delay": s.server_check_delay_s,
         # See IGNORED_STARTUP_PARAMETERS: `extra_float_digits` only; `options` stays refused.
         "ignore_startup_parameters": ",".join(IGNORED_STARTUP_PARAMETERS),
         "application_name_add_host": 0,
@@ -444,6 +504,8 @@ def _process_settings(s: PgBouncerSettings, index: int) -> dict[str, object]:
         "server_tls_sslmode": s.database.sslmode,
         "server_tls_protocols": "secure",
     }
+    if s.dns_max_ttl_s is not None:
+        out["dns_max_ttl"] = s.dns_max_ttl_s
     if s.hba_file:
         out["auth_hba_file"] = s.hba_file
     if s.database.ca_file:

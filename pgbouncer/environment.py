@@ -25,6 +25,7 @@ from pgbouncer.config import (
     PgBouncerConfigError,
     PgBouncerSettings,
     ProcessPaths,
+    ReadTarget,
     UserPool,
     Version,
 )
@@ -144,6 +145,29 @@ def user_verifiers(env: Mapping[str, str]) -> dict[str, str]:
     return result
 
 
+def _switch(env: Mapping[str, str], name: str, *, default: str) -> bool:
+    value = (env.get(name) or default).strip().lower()
+    if value not in {"on", "off"}:
+        raise TaskEnvironmentError(f"{name}={value!r} must be on or off")
+    return value == "on"
+
+
+def _read_target(env: Mapping[str, str], port: int) -> ReadTarget | None:
+    """The read pool (PGBOUNCER_READ_DB_HOST and its numbers), or None without readers."""
+    host = env.get(f"{PREFIX}READ_DB_HOST", "").strip()
+    if not host:
+        return None
+    pool = _number(env, f"{PREFIX}READ_POOL_SIZE", "int")
+    most = _number(env, f"{PREFIX}READ_MAX_DB_CONNECTIONS", "int")
+    return ReadTarget(
+        host=host,
+        alias=_require(env, f"{PREFIX}READ_DB_ALIAS"),
+        port=port,
+        pool_size=int(_require(env, f"{PREFIX}READ_POOL_SIZE")) if pool is None else int(pool),
+        max_db_connections=int(most) if most is not None else int(pool or 1),
+    )
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     """Everything the entrypoint needs, read once at start."""
@@ -207,6 +231,8 @@ def read(env: Mapping[str, str], *, version: Version, fd_limit: int | None) -> T
     settings = PgBouncerSettings(
         version=version,
         database=database,
+        read_database=_read_target(env, database.port),
+        writer_guard=_switch(env, f"{PREFIX}WRITER_GUARD", default="off"),
         auth_file=str(run_dir / "userlist.txt"),
         # The admin console answers the task itself only (health check, exporter).
         hba_file=str(run_dir / "pgbouncer_hba.conf"),

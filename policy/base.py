@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from policy.stackview import (
     LAMBDA_FUNCTION,
+    RDS_CLUSTER_INSTANCE,
     RDS_INSTANCE,
     RDS_PROXY_TARGET_GROUP,
     Container,
@@ -122,7 +123,7 @@ def application_functions(view: StackView, config: DirectAccessConfig) -> list[P
 
 def max_connections(view: StackView) -> tuple[int | None, int, PolicyResource | None]:
     """`max_connections` and the slots kept from ordinary roles, as the parameter group pins."""
-    for instance in view.of_type(RDS_INSTANCE):
+    for instance in view.of_type(RDS_INSTANCE, RDS_CLUSTER_INSTANCE):
         group = view.parameter_group_of(instance)
         if group is None:
             continue

@@ -18,6 +18,7 @@ from policy.base import (
     pgbouncer_containers,
 )
 from policy.stackview import (
+    RDS_CLUSTER,
     RDS_INSTANCE,
     RDS_PROXY,
     SECURITY_GROUP,
@@ -37,11 +38,15 @@ class ThroughPoolerConfig(DirectAccessConfig):
 
 
 def check_through_pooler(view: StackView, config: ThroughPoolerConfig) -> Iterator[Finding]:
-    databases = view.of_type(RDS_INSTANCE)
+    databases = view.of_type(RDS_INSTANCE, RDS_CLUSTER)
     endpoints = {
         str(v)
         for db in databases
-        for v in (db.props.get("address"), db.props.get("endpoint"))
+        for v in (
+            db.props.get("address"),
+            db.props.get("endpoint"),
+            db.props.get("readerEndpoint"),
+        )
         if isinstance(v, str) and v
     }
     db_urns = {db.urn for db in databases}
@@ -134,7 +139,7 @@ def check_network(view: StackView, config: NetworkConfig) -> Iterator[Finding]:
         fn_groups.update({g.urn: g for g in vpc})
     db_groups = {
         g.urn: g
-        for db in view.of_type(RDS_INSTANCE)
+        for db in view.of_type(RDS_INSTANCE, RDS_CLUSTER)
         for g in view.refers_to(db, "vpcSecurityGroupIds", groups)
     }
     for urn in sorted(set(fn_groups) & set(db_groups)):

@@ -27,6 +27,12 @@ from policy.connectivity import (
     check_network,
     check_through_pooler,
 )
+from policy.databases import (
+    AuroraConfig,
+    ExistingDatabaseConfig,
+    check_aurora,
+    check_existing_untouched,
+)
 from policy.hygiene import (
     ProductionConfig,
     ReapingConfig,
@@ -109,6 +115,20 @@ RULES: tuple[Rule[Any], ...] = (
         "Production databases have deletion protection, backups and a final snapshot.",
         ProductionConfig,
         check_production,
+    ),
+    Rule(
+        "aurora-cluster",
+        "Aurora clusters are encrypted and force TLS, their instances are private, and "
+        "production clusters have deletion protection, backups and a final snapshot.",
+        AuroraConfig,
+        check_aurora,
+    ),
+    Rule(
+        "existing-database-untouched",
+        "A stack around an existing database declares no RDS instance, cluster, parameter "
+        "group or other RDS resource that could modify, replace or delete it.",
+        ExistingDatabaseConfig,
+        check_existing_untouched,
     ),
 )
 

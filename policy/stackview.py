@@ -24,6 +24,11 @@ LAMBDA_INVOCATION = "aws:lambda/invocation:Invocation"
 BOOTSTRAP_CONFIG = "BOOTSTRAP_CONFIG"
 RDS_INSTANCE = "aws:rds/instance:Instance"
 RDS_PARAMETER_GROUP = "aws:rds/parameterGroup:ParameterGroup"
+RDS_CLUSTER = "aws:rds/cluster:Cluster"
+RDS_CLUSTER_INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
+RDS_CLUSTER_PARAMETER_GROUP = "aws:rds/clusterParameterGroup:ClusterParameterGroup"
+# The component the program declares for a database the team owns (infra/database_existing.py).
+EXISTING_DATABASE = "slotguard:database:ExistingDatabase"
 RDS_PROXY = "aws:rds/proxy:Proxy"
 RDS_PROXY_TARGET_GROUP = "aws:rds/proxyDefaultTargetGroup:ProxyDefaultTargetGroup"
 ECS_TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
@@ -224,7 +229,8 @@ class StackView:
 
     def parameter_group_of(self, instance: PolicyResource) -> PolicyResource | None:
         groups = self.of_type(RDS_PARAMETER_GROUP)
-        found = self.refers_to(instance, "parameterGroupName", groups)
+        prop = "dbParameterGroupName" if instance.resource_type == RDS_CLUSTER_INSTANCE else None
+        found = self.refers_to(instance, prop or "parameterGroupName", groups)
         if found:
             return found[0]
         return groups[0] if len(groups) == 1 else None

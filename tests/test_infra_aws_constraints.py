@@ -26,7 +26,14 @@ from infra.aws_constraints import (
     fargate_pair_valid,
     int_range,
 )
-from infra.offline import VARIANTS, OfflineRun, ResourceRecord, run_offline, variant_settings
+from infra.offline import (
+    KIND_VARIANTS,
+    VARIANTS,
+    OfflineRun,
+    ResourceRecord,
+    run_offline,
+    variant_settings,
+)
 
 
 @functools.cache
@@ -34,7 +41,7 @@ def stack(variant: str) -> OfflineRun:
     return run_offline(variant_settings(variant))
 
 
-ALL = list(VARIANTS)
+ALL = [*VARIANTS, *KIND_VARIANTS]
 
 
 @pytest.mark.parametrize("variant", ALL)
@@ -122,15 +129,38 @@ def test_fargate_task_within_ecs_limits(variant: str) -> None:
 @pytest.mark.parametrize("variant", ALL)
 def test_rds_within_rds_limits(variant: str) -> None:
     run = stack(variant)
-    instance = run.one("aws:rds/instance:Instance")
     major = run.settings.database.engine_major
-    group = run.one("aws:rds/parameterGroup:ParameterGroup")
-    # Parameter group families are not enumerated in the RDS model; the family must name the
-    # engine and major version of the instance it serves.
-    assert group.input("family") == f"{instance.input('engine')}{major}"
-    assert re.fullmatch(r"postgres1[3-9]", group.input("family"))
-    # A major version only, kept as given while RDS moves the minor (see test_infra_account).
-    assert instance.input("engineVersion") == str(major)
+    kind = run.settings.database.kind
+    if kind == "rds-instance":
+        instance = run.one("aws:rds/instance:Instance")
+        group = run.one("aws:rds/parameterGroup:ParameterGroup")
+        # Parameter group families are not enumerated in the RDS model; the family must name
+        # the engine and major version of the instance it serves.
+        assert group.input("family") == f"{instance.input('engine')}{major}"
+        assert re.fullmatch(r"postgres1[3-9]", group.input("family"))
+        # A major version only, kept as given while RDS moves the minor (see test_infra_account).
+        assert instance.input("engineVersion") == str(major)
+    elif kind == "aurora":
+        cluster = run.one("aws:rds/cluster:Cluster")
+        for group_type in (
+            "parameterGroup:ParameterGroup",
+            "clusterParameterGroup:ClusterParameterGroup",
+        ):
+            family = run.one(f"aws:rds/{group_type}").input("family")
+            assert family == f"{cluster.input('engine')}{major}"
+        scaling = cluster.input("serverlessv2ScalingConfiguration")
+        if scaling:
+            # ServerlessV2ScalingConfiguration: 0 (auto-pause) to 256 ACUs in half steps.
+            assert 0 <= scaling["minCapacity"] <= scaling["maxCapacity"] <= 256
+    else:
+        assert (
+            run.of_type(
+                "aws:rds/instance:Instance",
+            )
+            == []
+        )
+    for endpoint in run.of_type("aws:rds/proxyEndpoint:ProxyEndpoint"):
+        assert endpoint.input("targetRole") in enum("rds", "DBProxyEndpointTargetRole")
     for proxy in run.of_type("aws:rds/proxy:Proxy"):
         assert proxy.input("engineFamily") in enum("rds", "EngineFamily")
         for auth in proxy.input("auths"):

@@ -6,7 +6,7 @@ import functools
 
 import pytest
 
-from infra.offline import VARIANTS, OfflineRun, run_offline, variant_settings
+from infra.offline import KIND_VARIANTS, VARIANTS, OfflineRun, run_offline, variant_settings
 
 
 @functools.cache
@@ -14,13 +14,23 @@ def stack(variant: str) -> OfflineRun:
     return run_offline(variant_settings(variant))
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", [*VARIANTS, *KIND_VARIANTS])
 def test_verify_outputs_name_the_resources_the_program_declared(variant: str) -> None:
     run = stack(variant)
     out = run.outputs
     settings = variant_settings(variant)
-    instance = run.one("aws:rds/instance:Instance")
-    assert out["database_identifier"] == instance.outputs["identifier"]
+    if settings.database.kind == "aurora":
+        cluster_ = run.one("aws:rds/cluster:Cluster")
+        assert out["database_identifier"] == cluster_.outputs["clusterIdentifier"]
+        instances = run.of_type("aws:rds/clusterInstance:ClusterInstance")
+        assert sorted(out["database_instance_identifiers"].values()) == sorted(
+            i.outputs["identifier"] for i in instances
+        )
+    elif settings.database.kind == "existing":
+        assert out["database_identifier"] == settings.database.existing.identifier
+    else:
+        instance = run.one("aws:rds/instance:Instance")
+        assert out["database_identifier"] == instance.outputs["identifier"]
     bootstrap = run.one("aws:lambda/function:Function", "-bootstrap-function")
     assert out["bootstrap_function_name"] == bootstrap.outputs["name"]
     alarms = run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
@@ -41,7 +51,7 @@ def test_verify_outputs_name_the_resources_the_program_declared(variant: str) ->
         assert "ecs_cluster_name" not in out
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", [*VARIANTS, *KIND_VARIANTS])
 def test_reserved_concurrency_total_is_what_the_program_reserves(variant: str) -> None:
     from infra.budget import BOOTSTRAP_RESERVED_CONCURRENCY, compute_budget
 

@@ -26,7 +26,7 @@ def test_dev_is_clean():
     result = runner.invoke(app, ["policy", "--stack", "dev", "--project-dir", str(ROOT)])
     assert result.exit_code == 0, result.output
     assert "✅ slotguard@v0.1.0" in result.output
-    assert "0 violation(s) (0 mandatory) of 10 policies" in result.output
+    assert "0 violation(s) (0 mandatory) of 12 policies" in result.output
 
 
 def test_prod_json_is_clean():
@@ -35,7 +35,7 @@ def test_prod_json_is_clean():
     data = json.loads(result.output)
     assert data["ok"] is True
     assert data["violations"] == []
-    assert len(data["policies"]) == 10
+    assert len(data["policies"]) == 12
 
 
 def test_broken_stack_prints_the_violation_and_exits_2(scratch_dir):

@@ -19,6 +19,7 @@ from infra.functions import function_name
 from infra.network import interface_endpoints
 from infra.settings import RDS_PROXY_DOC, RDS_PROXY_POSTGRES_MAJORS, StackSettings
 from slotguard.aws.checks import Check, CheckFn, failed, passed, run_checks, skipped
+from slotguard.aws.preflight_database import existing_database_checks
 from slotguard.aws.tools import (
     IMAGE_PLATFORM,
     PULUMI_MIN_VERSION,
@@ -93,6 +94,7 @@ class Preflight:
             ("vpc endpoint services", self.endpoint_services),
             ("pooler image", self.image_build),
             ("rds ca bundle", self.rds_ca_bundle),
+            ("existing database", self.existing_database),
         ]
 
     # -- account and machine ---------------------------------------------------------------
@@ -356,7 +358,15 @@ class Preflight:
                     offered.append(version["EngineVersion"])
         return match_engine_version(wanted, offered), offered
 
+    def existing_database(self) -> Iterator[Check]:
+        yield from existing_database_checks(self.settings, self.budget, self.client)
+
     def rds_engine(self) -> Iterator[Check]:
+        if self.settings.database.kind != "rds-instance":
+            # Aurora's version and class are checked by the program's look-up at preview;
+            # an existing database's version is read from the database itself.
+            yield skipped("rds engine version", f"database.kind is {self.settings.database.kind}")
+            return
         wanted = self.settings.database.engine_version
         version, offered = self._resolve_engine()
         if version is None:

@@ -21,6 +21,7 @@ from infra.budget import Budget
 from infra.settings import StackSettings
 from slotguard.aws.checks import Check, CheckError, CheckFn, failed, passed, run_checks, skipped
 from slotguard.aws.outputs import require
+from slotguard.aws.verify_database import database_checks
 
 ClientFactory = Callable[[str], Any]
 # An alarm may sit in INSUFFICIENT_DATA while its first periods are evaluated; after this long
@@ -357,6 +358,11 @@ class Verify:
     # -- the database ----------------------------------------------------------------------
 
     def parameter_group(self) -> Iterator[Check]:
+        if self.settings.database.kind != "rds-instance":
+            yield from database_checks(
+                self.budget, self.outputs, self.client("rds"), self._invoke_health
+            )
+            return
         identifier = require(self.outputs, "database_identifier")
         rds = self.client("rds")
         instance = rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
@@ -742,19 +748,27 @@ class Verify:
 
     def _peak(self, started: datetime, ended: datetime) -> Iterator[Check]:
         identifier = require(self.outputs, "database_identifier")
+        # A cluster's connections are counted per instance (each has its own ceiling).
+        instances = sorted((self.outputs.get("database_instance_identifiers") or {}).values()) or [
+            identifier
+        ]
         limit = self.budget.pooler_ceiling + self.budget.admin_margin
         cloudwatch = self.client("cloudwatch")
         deadline = time.monotonic() + self.metric_wait_s
         while True:
-            points = cloudwatch.get_metric_statistics(
-                Namespace="AWS/RDS",
-                MetricName="DatabaseConnections",
-                Dimensions=[{"Name": "DBInstanceIdentifier", "Value": identifier}],
-                StartTime=started - timedelta(seconds=METRIC_PERIOD_S),
-                EndTime=ended + timedelta(seconds=METRIC_PERIOD_S),
-                Period=METRIC_PERIOD_S,
-                Statistics=["Maximum"],
-            ).get("Datapoints", [])
+            points = [
+                point
+                for instance in instances
+                for point in cloudwatch.get_metric_statistics(
+                    Namespace="AWS/RDS",
+                    MetricName="DatabaseConnections",
+                    Dimensions=[{"Name": "DBInstanceIdentifier", "Value": instance}],
+                    StartTime=started - timedelta(seconds=METRIC_PERIOD_S),
+                    EndTime=ended + timedelta(seconds=METRIC_PERIOD_S),
+                    Period=METRIC_PERIOD_S,
+                    Statistics=["Maximum"],
+                ).get("Datapoints", [])
+            ]
             if points or time.monotonic() >= deadline:
                 break
             self.sleep(15)

@@ -35,6 +35,7 @@ from infra.handlers import check_handlers
 from infra.settings import StackSettings, load_stack
 from pgbouncer import scram
 from pgbouncer.config import PgBouncerSettings, UserPool
+from slotguard.local.cluster import pgbouncer_cluster_fields
 from slotguard.local.drift import settings_digest, settings_document
 from slotguard.local.pgbouncer import (
     STATS_USER,
@@ -157,6 +158,8 @@ def pgbouncer_settings(plan: StackPlan, ports: Ports, tls: TlsFiles) -> PgBounce
         tcp_keepcnt=pb.tcp_keepalive_count,
         max_prepared_statements=pb.max_prepared_statements,
         user_pools=user_pools(plan.budget),
+        # Aurora: the read pool (on this server until a local reader exists) and failover.
+        **pgbouncer_cluster_fields(plan.budget, reader_port=ports.postgres),
     )
 
 
