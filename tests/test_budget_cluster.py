@@ -150,8 +150,8 @@ def test_existing_database_budget_names_its_source() -> None:
     assert b.database_kind == "existing"
     assert b.max_connections == 200
     assert "existing instance orders" in b.max_connections_source
-    # 200 - 3 reserved - 10 admin = 187; the warning alarm (70% = 140 - 2 observers - 1) lowers it.
-    assert b.pooler_ceiling == 187
+    # 200 - 3 superuser - 2 rds_superuser reserved - 10 admin = 185; the warning alarm (70% = 140 - 2 observers - 1) lowers it.
+    assert b.pooler_ceiling == 185
     assert b.pooler_limit == 137
 
 
@@ -185,7 +185,7 @@ def test_read_path_doubles_the_client_demand() -> None:
         pooler={"pgbouncer": {"max_client_conn": 500}},
         functions={"api": {"handler": "functions.api.handler", "reserved_concurrency": 500}},
     )
-    with pytest.raises(BudgetError, match=r"2 x reserved concurrency = 1000 exceeds"):
+    with pytest.raises(BudgetError, match=r"2 x \(api 500\) = 1000 exceeds"):
         compute_budget(settings)
 
 

@@ -26,6 +26,7 @@ from infra.aws_constraints import (
     fargate_pair_valid,
     int_range,
 )
+from infra.functions import UNRESERVED
 from infra.offline import (
     KIND_VARIANTS,
     VARIANTS,
@@ -61,7 +62,12 @@ def test_lambda_functions_within_lambda_limits(variant: str) -> None:
         assert memory_low <= fn.input("memorySize") <= memory_high
         assert timeout_high is not None
         assert timeout_low <= fn.input("timeout") <= timeout_high
-        assert fn.input("reservedConcurrentExecutions") >= max(concurrency_low, 1)
+        # -1 leaves the function unreserved (pulumi-aws `lambda_.Function`
+        # reserved_concurrent_executions: "A value of `0` disables lambda from being triggered
+        # and `-1` removes any concurrency limitations. Defaults to Unreserved Concurrency
+        # Limits `-1`"); any reservation is at least 1, never the 0 that disables the function.
+        reserved = fn.input("reservedConcurrentExecutions")
+        assert reserved == UNRESERVED or reserved >= max(concurrency_low, 1)
         assert fn.input("loggingConfig")["logFormat"] in enum("lambda", "LogFormat")
         assert len(fn.input("name")) <= 64
     for url in stack(variant).of_type("aws:lambda/functionUrl:FunctionUrl"):

@@ -96,7 +96,7 @@ def test_pooler_and_bootstrap_use_the_found_endpoint(existing_run: OfflineRun) -
     assert env["MASTER_SECRET_ARN"] == load_stack("existing").database.existing.master_secret_arn
     # The bootstrap creates app_user and the migrator as on a new database.
     event = compute_budget(load_stack("existing")).bootstrap_event("app")
-    assert event["app_user"]["connection_limit"] == 187
+    assert event["app_user"]["connection_limit"] == 185
     assert event["migration_role"] == {"name": "app_migrator"}
 
 

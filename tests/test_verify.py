@@ -474,7 +474,7 @@ def test_a_scaled_out_service_running_its_desired_count_passes() -> None:
         pooler_stubs(3, ("healthy",) * 3, desired=3),
         outputs(**PGB, target_group_arn="tg"),
     )
-    checks = list(v.pooler())
+    checks = [c for c in v.pooler() if c.name != "pooler certificate"]
     assert [c.status for c in checks] == [Status.PASS, Status.PASS], checks
     assert "the stack runs 2 to 3" in one(checks, "pgbouncer tasks").found
 

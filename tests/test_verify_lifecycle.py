@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slotguard.aws.checks import Check, Status
-from tests.aws_stubs import db_instance, ecs_service, stubbed, target_health
-from tests.test_verify import PGB, outputs, settings, verify
+from tests.aws_stubs import db_instance, stubbed
+from tests.test_verify import PGB, outputs, pooler_stubs, settings, verify
 
 
 def one(checks: list[Check], name: str) -> Check:
@@ -67,22 +67,11 @@ def test_nothing_pending_is_said() -> None:
 
 
 def pooler_checks(not_after: str | None, now: datetime) -> list[Check]:
-    ecs, ecs_stub = stubbed("ecs")
-    ecs_stub.add_response(
-        "describe_services",
-        ecs_service("slotguard-t", "slotguard-t-pgbouncer", 2, 2),
-        {"cluster": "slotguard-t", "services": ["slotguard-t-pgbouncer"]},
-    )
-    ecs_stub.activate()
-    elb, elb_stub = stubbed("elbv2")
-    elb_stub.add_response(
-        "describe_target_health", target_health("healthy", "healthy"), {"TargetGroupArn": "tg"}
-    )
-    elb_stub.activate()
+    clients = pooler_stubs(2, ("healthy", "healthy"))
     extra = {"pooler_certificate_not_after": not_after} if not_after else {}
     v = verify(
         settings(),
-        {"ecs": ecs, "elbv2": elb},
+        clients,
         outputs(**PGB, target_group_arn="tg", **extra),
         now=lambda: now,
     )
