@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .db import transaction
 from .errors import DatabaseUnavailableError
-from .observability import flush, logger, note_invocation
+from .observability import flush, logger, note_invocation, with_lambda_context
 
 MAX_SECONDS = 60.0
 # Time kept after the query to build the answer (the budget's answer reserve is 1 s).
@@ -79,7 +79,7 @@ def report(event: Any, context: LambdaContext | None) -> tuple[int, dict[str, An
     }
 
 
-@logger.inject_lambda_context
+@with_lambda_context  # per instance: see docs/local.md, not powertools' inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     note_invocation()
     try:

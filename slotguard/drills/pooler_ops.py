@@ -227,12 +227,16 @@ def _scale_out(ctx: DrillContext) -> None:
     sampler = _role_sampler(ctx)
     steps: list[Step] = []
     _start(ctx.handle, pooler, running, steps)
-    # A burst reuses whatever idle instances the write storm left, so only some of its requests
-    # open new connections, and so_reuseport hashes each over every process: a small burst can
-    # miss the new process by chance. Burst again (a few times at most) until it has clients.
+    # A burst reuses whatever idle instances are left (the write storm's, an earlier burst's),
+    # and only the requests beyond them open new connections, which so_reuseport hashes over
+    # every process. Each burst is therefore larger than the storm's clients and every earlier
+    # burst together, so each opens at least `_burst_size` new connections; a burst can still
+    # miss the new process by chance ((2/3)^16 with three processes), so burst again (a few
+    # times at most) until it has clients.
     failed, bursts, clients = 0, 0, 0
     while bursts < SCALE_OUT_BURSTS and clients == 0:
-        failed += _burst(ctx, f"scale-out-{bursts}", _burst_size(ctx))
+        size = ctx.storm.plan.concurrency + (bursts + 1) * _burst_size(ctx)
+        failed += _burst(ctx, f"scale-out-{bursts}", size)
         bursts += 1
         clients = _clients_on(pooler, running)
     ctx.fault["new_process_clients"] = clients
