@@ -40,9 +40,12 @@ budget: setup
 policy: setup
 	$(RUN) slotguard policy --stack $(STACK)
 
-## Lint, type-check and run the test suite (installs everything it needs first).
+## Lint, type-check and run the test suite (installs everything it needs first), in random order
+## (the seed is printed; `--randomly-seed=N` repeats it) on one worker per CPU, a test file per
+## worker at a time (each file's shared servers start once). TEST_WORKERS=0 runs it in-process.
+TEST_WORKERS ?= auto
 test: setup lint
-	$(RUN) pytest -m "not bench"
+	$(RUN) pytest -m "not bench" -n $(TEST_WORKERS) --dist loadfile
 
 lint:
 	$(RUN) ruff check .
