@@ -19,6 +19,7 @@ PostgresFactory = Callable[..., LocalPostgres]
 # Each area keeps its fixtures in its own module.
 pytest_plugins = [
     "tests.session_guard",
+    "tests.scheduling",
     "tests.fixtures_pgbouncer",
     "tests.fixtures_functions",
     "tests.fixtures_local",

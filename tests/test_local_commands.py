@@ -33,7 +33,7 @@ from slotguard.local.targets import StormTarget, local_target
 from slotguard.storm import Wiring, lambda_client
 from tests.scratch import reachable_temp_dir
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=90)]
 
 BURST = 60  # > app_user's CONNECTION LIMIT (19): the direct wirings run out of slots
 # Each invocation holds its connection this long, so the burst needs BURST instances at once.

@@ -26,7 +26,7 @@ from slotguard.local.state import STATE_DIR_ENV, marked_processes, read_pid
 from slotguard.local.targets import api_event, local_target
 from tests.scratch import reachable_temp_dir
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=35)]
 
 BURST = 200
 

@@ -23,7 +23,7 @@ import pytest
 from tests.scratch import reachable_temp_dir
 from tests.session_guard import suite_processes
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=35)]
 
 REPO = Path(__file__).resolve().parent.parent
 
