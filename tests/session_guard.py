@@ -43,7 +43,13 @@ RUN_ENV = "SLOTGUARD_TEST_RUN"
 ROOT_ENV = "SLOTGUARD_TEST_RUN_ROOT"
 STOP_GRACE_S = 5.0
 
-_state: dict[str, Any] = {"prefix": None, "reaped": [], "state_dir": None, "handlers": {}}
+_state: dict[str, Any] = {
+    "prefix": None,
+    "controller": False,
+    "reaped": [],
+    "state_dir": None,
+    "handlers": {},
+}
 
 
 # -- finding and stopping the suite's processes -------------------------------------------------
@@ -74,8 +80,12 @@ def _belongs(marker: str | None, prefix: str) -> bool:
     return marker is not None and (marker == prefix or marker.startswith(prefix + "/"))
 
 
-def suite_processes(prefix: str) -> list[int]:
-    """Live processes carrying `prefix` (or a marker nested under it), and their descendants."""
+def suite_processes(prefix: str, *, own_children: bool = False) -> list[int]:
+    """Live processes carrying `prefix` (or a marker nested under it), and their descendants.
+
+    With `own_children`, this process's children count too: a runtime a test started in process
+    spawns its workers with Lambda's environment, so only their parent tells whose they are.
+    """
     me = os.getpid()
     parents: dict[int, int] = {}
     found: set[int] = set()
@@ -87,7 +97,7 @@ def suite_processes(prefix: str) -> list[int]:
         if stat is None or stat[1] == "Z" or pid == me:
             continue
         parents[pid] = stat[0]
-        if _belongs(_marker(pid), prefix):
+        if _belongs(_marker(pid), prefix) or (own_children and stat[0] == me):
             found.add(pid)
     grown = True
     while grown:  # descendants whose environment was replaced (the runtime's workers)
@@ -132,9 +142,9 @@ def stop_processes(pids: list[int]) -> None:
     _signal_all(pids, signal.SIGKILL)
 
 
-def reap(prefix: str) -> list[str]:
+def reap(prefix: str, *, own_children: bool = False) -> list[str]:
     """Stop every process of `prefix`; returns what was found running (empty when clean)."""
-    pids = suite_processes(prefix)
+    pids = suite_processes(prefix, own_children=own_children)
     described = [_describe(pid) for pid in pids]
     stop_processes(pids)
     return described
@@ -153,7 +163,8 @@ def _finish() -> None:
     prefix = _state["prefix"]
     if prefix is None:
         return
-    _state["reaped"] += reap(prefix)
+    # The xdist controller's children are its workers, which reap their own.
+    _state["reaped"] += reap(prefix, own_children=not _state["controller"])
     state_dir = _state["state_dir"]
     if state_dir is not None:
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -169,6 +180,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[ROOT_ENV] = prefix
     _state["prefix"] = prefix
     controller = worker is None and getattr(config.option, "dist", "no") != "no"
+    _state["controller"] = controller
     if not controller:
         os.environ[RUN_ENV] = prefix
         state_dir = scratch.reachable_temp_dir("slotguard-state-")

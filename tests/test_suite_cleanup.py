@@ -1,8 +1,9 @@
 """An interrupted test run leaves nothing running: a pytest run in a subprocess, stopped mid-test.
 
 The inner run holds a real PostgreSQL and PgBouncer from the suite's fixtures (both run in
-sessions of their own, out of reach of the terminal's Ctrl-C) and a helper process that no
-fixture knows of (a test that forgot its cleanup). It is interrupted as a terminal's Ctrl-C does
+sessions of their own, out of reach of the terminal's Ctrl-C) and two helper processes that no
+fixture knows of (a test that forgot its cleanup), one of them without the run's marker in its
+environment (as the runtime's workers are started). It is interrupted as a terminal's Ctrl-C does
 (SIGINT to its process group) or as a CI runner cancels a job (SIGTERM); afterwards no process it
 started may be left and the ports are free again.
 """
@@ -42,6 +43,10 @@ def test_holds_servers(postgres_factory, pgbouncer_factory):
     forgotten = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
     )
+    # Started with an environment of its own, as the runtime starts its workers: no marker.
+    bare = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)"], env={}, start_new_session=True
+    )
     Path(os.environ["INNER_READY"]).write_text(json.dumps({
         "marker": os.environ["SLOTGUARD_TEST_RUN"],
         "state_dir": os.environ["SLOTGUARD_STATE_DIR"],
@@ -50,6 +55,7 @@ def test_holds_servers(postgres_factory, pgbouncer_factory):
         "pgbouncer_pids": bouncer.pids(),
         "pgbouncer_port": bouncer.port,
         "forgotten_pid": forgotten.pid,
+        "bare_pid": bare.pid,
         "data_dir": str(server.root),
     }))
     time.sleep(600)
@@ -114,6 +120,7 @@ def test_an_interrupted_run_leaves_no_process_and_no_port(sig: signal.Signals) -
         assert _alive(started["postgres_pid"])
         assert all(_alive(pid) for pid in started["pgbouncer_pids"])
         assert _alive(started["forgotten_pid"])
+        assert _alive(started["bare_pid"])
         os.killpg(inner.pid, sig)
         output = inner.communicate(timeout=90)[0].decode()
     finally:
@@ -125,6 +132,7 @@ def test_an_interrupted_run_leaves_no_process_and_no_port(sig: signal.Signals) -
         for pid in (
             started["postgres_pid"],
             started["forgotten_pid"],
+            started["bare_pid"],
             *started["pgbouncer_pids"],
         )
         if _alive(pid)
