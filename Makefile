@@ -48,9 +48,13 @@ policy: setup
 check: setup
 	$(RUN) slotguard check --stack $(STACK)
 
-## Lint, type-check and run the test suite (installs everything it needs first).
+## Lint, type-check and run the test suite (installs everything it needs first), in random order
+## (the seed is printed; `--randomly-seed=N` repeats it) on one worker per CPU, a test file per
+## worker at a time (each file's shared servers start once), files marked heavy first (in the
+## order tests/scheduling.py gives, hence no reordering by xdist). TEST_WORKERS=0: in-process.
+TEST_WORKERS ?= auto
 test: setup lint
-	$(RUN) pytest -m "not bench"
+	$(RUN) pytest -m "not bench" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint:
 	$(RUN) ruff check .

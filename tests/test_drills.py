@@ -18,7 +18,7 @@ from slotguard.drills import SCENARIOS, DrillResult, StackHandle, run_drill
 from slotguard.drills.faults import rotate_app_password
 from tests.fixtures_local import dev_stack_up
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=50)]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from slotguard.drills import SCENARIOS, DrillResult, StackHandle, run_drill
 from tests.fixtures_local import dev_stack_up
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=45)]
 
 
 @pytest.fixture(scope="module")

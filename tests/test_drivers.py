@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool
 from infra.budget import DEFAULT_MAX_PREPARED_STATEMENTS
 from slotguard.local.pgbouncer import LocalPgBouncer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=30)]
 
 CONNECTIONS = 240  # per driver
 CONCURRENCY = 32  # connections open at once

@@ -114,7 +114,11 @@ def test_a_connection_closed_by_the_server_is_replaced_transparently(functions_s
     first = one_query(db)
     with functions_stack.postgres.connect_admin(dbname="app") as admin:
         admin.execute("select pg_terminate_backend(%s)", (first,))
-    time.sleep(0.2)
+        # Until the backend has gone (its goodbye sent), not a fixed while.
+        deadline = time.monotonic() + 10
+        while admin.execute("select 1 from pg_stat_activity where pid = %s", (first,)).fetchone():
+            assert time.monotonic() < deadline, "the terminated backend did not exit"
+            time.sleep(0.02)
     assert one_query(db) != first  # no error reached the caller
     assert db.logins == 2
     db.close()

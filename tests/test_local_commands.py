@@ -33,9 +33,16 @@ from slotguard.local.targets import StormTarget, local_target
 from slotguard.storm import Wiring, lambda_client
 from tests.scratch import reachable_temp_dir
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=90)]
 
 BURST = 60  # > app_user's CONNECTION LIMIT (17): the direct wirings run out of slots
+# Each invocation holds its connection this long, so the burst needs BURST instances at once.
+# Without a hold an invocation ends in milliseconds and its instance, still holding its
+# connection, serves the next arrival: on a loaded machine the burst reaches the runtime spread
+# out enough that 17 instances serve all of it and the naive wiring is never refused. Short
+# enough that the pooled wiring's queue (60 x 0.4 s over 10 server connections, 2.4 s) stays
+# well inside query_wait_timeout (5 s).
+QUERY_MS = 400
 # Longer than the 30 s the storm once retried a fresh admin connection for before giving up.
 HOLD_S = 35.0
 
@@ -162,7 +169,19 @@ def test_all_wirings_report_although_the_server_refuses_every_new_login(stack, m
     out: Path = reachable_temp_dir("slotguard-saturation-out-") / "storm.json"
     result = CliRunner().invoke(
         app,
-        ["storm", "--stack", "dev", "--wiring", "all", "--burst", str(BURST), "--json", str(out)],
+        [
+            "storm",
+            "--stack",
+            "dev",
+            "--wiring",
+            "all",
+            "--burst",
+            str(BURST),
+            "--query-ms",
+            str(QUERY_MS),
+            "--json",
+            str(out),
+        ],
         env={"COLUMNS": "200"},
     )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output

@@ -1,7 +1,8 @@
 """The local target end to end: `up` (twice), boto3 invokes, status, a small storm, `down`.
 
-One stack is shared by the module (started once under a temporary state directory); the last
-test stops it and checks that no process of it is left.
+One stack is shared by the module (started once under a temporary state directory); one test
+stops it and checks that no process of it is left, and a test that runs after it (the order is
+random) brings it back up.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from slotguard.local.targets import local_target
 from slotguard.storm.traffic import choose_traffic
 from tests.scratch import reachable_temp_dir
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=35)]
 
 BURST = 200
 
@@ -41,12 +42,19 @@ def state_base():
 
 
 @pytest.fixture(scope="module")
-def stack(state_base):
+def started_stack(state_base):
     plan = StackPlan.load("dev", base=state_base)
     result = up(plan)
     assert not result.already_running
     yield plan
     down(plan)
+
+
+@pytest.fixture
+def stack(started_stack):
+    """The module's stack, running: brought back up when a test before this one took it down."""
+    up(started_stack)
+    return started_stack
 
 
 def stack_pids(plan: StackPlan) -> set[int]:

@@ -18,6 +18,9 @@ import pytest
 from infra import packaging
 from slotguard.local.tls import ensure_tls
 
+# Three real installs for Lambda's platforms and zips of them.
+pytestmark = pytest.mark.heavy(seconds=75)
+
 RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 ARCHITECTURE = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine()]
 

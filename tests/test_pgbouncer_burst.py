@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=30)]
 
 CLIENTS = 2000
 CEILING = 20

@@ -55,7 +55,9 @@ def test_frozen_instances_hold_connections_until_reaped_then_sockets_are_cut(
     while runtime.stats()["frozen"].reaped < 4:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    time.sleep(0.2)  # the server notices the cut sockets
+    deadline = time.monotonic() + 10  # until the server has noticed the cut sockets
+    while client_backends(postgres, "frozen") and time.monotonic() < deadline:
+        time.sleep(0.05)
     stats = runtime.stats()["frozen"]
     assert stats.sockets_cut == 4
     assert stats.instances == 0
