@@ -19,6 +19,9 @@ from slotguard.drills.storm import Attempt
 from slotguard.local import replica
 from tests.fixtures_local import dev_stack_up
 
+# A stack of its own with a replica or a green server beside it: handed out first under xdist.
+pytestmark = pytest.mark.heavy(seconds=30)
+
 
 def _ok(end: float) -> Attempt:
     return Attempt("k", end - 0.01, end, 201, None)

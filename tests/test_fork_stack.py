@@ -23,7 +23,7 @@ from slotguard.local.stack import StackPlan
 from slotguard.local.state import STATE_DIR_ENV
 from tests.scratch import reachable_temp_dir
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=30)]
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = "fork"

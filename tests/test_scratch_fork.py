@@ -22,7 +22,7 @@ import yaml
 
 from tests.scratch import reachable_temp_dir
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=25)]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = (

@@ -22,7 +22,7 @@ from pgbouncer import scram
 from pgbouncer.config import UserPool
 from tests.fixtures_functions import bootstrap_event
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=15)]
 
 
 def _hold(conninfo: str, seconds: float, started: threading.Event) -> None:
