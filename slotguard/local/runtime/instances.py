@@ -243,6 +243,10 @@ class InstancePool:
                 instance.state = FROZEN if job.freeze_after else IDLE
                 instance.last_used = time.monotonic()
                 self._idle.append(instance)
+            else:
+                # Out of the count *before* answering too: the caller may read the stats at once
+                # (its code and sockets are released by `_discard` right after).
+                self._all.discard(instance)
         job.answer(outcome)
         return reuse
 

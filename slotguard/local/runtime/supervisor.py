@@ -6,6 +6,7 @@ before any work is sent and the 429 is immediate, as Lambda's is.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -72,6 +73,10 @@ class WorkerHandle:
         self._log: IO[bytes] | None = None
         self._restart_lock = threading.Lock()
         self.restarts = 0
+        # Set by the reader when the current process's socket reached EOF: the process is gone
+        # even while the kernel has not yet made it reapable (it closes a dying process's files
+        # before its exit status exists), so `alive()` must not wait for `poll()` to say so.
+        self._gone = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -98,6 +103,7 @@ class WorkerHandle:
             stdin=subprocess.DEVNULL,
         )
         theirs.close()
+        self._gone = threading.Event()
         self._conn = Connection(ours.detach())
         # Each process gets its own table of outstanding requests, so the reader of a dead
         # process fails only the requests that process had.
@@ -121,7 +127,7 @@ class WorkerHandle:
             raise WorkerGoneError(f"function {self.spec.name!r}: unexpected {kind!r} at start")
         threading.Thread(
             target=self._read,
-            args=(conn, self._pending),
+            args=(conn, self._pending, self._gone),
             name=f"worker-{self.spec.name}",
             daemon=True,
         ).start()
@@ -138,6 +144,8 @@ class WorkerHandle:
                 self._conn = None
             if self._process is not None:  # a lazy worker's first start is no restart
                 self.restarts += 1
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._process.wait(READY_TIMEOUT_S)  # reap it: it is exiting
             self.start()
 
     @property
@@ -145,7 +153,9 @@ class WorkerHandle:
         return self._process.pid if self._process else None
 
     def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return (
+            self._process is not None and not self._gone.is_set() and self._process.poll() is None
+        )
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._process is None:
@@ -224,11 +234,14 @@ class WorkerHandle:
         stats.worker_restarts = self.restarts
         return stats
 
-    def _read(self, conn: Connection, pending: dict[int, Future[Any]]) -> None:
+    def _read(
+        self, conn: Connection, pending: dict[int, Future[Any]], gone: threading.Event
+    ) -> None:
         while True:
             try:
                 kind, number, body = conn.recv()
             except (EOFError, OSError):
+                gone.set()
                 self._fail(pending, f"function {self.spec.name!r}: worker process exited")
                 return
             if kind != RESULT:
