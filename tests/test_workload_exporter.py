@@ -17,9 +17,12 @@ import psycopg
 import pytest
 from moto.server import ThreadedMotoServer
 
+from infra.budget import compute_budget
+from infra.settings import load_stack
 from pgbouncer import metrics
 from pgbouncer.config import UserPool
 from pgbouncer.exporter import Exporter, ExporterSettings
+from slotguard.aws.verify import Verify, alarm_metrics
 from slotguard.local.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=15)]
@@ -123,3 +126,30 @@ def test_a_saturated_workload_pool_is_published_under_its_own_user(
         Statistics=["Maximum"],
     )
     assert max(p["Maximum"] for p in stats["Datapoints"]) == 2
+
+    # `slotguard verify` proves a workload alarm's metric has datapoints the way it does for
+    # every alarm: ListMetrics with the alarm's exact dimensions, `User` included.
+    dims = [
+        *({"Name": k, "Value": v} for k, v in sorted(DIMENSIONS.items())),
+        {"Name": metrics.DIMENSION_USER, "Value": "slow"},
+    ]
+    cloudwatch.put_metric_alarm(
+        AlarmName="test-pooler-waiting-clients-slow",
+        Namespace=NAMESPACE,
+        MetricName=metrics.CLIENT_WAITING.name,
+        Dimensions=dims,
+        Statistic="Average",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    (alarm,) = cloudwatch.describe_alarms(AlarmNames=["test-pooler-waiting-clients-slow"])[
+        "MetricAlarms"
+    ]
+    settings = load_stack("workloads")
+    verify = Verify(settings, compute_budget(settings), {}, lambda _: cloudwatch, None)
+    (watched,) = alarm_metrics(alarm)
+    assert verify._has_data(cloudwatch, watched)
+    unpublished = {**watched, "Dimensions": [*dims[:-1], {"Name": "User", "Value": "fast"}]}
+    assert not verify._has_data(cloudwatch, unpublished)
