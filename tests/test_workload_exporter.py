@@ -23,7 +23,9 @@ from pgbouncer import metrics
 from pgbouncer.config import UserPool
 from pgbouncer.exporter import Exporter, ExporterSettings
 from slotguard.aws.verify import Verify, alarm_metrics
+from slotguard.local.monitor import DatabaseObserver, StackSampler
 from slotguard.local.ports import free_port
+from slotguard.local.runtime import RuntimeAdminClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy(seconds=15)]
 
@@ -97,8 +99,22 @@ def test_a_saturated_workload_pool_is_published_under_its_own_user(
     ) and time.monotonic() < deadline:
         time.sleep(0.1)
         figures = exporter.tick()
+    # The local target's sampler reads the same per-role figures for the alarm evaluator (no
+    # runtime here: its function counts are left out of the sample).
+    db = DatabaseObserver(server.conninfo())
+    try:
+        local = StackSampler(
+            db,
+            bouncer.admin_conninfos(user="pgbouncer_stats"),
+            RuntimeAdminClient(f"http://127.0.0.1:{free_port()}", timeout_s=1),
+        )()
+    finally:
+        db.close()
     for thread in threads:
         thread.join(15)
+    assert local["pooler_waiting_clients:slow"] == 2
+    assert local["pooler_oldest_wait_s:slow"] > 0
+    assert "pooler_waiting_clients:fast" not in local
     assert figures is not None
     assert figures[metrics.per_user_key(metrics.CLIENT_WAITING, "slow")] == 2
     assert figures[metrics.per_user_key(metrics.MAX_WAIT, "slow")] > 0
