@@ -87,8 +87,16 @@ def test_the_workload_alarms_read_the_exporters_per_user_metric() -> None:
     stack_wide = _alarm(r, "pooler-waiting-clients")
     assert _metric(waiting) == _metric(stack_wide)
     assert _metric(oldest) == _metric(_alarm(r, "pooler-oldest-wait"))
-    assert _metric(waiting)[0] == metrics.CLIENT_WAITING.name
-    assert _metric(oldest)[0] == metrics.MAX_WAIT.name
+    # Gauges, one datapoint per task and interval. CloudWatch's statistics definitions
+    # (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Statistics-definitions.html):
+    # "Maximum: The highest value observed during the specified period" -- the oldest wait of any
+    # task; "Average: The value of Sum / SampleCount" -- times the tasks (metric math), the total
+    # of the workload's waiting clients over its tasks.
+    assert _metric(waiting) == (metrics.CLIENT_WAITING.name, "Average")
+    assert _metric(oldest) == (metrics.MAX_WAIT.name, "Maximum")
+    tasks = budget("workloads").pgbouncer.tasks  # type: ignore[union-attr]
+    expressions = [q.get("expression") for q in waiting.input("metricQueries")]
+    assert f"per_task * {tasks}" in expressions
     for alarm in (waiting, oldest):
         for dims in _queried_dimensions(alarm):
             assert dims[metrics.DIMENSION_USER] == role
