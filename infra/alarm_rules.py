@@ -68,6 +68,13 @@ class AlarmRule:
     comparison: Comparison
     description: str
     missing_data: MissingData = "notBreaching"
+    # A workload's own pool: the metric of this login role only (PgBouncer's `User` dimension).
+    role: str | None = None
+
+    @property
+    def sample_key(self) -> str:
+        """Where the local evaluator finds the value: the metric, per role for a workload."""
+        return self.metric if self.role is None else f"{self.metric}:{self.role}"
 
     def breached(self, value: float) -> bool:
         if self.comparison == "GreaterThanThreshold":
@@ -127,6 +134,7 @@ def alarm_rules(budget: Budget) -> list[AlarmRule]:
                 f"a client has waited {al.pooler_oldest_wait_s:g} s, half the queue wait limit",
             )
         )
+    rules += workload_pooler_rules(budget)
     if al.pooler_client_connections is not None:
         rules.append(
             AlarmRule(
@@ -186,6 +194,46 @@ def alarm_rules(budget: Budget) -> list[AlarmRule]:
             "function errors",
         ),
     ]
+    return rules
+
+
+def workload_pooler_rules(budget: Budget) -> list[AlarmRule]:
+    """Waiting clients and oldest wait of each workload's own PgBouncer pool.
+
+    Derived like the stack-wide pair: waiting clients at the workload's server connections
+    (its pool_size per process x processes), oldest wait at half the queue wait limit
+    (query_wait_timeout is the pooler's, the same for every pool). None without workloads or
+    with RDS Proxy, which has no per-user pool.
+    """
+    pb = budget.pgbouncer
+    al = budget.alarms
+    if pb is None or al.pooler_waiting_clients is None or al.pooler_oldest_wait_s is None:
+        return []
+    rules: list[AlarmRule] = []
+    for w in sorted(budget.workloads.values(), key=lambda w: w.name):
+        if not w.pool_size:
+            continue
+        servers = w.pool_size * pb.processes
+        rules += [
+            AlarmRule(
+                f"pooler-waiting-clients-{w.name}",
+                "pooler_waiting_clients",
+                servers,
+                "GreaterThanOrEqualToThreshold",
+                f"workload {w.name}: {servers} or more clients of {w.role} waiting for a server "
+                f"connection (its pool {w.pool_size} x {pb.processes} processes)",
+                role=w.role,
+            ),
+            AlarmRule(
+                f"pooler-oldest-wait-{w.name}",
+                "pooler_oldest_wait_s",
+                al.pooler_oldest_wait_s,
+                "GreaterThanOrEqualToThreshold",
+                f"workload {w.name}: a client of {w.role} has waited "
+                f"{al.pooler_oldest_wait_s:g} s, half the queue wait limit",
+                role=w.role,
+            ),
+        ]
     return rules
 
 

@@ -149,6 +149,8 @@ def alarm_specs(args: AlarmsArgs) -> list[AlarmSpec]:
             dimensions = dict(args.pooler_health_dimensions[rule.metric])
         else:
             dimensions = dict(args.pooler_dimensions)
+            if rule.role is not None:  # a workload's own pool (the exporter's per-user metric)
+                dimensions[pgb.DIMENSION_USER] = rule.role
         specs.append(
             AlarmSpec(
                 rule.key,

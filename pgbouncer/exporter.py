@@ -47,6 +47,8 @@ class Sample:
     xact_total: int = 0
     wait_total_us: int = 0
     processes: int = 0
+    # Roles with their own `[users]` pool_size -> (clients waiting, oldest wait in s).
+    users: Mapping[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def _int(row: Mapping[str, Any], key: str) -> int:
@@ -79,6 +81,21 @@ def poll_process(conninfo: str, *, database: str | None = None, at: float | None
         ]
         lists = {str(r["list"]): _int(r, "items") for r in show_rows(cur, "SHOW LISTS")}
         config = {str(r["key"]): r["value"] for r in show_rows(cur, "SHOW CONFIG")}
+        own_pools = {str(u["name"]) for u in show_rows(cur, "SHOW USERS") if _own_pool(u)}
+    users = {
+        user: (
+            sum(_int(p, "cl_waiting") for p in pools if p["user"] == user),
+            max(
+                (
+                    _int(p, "maxwait") + _int(p, "maxwait_us") / 1e6
+                    for p in pools
+                    if p["user"] == user
+                ),
+                default=0.0,
+            ),
+        )
+        for user in sorted(own_pools)
+    }
     waits = [_int(p, "maxwait") + _int(p, "maxwait_us") / 1e6 for p in pools]
     return Sample(
         at=time.monotonic() if at is None else at,
@@ -98,7 +115,16 @@ def poll_process(conninfo: str, *, database: str | None = None, at: float | None
         xact_total=sum(_int(s, "total_xact_count") for s in stats),
         wait_total_us=sum(_int(s, "total_wait_time") for s in stats),
         processes=1,
+        users=users,
     )
+
+
+def _own_pool(user: Mapping[str, Any]) -> bool:
+    """A role with its own `[users]` pool_size (SHOW USERS leaves the column empty otherwise)."""
+    try:
+        return int(str(user.get("pool_size") or "0")) > 0
+    except ValueError:
+        return False
 
 
 def combine(samples: Sequence[Sample]) -> Sample:
@@ -116,6 +142,13 @@ def combine(samples: Sequence[Sample]) -> Sample:
         xact_total=sum(s.xact_total for s in samples),
         wait_total_us=sum(s.wait_total_us for s in samples),
         processes=sum(s.processes for s in samples),
+        users={
+            user: (
+                sum(s.users[user][0] for s in samples if user in s.users),
+                max(s.users[user][1] for s in samples if user in s.users),
+            )
+            for user in sorted({u for s in samples for u in s.users})
+        },
     )
 
 
@@ -135,7 +168,11 @@ def values(current: Sample, previous: Sample | None) -> dict[str, float]:
         if current.client_capacity
         else 0.0
     )
-    return {
+    per_user: dict[str, float] = {}
+    for user, (waiting, oldest) in current.users.items():
+        per_user[metrics.per_user_key(metrics.CLIENT_WAITING, user)] = waiting
+        per_user[metrics.per_user_key(metrics.MAX_WAIT, user)] = oldest
+    return per_user | {
         metrics.CLIENT_ACTIVE.name: current.client_active,
         metrics.CLIENT_WAITING.name: current.client_waiting,
         metrics.SERVER_ACTIVE.name: current.server_active,
@@ -170,8 +207,12 @@ class ExporterSettings:
             raise ValueError("admin_conninfos: give at least one admin console to poll")
         if self.interval_s <= 0:
             raise ValueError(f"interval_s {self.interval_s} must be positive")
-        if len(self.dimensions) > 30:
-            raise ValueError("dimensions: CloudWatch allows at most 30 per metric")
+        # One more for a workload's per-user datapoints (DIMENSION_USER).
+        if len(self.dimensions) > 29:
+            raise ValueError(
+                "dimensions: CloudWatch allows at most 30 per metric, and the per-workload "
+                f"metrics add {metrics.DIMENSION_USER!r}: give at most 29"
+            )
 
 
 UNITS = {m.name: m.unit for m in metrics.ALL}
@@ -212,17 +253,20 @@ class Exporter:
         dimensions = [{"Name": k, "Value": v} for k, v in sorted(self.settings.dimensions.items())]
         when = timestamp or dt.datetime.now(dt.UTC)
         resolution = 1 if self.settings.interval_s < 60 else 60
-        datums = [
-            {
-                "MetricName": name,
-                "Dimensions": dimensions,
-                "Timestamp": when,
-                "Value": float(value),
-                "Unit": UNITS[name],
-                "StorageResolution": resolution,
-            }
-            for name, value in figures.items()
-        ]
+        datums = []
+        for key, value in figures.items():
+            name, _, user = key.partition(metrics.USER_SEPARATOR)
+            datums.append(
+                {
+                    "MetricName": name,
+                    "Dimensions": dimensions
+                    + ([{"Name": metrics.DIMENSION_USER, "Value": user}] if user else []),
+                    "Timestamp": when,
+                    "Value": float(value),
+                    "Unit": UNITS[name],
+                    "StorageResolution": resolution,
+                }
+            )
         for start in range(0, len(datums), MAX_DATUMS_PER_CALL):
             self.cloudwatch.put_metric_data(
                 Namespace=self.settings.namespace,

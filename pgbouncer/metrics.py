@@ -17,6 +17,9 @@ DIMENSION_STACK: Final = "Stack"
 DIMENSION_SERVICE: Final = "Service"
 DIMENSION_DATABASE: Final = "Database"
 DIMENSION_NAMES: Final = (DIMENSION_STACK, DIMENSION_SERVICE, DIMENSION_DATABASE)
+# A workload's own pool: CLIENT_WAITING and MAX_WAIT are published once more per login role that
+# has its own `[users]` pool_size, with this extra dimension (none without workloads).
+DIMENSION_USER: Final = "User"
 
 
 @dataclass(frozen=True)
@@ -82,3 +85,12 @@ ALL: Final = (
     CERTIFICATE_DAYS_LEFT,
 )
 NAMES: Final = tuple(m.name for m in ALL)
+# The metrics also published per workload role (with DIMENSION_USER).
+PER_USER: Final = (CLIENT_WAITING, MAX_WAIT)
+# Separates a metric's name from its role in the exporter's figures: "ClientWaiting|reports".
+USER_SEPARATOR: Final = "|"
+
+
+def per_user_key(metric: Metric, user: str) -> str:
+    """The figures' key of one role's value of a per-user metric."""
+    return f"{metric.name}{USER_SEPARATOR}{user}"

@@ -74,9 +74,9 @@ class AlarmEvaluator:
         now = time.time()
         with self._lock:
             for rule in self.rules:
-                if rule.metric not in sample:
+                if rule.sample_key not in sample:
                     continue
-                value = float(sample[rule.metric])
+                value = float(sample[rule.sample_key])
                 state = self.states[rule.key]
                 state.value = value
                 state.breaching_periods = state.breaching_periods + 1 if rule.breached(value) else 0

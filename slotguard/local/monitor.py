@@ -103,6 +103,10 @@ class StackSampler:
             sample["pooler_waiting_clients"] = float(pooled.client_waiting)
             sample["pooler_oldest_wait_s"] = float(pooled.max_wait_s)
             sample["pooler_client_connections"] = float(pooled.client_connections)
+            # Each workload's own pool, keyed as its rules' `sample_key` (none without workloads).
+            for role, (waiting, oldest) in pooled.users.items():
+                sample[f"pooler_waiting_clients:{role}"] = float(waiting)
+                sample[f"pooler_oldest_wait_s:{role}"] = float(oldest)
         with contextlib.suppress(Exception):
             sample.update(self._function_counts())
         return sample
