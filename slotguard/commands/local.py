@@ -79,6 +79,11 @@ def addresses(plan: StackPlan, record: StackRecord) -> dict[str, Any]:
             "max_connections": plan.budget.max_connections,
             "tls": True,
         },
+        **(
+            {"reader": {"host": "127.0.0.1", "port": record.ports.reader, "streaming": True}}
+            if record.ports.reader is not None
+            else {}
+        ),
         "pooler": {
             "host": "127.0.0.1",
             "port": record.ports.pgbouncer,
@@ -104,6 +109,9 @@ def where_table(plan: StackPlan, record: StackRecord, title: str) -> Table:
         "database",
         f"{db['host']}:{db['port']} (max_connections {db['max_connections']}, TLS)",
     )
+    if "reader" in where:
+        reader = where["reader"]
+        table.add_row("reader", f"{reader['host']}:{reader['port']} (streaming replica, read pool)")
     table.add_row(
         "pooler",
         f"{pooler['host']}:{pooler['port']} ({pooler['processes']} PgBouncer "

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from infra.alarm_rules import local_alarm_rules
 from pgbouncer.exporter import ADMIN_DATABASE, show_rows
 from slotguard.local.drift import changed_paths, settings_document
 from slotguard.local.postgres import LocalPostgres
+from slotguard.local.replica import remove
 from slotguard.local.runtime import RuntimeAdminClient
 from slotguard.local.stack import (
     StackPlan,
@@ -189,8 +190,14 @@ def down(plan: StackPlan) -> DownResult:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(leftover, signal.SIGKILL)
         paths.pid_file(name).unlink(missing_ok=True)
+    ports = paths.ports()
+    if ports.reader is not None and (paths.reader / "pgdata" / "postmaster.pid").exists():
+        reader = postgres_server(plan, ports, service_user())
+        remove(
+            LocalPostgres(paths.reader, replace(reader.settings, port=ports.reader), reader.user)
+        )
     if (paths.postgres / "pgdata" / "postmaster.pid").exists():
-        server: LocalPostgres = postgres_server(plan, paths.ports(), service_user())
+        server: LocalPostgres = postgres_server(plan, ports, service_user())
         server.stop()
     killed = []
     for _attempt in range(20):

@@ -44,6 +44,7 @@ from slotguard.local.pgbouncer import (
     local_settings,
 )
 from slotguard.local.postgres import MASTER_USER, LocalPostgres, PostgresServerSettings
+from slotguard.local.replica import remove, start_streaming_replica
 from slotguard.local.runtime import FunctionSpec, Registry, RuntimeSettings
 from slotguard.local.state import (
     KIT_ROOT,
@@ -158,8 +159,8 @@ def pgbouncer_settings(plan: StackPlan, ports: Ports, tls: TlsFiles) -> PgBounce
         tcp_keepcnt=pb.tcp_keepalive_count,
         max_prepared_statements=pb.max_prepared_statements,
         user_pools=user_pools(plan.budget),
-        # Aurora: the read pool (on this server until a local reader exists) and failover.
-        **pgbouncer_cluster_fields(plan.budget, reader_port=ports.postgres),
+        # Aurora: the read pool (on the local reader, a streaming replica) and failover.
+        **pgbouncer_cluster_fields(plan.budget, reader_port=ports.reader or ports.postgres),
     )
 
 
@@ -339,7 +340,10 @@ class LocalStack:
     def __init__(self, plan: StackPlan) -> None:
         self.plan = plan
         self.paths = plan.paths
-        self.ports = self.paths.ports()
+        # An Aurora stack's reader: a streaming replica of the local server, on its own port.
+        has_reader = plan.budget.read_pool is not None
+        self.ports = self.paths.with_reader_port() if has_reader else self.paths.ports()
+        self.reader: LocalPostgres | None = None
         self.user = service_user()
         self.postgres = postgres_server(plan, self.ports, self.user)
         self.pgbouncer: LocalPgBouncer | None = None
@@ -357,6 +361,11 @@ class LocalStack:
             f"postgres: max_connections {self.plan.budget.max_connections} on {self.ports.postgres}"
         )
         self._start_postgres()
+        if self.ports.reader is not None and self.plan.budget.read_pool is not None:
+            log(f"reader: streaming replica on {self.ports.reader} (the read pool's server)")
+            self.reader = start_streaming_replica(
+                self.postgres, self.paths.reader, self.ports.reader, user=self.user
+            )
         log(f"aws: Secrets Manager and CloudWatch on {self.aws_url}")
         self._start_aws()
         passwords = self._passwords()
@@ -569,6 +578,8 @@ class LocalStack:
             self.pgbouncer.stop()
         else:
             stop_pgbouncer_by_pidfiles(self.paths)
+        if self.reader is not None:
+            remove(self.reader)
         self.postgres.stop()
 
 

@@ -32,6 +32,9 @@ class Ports(BaseModel):
     pgbouncer: int
     runtime: int
     aws: int
+    # The local Aurora reader (a streaming replica); None for stacks without a read pool and in
+    # state files written before the local target ran one.
+    reader: int | None = None
 
 
 class StackRecord(BaseModel):
@@ -75,6 +78,10 @@ class StackPaths:
     @property
     def pgbouncer(self) -> Path:
         return self.root / "pgbouncer"
+
+    @property
+    def reader(self) -> Path:
+        return self.root / "reader"
 
     @property
     def logs(self) -> Path:
@@ -130,6 +137,19 @@ class StackPaths:
             chosen.add(free_port())
         postgres, pgbouncer, runtime, aws = sorted(chosen)
         ports = Ports(postgres=postgres, pgbouncer=pgbouncer, runtime=runtime, aws=aws)
+        self.ports_file.write_text(ports.model_dump_json(indent=2) + "\n")
+        return ports
+
+    def with_reader_port(self) -> Ports:
+        """The saved ports with a reader port, choosing and saving a free one the first time."""
+        ports = self.ports()
+        if ports.reader is not None:
+            return ports
+        taken = {ports.postgres, ports.pgbouncer, ports.runtime, ports.aws}
+        reader = free_port()
+        while reader in taken:
+            reader = free_port()
+        ports = ports.model_copy(update={"reader": reader})
         self.ports_file.write_text(ports.model_dump_json(indent=2) + "\n")
         return ports
 
