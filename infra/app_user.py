@@ -229,7 +229,9 @@ class AppUser(pulumi.ComponentResource):
         self.verifier_secret_arn, self.verifier_version_id = self._verifier_secret(
             name, args, logins[primary][1]
         )
-        self._clone_verifier_secret(name, args, logins[clone][1])
+        self.clone_verifier_secret_arn, self.clone_verifier_version_id = self._verifier_secret(
+            name, args, logins[clone][1], key="app-clone", role=clone
+        )
         # Each workload's role: its own secret (with its verifier) and verifier secret. New
         # resources only: a stack without workloads creates and changes nothing here.
         self.workload_secret_arns, self.workload_verifiers = {}, {}
@@ -242,7 +244,7 @@ class AppUser(pulumi.ComponentResource):
             )
             workload_secrets.append(secret)
             self.workload_verifiers[workload.role] = self._verifier_secret(
-                name, args, verifier, workload=workload.name, role=workload.role
+                name, args, verifier, key=f"workload-{workload.name}", role=workload.role
             )
         # functions/bootstrap.py reads WORKLOAD_SECRET_ARN_<ROLE>: one ARN each (a reference,
         # as the policy pack wants every secret-looking variable to be).
@@ -340,9 +342,9 @@ class AppUser(pulumi.ComponentResource):
         self,
         name: str,
         args: AppUserArgs,
-        verifier: pulumi.Output[str | None],
+        verifier: pulumi.Output[str | None] | pulumi.Output[str],
         *,
-        workload: str | None = None,
+        key: str = "app",
         role: str | None = None,
     ) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
         """The SCRAM verifier in a secret of its own: the pooler's execution role reads only this.
@@ -351,8 +353,8 @@ class AppUser(pulumi.ComponentResource):
         authenticates clients and the server with the verifier, SCRAM pass-through).
         """
         s = args.settings
-        # app_user's resources keep their names; a workload's are named after it.
-        key = "app" if workload is None else f"workload-{workload}"
+        # app_user's resources keep their names (`app`); the clone's and a workload's are named
+        # after them (`app-clone`, `workload-<name>`).
         role = role or args.budget.app_user.name
         secret = aws.secretsmanager.Secret(
             f"{name}-{key}-verifier-secret",
@@ -370,27 +372,3 @@ class AppUser(pulumi.ComponentResource):
         )
         self._versions.append(version)
         return secret.arn, version.version_id
-
-    def _clone_verifier_secret(
-        self, name: str, args: AppUserArgs, verifier: pulumi.Output[str]
-    ) -> None:
-        """The clone's verifier in a secret of its own; the pooler reads it beside app_user's."""
-        s = args.settings
-        clone = clone_name(args.budget.app_user.name)
-        secret = aws.secretsmanager.Secret(
-            f"{name}-app-clone-verifier-secret",
-            name_prefix=f"slotguard/{s.stack}/{clone}-verifier-",
-            description=f"{clone}'s SCRAM verifier, for the pooler's tasks",
-            recovery_window_in_days=30 if s.is_prod else 0,
-            tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        version = aws.secretsmanager.SecretVersion(
-            f"{name}-app-clone-verifier-secret-version",
-            secret_id=secret.id,
-            secret_string=verifier.apply(verifier_secret_json).apply(pulumi.Output.secret),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        self._versions.append(version)
-        self.clone_verifier_secret_arn = secret.arn
-        self.clone_verifier_version_id = version.version_id
