@@ -222,23 +222,32 @@ def _burst_size(ctx: DrillContext) -> int:
     return 16 if ctx.small else 32
 
 
+def _burst_until_clients(
+    ctx: DrillContext, pooler: LocalPgBouncer, slot: int, label: str
+) -> tuple[int, int, int]:
+    """Burst until the process in `slot` holds clients: (failed, bursts, its clients).
+
+    A burst reuses whatever idle instances are left (the write storm's, an earlier burst's, an
+    earlier drill's), and only the requests beyond them open new connections, which so_reuseport
+    hashes over every process. Each burst is therefore larger than the storm's clients and every
+    earlier burst together, so each opens new connections; one can still miss the process by
+    chance ((2/3)^16 with three processes), so burst again (a few times at most).
+    """
+    failed, bursts, clients = 0, 0, 0
+    while bursts < SCALE_OUT_BURSTS and clients == 0:
+        size = ctx.storm.plan.concurrency + (bursts + 1) * _burst_size(ctx)
+        failed += _burst(ctx, f"{label}-{bursts}", size)
+        bursts += 1
+        clients = _clients_on(pooler, slot)
+    return failed, bursts, clients
+
+
 def _scale_out(ctx: DrillContext) -> None:
     pooler, running = widened(ctx.handle, 1)
     sampler = _role_sampler(ctx)
     steps: list[Step] = []
     _start(ctx.handle, pooler, running, steps)
-    # A burst reuses whatever idle instances are left (the write storm's, an earlier burst's),
-    # and only the requests beyond them open new connections, which so_reuseport hashes over
-    # every process. Each burst is therefore larger than the storm's clients and every earlier
-    # burst together, so each opens at least `_burst_size` new connections; a burst can still
-    # miss the new process by chance ((2/3)^16 with three processes), so burst again (a few
-    # times at most) until it has clients.
-    failed, bursts, clients = 0, 0, 0
-    while bursts < SCALE_OUT_BURSTS and clients == 0:
-        size = ctx.storm.plan.concurrency + (bursts + 1) * _burst_size(ctx)
-        failed += _burst(ctx, f"scale-out-{bursts}", size)
-        bursts += 1
-        clients = _clients_on(pooler, running)
+    failed, bursts, clients = _burst_until_clients(ctx, pooler, running, "scale-out")
     ctx.fault["new_process_clients"] = clients
     ctx.fault["burst"] = _burst_size(ctx)
     ctx.fault["bursts"] = bursts
@@ -280,8 +289,9 @@ def _scale_in(ctx: DrillContext) -> None:
     pooler, running = widened(ctx.handle, 1)
     sampler = _role_sampler(ctx)
     # New instances first, so the process that goes holds clients when it is stopped.
-    ctx.fault["burst_failed"] = _burst(ctx, "scale-in", _burst_size(ctx))
-    ctx.fault["clients_when_stopped"] = _clients_on(pooler, slot)
+    failed, _, clients = _burst_until_clients(ctx, pooler, slot, "scale-in")
+    ctx.fault["burst_failed"] = failed
+    ctx.fault["clients_when_stopped"] = clients
     steps: list[Step] = []
     _stop(pooler, slot, _drain_s(ctx), steps)
     time.sleep(1.0)
