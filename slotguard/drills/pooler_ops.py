@@ -14,16 +14,17 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from slotguard.drills.calls import burst, probe_event
 from slotguard.drills.faults import StackHandle
 from slotguard.drills.report import Check, DrillResult
 from slotguard.drills.runner import ConnectionSampler, DrillContext, DrillError, Scenario
 from slotguard.local.pgbouncer import LocalPgBouncer, with_processes
+from slotguard.local.stack import PROBE
 from slotguard.local.state import STACK_MARKER_ENV
 
 ROLE_CONNECTIONS_QUERY = (
@@ -203,43 +204,37 @@ def _judge_operation(ctx: DrillContext, result: DrillResult) -> list[Check]:
 # -- scale out / scale in ------------------------------------------------------------------------
 
 
-def _burst(ctx: DrillContext, label: str, count: int) -> int:
-    """`count` parallel writes on new instances: new connections, spread by so_reuseport."""
-    base = f"{ctx.storm.run_id}-{label}"
-    client = ctx.handle.lambda_client(pool_size=count)
-    with ThreadPoolExecutor(count) as pool:
-        finals = list(
-            pool.map(lambda i: ctx.storm.request(f"{base}-{i}", client=client), range(count))
-        )
-    return sum(1 for f in finals if not f.ok)
-
-
-# Bursts the scale-out drill may need before so_reuseport hands the added process a client.
-SCALE_OUT_BURSTS = 5
+# Rounds of new instances the scaling drills may need before so_reuseport hands the process in
+# question a client.
+SCALE_ROUNDS = 5
 
 
 def _burst_size(ctx: DrillContext) -> int:
     return 16 if ctx.small else 32
 
 
-def _burst_until_clients(
-    ctx: DrillContext, pooler: LocalPgBouncer, slot: int, label: str
+def _new_clients_until_on(
+    ctx: DrillContext, pooler: LocalPgBouncer, slot: int
 ) -> tuple[int, int, int]:
-    """Burst until the process in `slot` holds clients: (failed, bursts, its clients).
+    """Cold-start instances until the process in `slot` holds clients: (failed, rounds, clients).
 
-    A burst reuses whatever idle instances are left (the write storm's, an earlier burst's, an
-    earlier drill's), and only the requests beyond them open new connections, which so_reuseport
-    hashes over every process. Each burst is therefore larger than the storm's clients and every
-    earlier burst together, so each opens new connections; one can still miss the process by
-    chance ((2/3)^16 with three processes), so burst again (a few times at most).
+    Only a new connection can land on a given process, and warm instances keep the ones they
+    have: a burst of invocations reuses whatever idle instances earlier drills left, so how many
+    connections it opens depends on what ran before. Each round therefore cold-starts exactly
+    `_burst_size` new probe instances (the runtime's `fresh` freeze), each opening one connection
+    that so_reuseport hashes over every process, and leaves them frozen holding it. One round
+    can still miss the process by chance ((2/3)^16 with three processes), so go again, a few
+    times at most.
     """
-    failed, bursts, clients = 0, 0, 0
-    while bursts < SCALE_OUT_BURSTS and clients == 0:
-        size = ctx.storm.plan.concurrency + (bursts + 1) * _burst_size(ctx)
-        failed += _burst(ctx, f"{label}-{bursts}", size)
-        bursts += 1
+    admin = ctx.handle.runtime_admin()
+    failed, rounds, clients = 0, 0, 0
+    while rounds < SCALE_ROUNDS and clients == 0:
+        outcome = admin.freeze(PROBE, _burst_size(ctx), probe_event(0), fresh=True)
+        failed += int(outcome.get("failed") or 0)
+        rounds += 1
         clients = _clients_on(pooler, slot)
-    return failed, bursts, clients
+    ctx.fault["new_instances"] = rounds * _burst_size(ctx)
+    return failed, rounds, clients
 
 
 def _scale_out(ctx: DrillContext) -> None:
@@ -247,7 +242,7 @@ def _scale_out(ctx: DrillContext) -> None:
     sampler = _role_sampler(ctx)
     steps: list[Step] = []
     _start(ctx.handle, pooler, running, steps)
-    failed, bursts, clients = _burst_until_clients(ctx, pooler, running, "scale-out")
+    failed, bursts, clients = _new_clients_until_on(ctx, pooler, running)
     ctx.fault["new_process_clients"] = clients
     ctx.fault["burst"] = _burst_size(ctx)
     ctx.fault["bursts"] = bursts
@@ -272,7 +267,7 @@ def _judge_scale_out(ctx: DrillContext, result: DrillResult) -> list[Check]:
             "the new process takes new clients",
             clients > 0,
             f"{clients} clients on the added process after {ctx.fault.get('bursts', 1)} "
-            f"burst(s) of {ctx.fault.get('burst')}",
+            f"round(s) of {ctx.fault.get('burst')} new instances",
         ),
     ]
 
@@ -289,11 +284,22 @@ def _scale_in(ctx: DrillContext) -> None:
     pooler, running = widened(ctx.handle, 1)
     sampler = _role_sampler(ctx)
     # New instances first, so the process that goes holds clients when it is stopped.
-    failed, _, clients = _burst_until_clients(ctx, pooler, slot, "scale-in")
+    failed, _, clients = _new_clients_until_on(ctx, pooler, slot)
     ctx.fault["burst_failed"] = failed
     ctx.fault["clients_when_stopped"] = clients
     steps: list[Step] = []
     _stop(pooler, slot, _drain_s(ctx), steps)
+    # Thaw them: an instance whose connection the stopped process closed finds it closed and
+    # reconnects to one of the processes left.
+    size = _burst_size(ctx)
+    client = ctx.handle.lambda_client(pool_size=size)
+    calls = [
+        call
+        for _ in range(ctx.fault["new_instances"] // size)
+        for call in burst(client, PROBE, probe_event(0), size)
+    ]
+    ctx.fault["thawed"] = len(calls)
+    ctx.fault["thawed_failed"] = sum(1 for c in calls if c.status != 200)
     time.sleep(1.0)
     _record_steps(ctx, steps, sampler)
     restore_files(ctx.handle)
@@ -307,7 +313,13 @@ def _judge_scale_in(ctx: DrillContext, result: DrillResult) -> list[Check]:
         Check(
             "the removed process held clients",
             clients > 0,
-            f"{clients} clients moved to the remaining processes",
+            f"{clients} clients on it when it was stopped",
+        ),
+        Check(
+            "its clients reconnect elsewhere",
+            ctx.fault.get("thawed_failed") == 0,
+            f"{ctx.fault.get('thawed_failed')} of {ctx.fault.get('thawed')} thawed instances "
+            "failed to answer",
         ),
     ]
 
