@@ -64,9 +64,19 @@ def test_an_unpooled_burst_runs_out_of_connection_slots(small_server, runtime_fa
     assert too_many >= 40  # at most 7 slots for ordinary roles, one taken by the observer
     assert result.succeeded + result.failed_total == 50
     assert result.failed_total == too_many
-    assert result.peak_db_connections == limits.connection_limit
+    # A backend takes its process slot before PostgreSQL checks that enough are left free
+    # (src/backend/utils/init/postinit.c: "the new backend has already claimed a proc struct"
+    # when HaveNFreeProcs runs), so logins racing for the last ordinary slot can all be
+    # refused, and on a busy machine no later login may come to take it: the burst fills the
+    # ordinary slots or stops a few short, and never passes them.
+    peak = result.peak_db_connections
+    assert peak is not None
+    assert limits.connection_limit - 3 <= peak <= limits.connection_limit
     assert result.time_at_limit_s is not None
-    assert result.time_at_limit_s > 0.3
+    if peak == limits.connection_limit:
+        assert result.time_at_limit_s > 0.3
+    else:
+        assert result.time_at_limit_s == 0
     assert result.alarms_fired == ["db-connections-80"]
     failed = [r for r in result.records if r.cause == "too many connections"]
     # PostgreSQL words a refusal one of two ways, depending on whether a free process slot was
