@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from slotguard.local.pgbouncer import LocalPgBouncer
+from slotguard.local.postgres import LocalPostgres
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,33 @@ SLEEP_S = 4
 REACHED_WITHIN_S = 1.5
 
 
-def _cancel_all(pooler: LocalPgBouncer) -> list[float]:
+def _wait_sent(
+    postgres: LocalPostgres, pooler: LocalPgBouncer, count: int, timeout_s: float = 10.0
+) -> None:
+    """Until all `count` statements run on the server or wait in a pool (so_reuseport may give
+    one process more clients than its pool): a cancel sent before its statement arrived would
+    be "lost" for a reason that has nothing to do with peering."""
+    deadline = time.monotonic() + timeout_s
+    with postgres.connect_admin() as admin:
+        while True:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_user'"
+                " AND state = 'active' AND query LIKE 'SELECT pg_sleep(%%'"
+            ).fetchone()
+            running = row[0] if row else 0
+            waiting = sum(
+                int(str(r["cl_waiting"]))
+                for index in range(pooler.settings.processes)
+                for r in pooler.show("POOLS", process=index)
+                if r["database"] != "pgbouncer"
+            )
+            if running + waiting >= count:
+                return
+            assert time.monotonic() < deadline, f"{running} running, {waiting} waiting of {count}"
+            time.sleep(0.05)
+
+
+def _cancel_all(postgres: LocalPostgres, pooler: LocalPgBouncer) -> list[float]:
     """Seconds from each cancel to the end of its statement (SLEEP_S-ish when it was lost)."""
     conns: list[psycopg.Connection[Any]] = [
         psycopg.connect(pooler.conninfo("app_user", PASSWORD), autocommit=True)
@@ -47,7 +74,7 @@ def _cancel_all(pooler: LocalPgBouncer) -> list[float]:
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(CLIENTS)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
+    _wait_sent(postgres, pooler, CLIENTS)
     cancelled: dict[int, float] = {}
     for index, conn in enumerate(conns):
         cancelled[index] = time.monotonic()
@@ -69,7 +96,7 @@ def test_peered_processes_forward_every_cancel(postgres, pgbouncer_factory):
     _needs_peering(pooler)
     config = {r["key"]: r["value"] for r in pooler.show("CONFIG", process=1)}
     assert config["peer_id"] == "2"
-    waits = _cancel_all(pooler)
+    waits = _cancel_all(postgres, pooler)
     assert max(waits) < REACHED_WITHIN_S, waits
 
 
@@ -83,7 +110,7 @@ def test_without_peering_cancels_are_lost(postgres, pgbouncer_factory):
         extra={"peer_id": "0"},
     )
     _needs_peering(pooler)
-    waits = _cancel_all(pooler)
+    waits = _cancel_all(postgres, pooler)
     lost = [w for w in waits if w >= REACHED_WITHIN_S]
     # 12 cancels each hashed to one of 2 processes: all on the right one has odds 1 in 4096.
     assert lost, waits

@@ -117,8 +117,10 @@ def test_sampler_polls_on_its_own_thread_and_records_errors():
     assert len(samples) == len(calls) - 1  # the failed poll left a gap, not a fake value
     assert sampler.errors == ["ConnectionError: admin console unreachable"]
     assert "storm-sampler" in threads
+    # The failed poll neither stops the sampler nor backs it off: with 0.05 s polls, a gap of
+    # a second would be one; a loaded machine delays a thread by tens of milliseconds, not that.
     gaps = [b - a for a, b in itertools.pairwise(calls)]
-    assert max(gaps) < 0.2
+    assert max(gaps) < 1.0, gaps
 
 
 def test_bad_sampler_interval_is_refused():
