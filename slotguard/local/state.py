@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -169,11 +170,21 @@ def default_base() -> Path:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (created 0600 before any byte lands)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    path.chmod(0o600)
+    """Write a file readable by its owner only (created 0600 before any byte lands), atomically.
+
+    Other processes poll these files (`up` waits for the supervisor's stack record): written in
+    place, a reader between the truncation and the write would see an empty file. The text goes
+    to a temporary file in the same directory, which then replaces the old one in one rename.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def read_pid(path: Path) -> int | None:
