@@ -171,6 +171,8 @@ class DownResult:
 def down(plan: StackPlan) -> DownResult:
     """Stop the supervisor (which stops the stack), then anything of the stack still running."""
     paths = plan.paths
+    if not paths.root.exists():
+        return DownResult(False, [])  # never started on this machine: nothing to stop
     pid = read_pid(paths.supervisor_pid)
     was_running = pid is not None and alive(pid)
     if pid is not None and was_running:
@@ -190,13 +192,18 @@ def down(plan: StackPlan) -> DownResult:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(leftover, signal.SIGKILL)
         paths.pid_file(name).unlink(missing_ok=True)
-    ports = paths.ports()
-    if ports.reader is not None and (paths.reader / "pgdata" / "postmaster.pid").exists():
+    # Only ports the stack saved: choosing new ones here would write into a stack that has none.
+    ports = paths.ports() if paths.ports_file.exists() else None
+    if (
+        ports is not None
+        and ports.reader is not None
+        and (paths.reader / "pgdata" / "postmaster.pid").exists()
+    ):
         reader = postgres_server(plan, ports, service_user())
         remove(
             LocalPostgres(paths.reader, replace(reader.settings, port=ports.reader), reader.user)
         )
-    if (paths.postgres / "pgdata" / "postmaster.pid").exists():
+    if ports is not None and (paths.postgres / "pgdata" / "postmaster.pid").exists():
         server: LocalPostgres = postgres_server(plan, ports, service_user())
         server.stop()
     killed = []
