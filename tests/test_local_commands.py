@@ -108,7 +108,6 @@ def test_status_json_of_a_stopped_stack_says_so(tmp_path, monkeypatch):
     assert "slotguard up --stack dev" in document["error"]
 
 
-
 def test_down_of_a_stack_never_started_here_says_so_and_creates_nothing(tmp_path, monkeypatch):
     # It once chose and saved ports for the stack on its way, and failed with FileNotFoundError.
     monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path))
@@ -116,6 +115,7 @@ def test_down_of_a_stack_never_started_here_says_so_and_creates_nothing(tmp_path
     assert result.exit_code == 0, result.output
     assert "stack workloads was not running" in result.stdout
     assert list(tmp_path.iterdir()) == []
+
 
 def refused(record: StackRecord) -> str | None:
     """The error a fresh superuser login meets now, or None if it is let in."""
