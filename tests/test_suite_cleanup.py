@@ -10,6 +10,7 @@ started may be left and the ports are free again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -122,7 +123,18 @@ def test_an_interrupted_run_leaves_no_process_and_no_port(sig: signal.Signals) -
         assert _alive(started["forgotten_pid"])
         assert _alive(started["bare_pid"])
         os.killpg(inner.pid, sig)
-        output = inner.communicate(timeout=90)[0].decode()
+        hung = False
+        try:
+            output = inner.communicate(timeout=90)[0].decode()
+        except subprocess.TimeoutExpired:
+            # Say where it hangs: pytest's faulthandler dumps every thread's stack on SIGABRT.
+            hung = True
+            inner.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                inner.wait(10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(inner.pid, signal.SIGKILL)
+            output = inner.communicate()[0].decode()
     finally:
         if inner.poll() is None:
             os.killpg(inner.pid, signal.SIGKILL)
@@ -138,6 +150,7 @@ def test_an_interrupted_run_leaves_no_process_and_no_port(sig: signal.Signals) -
         if _alive(pid)
     ]
     try:
+        assert not hung, f"the inner run still ran 90 s after {sig.name}:\n{output[-6000:]}"
         assert left == [], output[-3000:]
         assert suite_processes(started["marker"]) == [], output[-3000:]
         assert _port_free(started["postgres_port"])
