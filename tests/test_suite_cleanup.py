@@ -32,10 +32,16 @@ REPO = Path(__file__).resolve().parent.parent
 INNER_TEST = """
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+# Ctrl-C reaches a terminal's foreground job with SIGINT handled; a suite started in the
+# background by a non-interactive shell (`make test &`) inherits SIGINT ignored, Python keeps it
+# ignored, and this run would sleep on through the Ctrl-C the test sends it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def test_holds_servers(postgres_factory, pgbouncer_factory):
