@@ -36,7 +36,7 @@ from slotguard.local.stack import (
     pgbouncer_settings,
     postgres_server,
 )
-from slotguard.local.state import STACK_MARKER_ENV, StackRecord
+from slotguard.local.state import STACK_MARKER_ENV, StackRecord, write_private
 from slotguard.local.system import service_user
 from slotguard.storm.client import lambda_client
 
@@ -231,9 +231,7 @@ def rotate_app_password(handle: StackHandle) -> dict[str, float]:
     if target == handle.app_user and passwords.exists():
         stored = json.loads(passwords.read_text())
         stored["app"] = password
-        fd = os.open(passwords, os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(stored, out)
+        write_private(passwords, json.dumps(stored))
     done = time.monotonic()
     return {
         "rotate_s": done - started,

@@ -35,7 +35,7 @@ from pgbouncer.config import (
 from pgbouncer.exporter import show_rows
 from slotguard.local.ports import free_port
 from slotguard.local.postgres import LocalPostgres
-from slotguard.local.state import alive
+from slotguard.local.state import alive, write_private
 from slotguard.local.system import (
     ServiceUser,
     ensure_programs,
@@ -161,16 +161,10 @@ class LocalPgBouncer:
         for index, text in enumerate(rendered.ini):
             Path(self.settings.paths[index].unix_socket_dir).mkdir(parents=True, exist_ok=True)
             self.ini_path(index).write_text(text)
-        # Created with 0600 before any byte is written, so the verifiers are never world-readable.
-        fd = os.open(self.auth_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(rendered.auth_file)
-        self.auth_file.chmod(0o600)
+        # Owner-only before any byte is written, so the verifiers are never world-readable.
+        write_private(self.auth_file, rendered.auth_file)
         if self.settings.hba_file:
-            hba = Path(self.settings.hba_file)
-            fd = os.open(hba, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(rendered.hba)
+            write_private(Path(self.settings.hba_file), rendered.hba)
         hand_over(self.root, self.user)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -539,9 +533,7 @@ def create_local_pgbouncer(
         )
     password_file = root / "admin.password"
     if not password_file.exists():
-        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(18))
+        write_private(password_file, secrets.token_urlsafe(18))
     admin_password = password_file.read_text().strip()
     return LocalPgBouncer(
         root,

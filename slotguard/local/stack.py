@@ -54,6 +54,7 @@ from slotguard.local.state import (
     StackRecord,
     alive,
     read_pid,
+    write_private,
 )
 from slotguard.local.system import ServiceUser, service_user
 from slotguard.local.tls import TlsFiles
@@ -437,9 +438,7 @@ class LocalStack:
             }
         for key in wanted:
             generated.setdefault(key, secrets.token_urlsafe(18))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(generated, handle)
+        write_private(path, json.dumps(generated))
         return generated
 
     def aws_client(self, service: str) -> Any:

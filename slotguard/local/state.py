@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -176,8 +176,8 @@ def write_private(path: Path, text: str) -> None:
     place, a reader between the truncation and the write would see an empty file. The text goes
     to a temporary file in the same directory, which then replaces the old one in one rename.
     """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
+    temporary = Path(name)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
