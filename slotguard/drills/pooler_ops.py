@@ -284,7 +284,7 @@ def _scale_in(ctx: DrillContext) -> None:
     pooler, running = widened(ctx.handle, 1)
     sampler = _role_sampler(ctx)
     # New instances first, so the process that goes holds clients when it is stopped.
-    failed, _, clients = _new_clients_until_on(ctx, pooler, slot)
+    failed, rounds, clients = _new_clients_until_on(ctx, pooler, slot)
     ctx.fault["burst_failed"] = failed
     ctx.fault["clients_when_stopped"] = clients
     steps: list[Step] = []
@@ -293,11 +293,7 @@ def _scale_in(ctx: DrillContext) -> None:
     # reconnects to one of the processes left.
     size = _burst_size(ctx)
     client = ctx.handle.lambda_client(pool_size=size)
-    calls = [
-        call
-        for _ in range(ctx.fault["new_instances"] // size)
-        for call in burst(client, PROBE, probe_event(0), size)
-    ]
+    calls = [call for _ in range(rounds) for call in burst(client, PROBE, probe_event(0), size)]
     ctx.fault["thawed"] = len(calls)
     ctx.fault["thawed_failed"] = sum(1 for c in calls if c.status != 200)
     time.sleep(1.0)
